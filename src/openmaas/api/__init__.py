@@ -1,0 +1,1 @@
+"""HTTP surface: the composition root, dependencies, error rendering and one router package per protocol."""

@@ -1,0 +1,90 @@
+"""The composition root: the only place where concrete stores, executors and pools are built and wired."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from openmaas import __version__
+from openmaas.api import native
+from openmaas.api.deps import Services
+from openmaas.api.errors import install_error_handlers
+from openmaas.api.middleware import RequestIdMiddleware
+from openmaas.config import Settings
+from openmaas.runtime.pool import ModelPool
+from openmaas.services.auth import AuthService
+from openmaas.services.datasets import DatasetService
+from openmaas.services.inference import InferenceService
+from openmaas.services.jobs import JobService
+from openmaas.services.registry import RegistryService
+from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.metadata import open_store
+from openmaas.training.executors import LocalProcessExecutor
+
+log = logging.getLogger(__name__)
+
+
+def _announce_key(key: str, settings: Settings) -> None:
+    # Printed once, on the first start, so the operator can copy it; never logged.
+    print(
+        f"\nOpenMaaS created the admin API key (shown only now; also in {settings.admin_key_file}):\n\n    {key}\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.resolved_database_url
+        store = open_store(url)
+        artifacts = LocalArtifactStore(settings.artifacts_dir)
+        auth = AuthService(store.keys)
+        new_key = auth.bootstrap(settings.admin_key, settings.admin_key_file)
+        if new_key:
+            _announce_key(new_key, settings)
+        executor = LocalProcessExecutor(
+            store.jobs,
+            env={"OPENMAAS_DATA_DIR": str(settings.data_dir), "OPENMAAS_DATABASE_URL": url},
+            log_dir=settings.data_dir / "logs" / "jobs",
+            max_concurrent=settings.max_concurrent_jobs,
+            poll_seconds=settings.job_poll_seconds,
+        )
+        pool = ModelPool(
+            artifacts,
+            settings.data_dir / "cache" / "models",
+            device=settings.device,
+            memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
+        )
+        registry = RegistryService(store, artifacts)
+        app.state.services = Services(
+            settings=settings,
+            auth=auth,
+            datasets=DatasetService(store, artifacts, settings.max_upload_bytes),
+            jobs=JobService(store, executor),
+            registry=registry,
+            inference=InferenceService(registry, pool, max_inputs=settings.max_predict_inputs),
+        )
+        await executor.start()
+        log.info("OpenMaaS ready: data in %s", settings.data_dir)
+        try:
+            yield
+        finally:
+            await executor.stop()
+            store.close()
+
+    app = FastAPI(title="OpenMaaS", version=__version__, lifespan=lifespan)
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(native.router)
+    return app

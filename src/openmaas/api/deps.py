@@ -1,0 +1,41 @@
+"""Request dependencies: the caller's Principal and the services, as Annotated aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from openmaas.config import Settings
+from openmaas.domain.entities import Principal
+from openmaas.services.auth import AuthService
+from openmaas.services.datasets import DatasetService
+from openmaas.services.inference import InferenceService
+from openmaas.services.jobs import JobService
+from openmaas.services.registry import RegistryService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    auth: AuthService
+    datasets: DatasetService
+    jobs: JobService
+    registry: RegistryService
+    inference: InferenceService
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_principal(
+    request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> Principal:
+    return get_services(request).auth.authenticate(authorization)
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+Svc = Annotated[Services, Depends(get_services)]

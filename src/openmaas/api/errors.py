@@ -1,0 +1,72 @@
+"""Renders every failure as OpenAI's error body, with the status from the one table in openmaas.errors."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from openmaas.api.responses import FastJSONResponse
+from openmaas.errors import OpenMaaSError, status_and_type
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int,
+    type_: str,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> FastJSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return FastJSONResponse(body, status_code=status, headers=headers)
+
+
+async def _ours(_request: Request, error: Exception) -> FastJSONResponse:
+    assert isinstance(error, OpenMaaSError)
+    status, type_ = status_and_type(error)
+    return error_response(status, type_, error.message, error.param, error.code, error.headers)
+
+
+async def _validation(_request: Request, error: Exception) -> FastJSONResponse:
+    assert isinstance(error, RequestValidationError)
+    first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return error_response(400, "invalid_request_error", "the request body is not valid JSON", None, "invalid_json")
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    return error_response(400, "invalid_request_error", message, param, first.get("type"))
+
+
+_HTTP_CODES = {404: "unknown_url", 405: "method_not_allowed"}
+
+
+async def _http(request: Request, error: Exception) -> FastJSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 404:
+        message = f"unknown URL: {request.method} {request.url.path}"
+    elif error.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(error.detail)
+    type_ = "server_error" if error.status_code >= 500 else "invalid_request_error"
+    return error_response(
+        error.status_code, type_, message, None, _HTTP_CODES.get(error.status_code), dict(error.headers or {})
+    )
+
+
+async def _unexpected(request: Request, error: Exception) -> FastJSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(500, "server_error", "internal server error", None, "internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(OpenMaaSError, _ours)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,78 @@
+"""Routes for /v1/datasets: a thin adapter between multipart uploads and DatasetService."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+
+from openmaas.api.deps import Caller, Svc
+from openmaas.domain.entities import Dataset
+from openmaas.errors import PayloadTooLarge
+from openmaas.protocol.native import DatasetOut, Deleted
+from openmaas.protocol.openai import ListOf
+
+router = APIRouter(tags=["datasets"])
+MULTIPART_SLACK = 64 * 1024
+
+
+def dataset_out(d: Dataset) -> DatasetOut:
+    return DatasetOut(
+        id=d.id,
+        name=d.name,
+        format=d.format,
+        sha256=d.sha256,
+        bytes=d.bytes,
+        rows=d.rows,
+        labels=d.labels,
+        report=d.report,
+        created_at=int(d.created_at),
+    )
+
+
+@router.post("/datasets", status_code=201, response_model=DatasetOut)
+def upload_dataset(
+    request: Request,
+    caller: Caller,
+    svc: Svc,
+    file: Annotated[UploadFile, File(description="CSV, TSV or JSONL, UTF-8")],
+    name: Annotated[str | None, Form()] = None,
+    text_column: Annotated[str, Form()] = "text",
+    label_column: Annotated[str, Form()] = "label",
+) -> DatasetOut:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > svc.datasets.max_bytes + MULTIPART_SLACK:
+        raise PayloadTooLarge(f"the upload is over the limit of {svc.datasets.max_bytes} bytes", param="file")
+    filename = file.filename or ""
+    data = svc.datasets.read_limited(file.file)
+    dataset = svc.datasets.upload(
+        caller,
+        name=name if name is not None else filename.rsplit(".", 1)[0],
+        filename=filename,
+        data=data,
+        text_column=text_column,
+        label_column=label_column,
+    )
+    return dataset_out(dataset)
+
+
+@router.get("/datasets", response_model=ListOf[DatasetOut])
+def list_datasets(
+    caller: Caller,
+    svc: Svc,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ListOf[DatasetOut]:
+    items, more = svc.datasets.list(caller, after=after, limit=limit)
+    return ListOf[DatasetOut](data=[dataset_out(d) for d in items], has_more=more)
+
+
+@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, caller: Caller, svc: Svc) -> DatasetOut:
+    return dataset_out(svc.datasets.get(caller, dataset_id))
+
+
+@router.delete("/datasets/{dataset_id}", response_model=Deleted)
+def delete_dataset(dataset_id: str, caller: Caller, svc: Svc) -> Deleted:
+    svc.datasets.delete(caller, dataset_id)
+    return Deleted(id=dataset_id, object="dataset")

@@ -1,0 +1,94 @@
+"""Routes for /v1/models: the registry (OpenAI-style list, versions, aliases) and predictions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+
+from openmaas.api.deps import Caller, Svc
+from openmaas.api.responses import FastJSONResponse
+from openmaas.domain.entities import ModelVersion, RegisteredModel
+from openmaas.errors import InvalidRequest
+from openmaas.protocol.native import AliasSet, Deleted, ModelOut, PredictRequest, PredictResponse, VersionOut
+from openmaas.protocol.openai import ListOf
+
+router = APIRouter(tags=["models"])
+
+
+def version_out(v: ModelVersion) -> VersionOut:
+    return VersionOut(
+        version=v.version,
+        task=v.task,
+        recipe=v.recipe,
+        runtime=v.runtime,
+        labels=list(v.labels),
+        aliases=list(v.aliases),
+        metrics=v.metrics,
+        hyperparameters=v.hyperparameters,
+        dataset_id=v.dataset_id,
+        dataset_sha256=v.dataset_sha256,
+        job_id=v.job_id,
+        parameter_count=v.parameter_count,
+        artifact_sha256=v.artifact_sha256,
+        created_at=int(v.created_at),
+    )
+
+
+def model_out(m: RegisteredModel, *, with_versions: bool) -> ModelOut:
+    latest = m.latest
+    return ModelOut(
+        id=m.name,
+        created=int(m.created_at),
+        owned_by=m.tenant_id,
+        latest_version=latest.version if latest else None,
+        aliases=m.aliases,
+        versions=[version_out(v) for v in m.versions] if with_versions else None,
+    )
+
+
+@router.get("/models", response_model=ListOf[ModelOut], response_model_exclude_none=True)
+def list_models(caller: Caller, svc: Svc) -> ListOf[ModelOut]:
+    return ListOf[ModelOut](data=[model_out(m, with_versions=False) for m in svc.registry.list(caller)])
+
+
+@router.get("/models/{name}", response_model=ModelOut)
+def get_model(name: str, caller: Caller, svc: Svc) -> ModelOut:
+    return model_out(svc.registry.get(caller, name), with_versions=True)
+
+
+@router.put("/models/{name}/aliases/{alias}", response_model=ModelOut)
+def set_alias(name: str, alias: str, body: AliasSet, caller: Caller, svc: Svc) -> ModelOut:
+    return model_out(svc.registry.set_alias(caller, name, alias, body.version), with_versions=True)
+
+
+@router.delete("/models/{name}/aliases/{alias}", response_model=ModelOut)
+def delete_alias(name: str, alias: str, caller: Caller, svc: Svc) -> ModelOut:
+    return model_out(svc.registry.delete_alias(caller, name, alias), with_versions=True)
+
+
+@router.delete("/models/{name}/versions/{version}", response_model=Deleted)
+def delete_version(name: str, version: int, caller: Caller, svc: Svc) -> Deleted:
+    svc.registry.delete_version(caller, name, version)
+    return Deleted(id=f"{name}:{version}", object="model.version")
+
+
+@router.delete("/models/{name}", response_model=Deleted)
+def delete_model(name: str, caller: Caller, svc: Svc) -> Deleted:
+    svc.registry.delete_model(caller, name)
+    return Deleted(id=name, object="model")
+
+
+@router.post(
+    "/models/{ref}/predict",
+    response_model=PredictResponse,
+    response_class=FastJSONResponse,
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}},
+)
+async def predict(ref: str, caller: Caller, svc: Svc, body: Annotated[Any, Body()] = None) -> FastJSONResponse:
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
+    result = await svc.inference.predict(caller, ref, body["inputs"])
+    return FastJSONResponse(
+        {"model": result.version.model, "version": result.version.version, "predictions": result.predictions}
+    )

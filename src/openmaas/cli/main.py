@@ -1,0 +1,231 @@
+"""Typer commands: serve, datasets, train, jobs, models and predict."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from openmaas.cli.watch import watch_job
+from openmaas.sdk import APIError, Client
+
+app = typer.Typer(help="OpenMaaS: datasets → training jobs → models → predictions.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Upload and inspect datasets.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and cancel training jobs.", no_args_is_help=True)
+models_app = typer.Typer(help="Browse the model registry.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err = Console(stderr=True)
+
+UrlOption = Annotated[str | None, typer.Option("--url", envvar="OPENMAAS_URL", help="Server URL.")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="OPENMAAS_API_KEY", help="API key.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")]
+
+
+def _client(url: str | None, api_key: str | None) -> Client:
+    return Client(url, api_key)
+
+
+def _print_json(data: Any) -> None:
+    console.print_json(json.dumps(data, ensure_ascii=False))
+
+
+def _run(call: Any) -> Any:
+    try:
+        return call()
+    except APIError as error:
+        err.print(f"[red]error {error.status}[/red] ({error.code or error.type}): {error.message}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="OPENMAAS_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="OPENMAAS_PORT")] = 8000,
+    data_dir: Annotated[Path | None, typer.Option(help="Defaults to $OPENMAAS_DATA_DIR or ./data.")] = None,
+    log_level: str = "info",
+) -> None:
+    """Start the server (embedded default: SQLite and local files under the data directory)."""
+    import uvicorn
+
+    from openmaas.api.app import create_app
+    from openmaas.config import Settings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {"host": host, "port": port}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = Settings(**overrides)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,
+    )
+
+
+@datasets_app.command("upload")
+def datasets_upload(
+    path: Path,
+    name: Annotated[str | None, typer.Option()] = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Upload a CSV, TSV or JSONL file of labeled texts."""
+    dataset = _run(
+        lambda: _client(url, api_key).upload_dataset(
+            path, name=name, text_column=text_column, label_column=label_column
+        )
+    )
+    if as_json:
+        _print_json(dataset)
+        return
+    console.print(f"[green]dataset {dataset['id']}[/green] '{dataset['name']}': {dataset['rows']} rows")
+    for label, count in dataset["labels"].items():
+        console.print(f"  {label}: {count}")
+    for reason, info in dataset["report"]["dropped"].items():
+        console.print(f"  dropped {info['count']} ({reason}), e.g. lines {info['lines']}")
+
+
+@datasets_app.command("list")
+def datasets_list(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
+    items = _run(lambda: _client(url, api_key).list_datasets())
+    if as_json:
+        _print_json(items)
+        return
+    table = Table("id", "name", "rows", "labels")
+    for d in items:
+        table.add_row(d["id"], d["name"], str(d["rows"]), ", ".join(d["labels"]))
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(dataset_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    _print_json(_run(lambda: _client(url, api_key).get_dataset(dataset_id)))
+
+
+@datasets_app.command("delete")
+def datasets_delete(dataset_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    _print_json(_run(lambda: _client(url, api_key).delete_dataset(dataset_id)))
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="Dataset id.")],
+    model: Annotated[str, typer.Option(help="Registry name for the trained model.")],
+    recipe: str = "bow-mlp",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Hyperparameter KEY=VALUE.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the job with a progress bar.")] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Start a training job."""
+    hyperparameters: dict[str, Any] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+        try:
+            hyperparameters[key] = json.loads(value)
+        except json.JSONDecodeError:
+            hyperparameters[key] = value
+    client = _client(url, api_key)
+    job = _run(lambda: client.create_job(dataset, model, recipe=recipe, hyperparameters=hyperparameters))
+    console.print(f"job [bold]{job['id']}[/bold] queued: {recipe} on {dataset} → model '{model}'")
+    if watch:
+        final = _run(lambda: watch_job(client, job["id"], console))
+        if final["status"] != "succeeded":
+            raise typer.Exit(1)
+
+
+@jobs_app.command("list")
+def jobs_list(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
+    items = _run(lambda: _client(url, api_key).list_jobs())
+    if as_json:
+        _print_json(items)
+        return
+    table = Table("id", "status", "recipe", "model", "version", "reason")
+    for j in items:
+        table.add_row(j["id"], j["status"], j["recipe"], j["model"], str(j["model_version"] or ""), j["reason"] or "")
+    console.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    _print_json(_run(lambda: _client(url, api_key).get_job(job_id)))
+
+
+@jobs_app.command("events")
+def jobs_events(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    _print_json(_run(lambda: _client(url, api_key).job_events(job_id)))
+
+
+@jobs_app.command("watch")
+def jobs_watch(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    final = _run(lambda: watch_job(_client(url, api_key), job_id, console))
+    if final["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    job = _run(lambda: _client(url, api_key).cancel_job(job_id))
+    console.print(f"job {job['id']}: {job['status']}")
+
+
+@models_app.command("list")
+def models_list(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
+    items = _run(lambda: _client(url, api_key).list_models())
+    if as_json:
+        _print_json(items)
+        return
+    table = Table("name", "latest", "aliases", "owner")
+    for m in items:
+        aliases = ", ".join(f"{a}→{v}" for a, v in m.get("aliases", {}).items())
+        table.add_row(m["id"], str(m.get("latest_version") or ""), aliases, m["owned_by"])
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(name: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    _print_json(_run(lambda: _client(url, api_key).get_model(name)))
+
+
+@models_app.command("alias")
+def models_alias(name: str, alias: str, version: int, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Point ALIAS (e.g. production) of model NAME at VERSION."""
+    model = _run(lambda: _client(url, api_key).set_alias(name, alias, version))
+    console.print(f"{name}:{alias} → {model['aliases'][alias]}")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="name, name:VERSION or name:ALIAS")],
+    texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Classify texts with a registered model."""
+    result = _run(lambda: _client(url, api_key).predict(model, texts))
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("text", "label", "score", title=f"{result['model']}:{result['version']}")
+    for text, p in zip(texts, result["predictions"], strict=True):
+        table.add_row(text, p["label"], f"{p['score']:.3f}")
+    console.print(table)

@@ -1,0 +1,49 @@
+"""Settings: every OPENMAAS_* knob, read once at start-up and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENMAAS_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; defaults to a SQLite file under data_dir."
+    )
+    admin_key: str | None = Field(default=None, description="The bootstrap admin key; generated if unset.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_concurrent_jobs: int = 1
+    job_poll_seconds: float = 0.2
+
+    max_predict_inputs: int = 2048
+    max_batch_size: int = 64
+    max_wait_ms: float = 2.0
+    max_queue_size: int = 1024
+    request_timeout_s: float = 30.0
+    model_memory_mb: int = 4096
+    device: str = "auto"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'openmaas.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / "admin.key"

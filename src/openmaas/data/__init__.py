@@ -1,0 +1,1 @@
+"""Reading, cleaning, validating and splitting labeled text datasets."""

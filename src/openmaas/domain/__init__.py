@@ -1,0 +1,1 @@
+"""Plain entities, ids and state machines. Imports nothing else of ours."""

@@ -1,0 +1,106 @@
+"""The entities every layer passes around: datasets, jobs, model versions, API keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from openmaas.domain.jobs import JobStatus
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant and the key. Scopes arrive with tenancy; the seam is here."""
+
+    tenant_id: str
+    key_id: str
+    scopes: frozenset[str] = frozenset({"admin", "train", "infer", "read"})
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    tenant_id: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: float
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    tenant_id: str
+    name: str
+    format: str
+    sha256: str
+    bytes: int
+    rows: int
+    labels: dict[str, int]
+    report: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    tenant_id: str
+    model: str
+    dataset_id: str
+    recipe: str
+    hyperparameters: dict[str, Any]
+    status: JobStatus
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str | None = None
+    model_version: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    id: int
+    job_id: str
+    type: str
+    data: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    tenant_id: str
+    task: str
+    recipe: str
+    runtime: str
+    labels: tuple[str, ...]
+    metrics: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    dataset_id: str | None
+    dataset_sha256: str | None
+    job_id: str | None
+    parameter_count: int
+    artifact_sha256: str
+    files: dict[str, str]
+    created_at: float
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    tenant_id: str
+    created_at: float
+    aliases: dict[str, int]
+    versions: tuple[ModelVersion, ...] = ()
+
+    @property
+    def latest(self) -> ModelVersion | None:
+        return max(self.versions, key=lambda v: v.version) if self.versions else None

@@ -1,0 +1,46 @@
+"""Model names and references: `name`, `name:3` or `name:alias`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+DEFAULT_ALIAS = "production"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}:{self.version}"
+        if self.alias is not None:
+            return f"{self.name}:{self.alias}"
+        return self.name
+
+
+def is_valid_name(name: str) -> bool:
+    return bool(NAME_PATTERN.match(name))
+
+
+def is_valid_alias(alias: str) -> bool:
+    return bool(ALIAS_PATTERN.match(alias)) and alias != "latest"
+
+
+def parse_ref(text: str) -> ModelRef | None:
+    """Parse a reference; None when it is malformed (the caller names the problem)."""
+    name, sep, tail = text.partition(":")
+    if not is_valid_name(name) or (sep and not tail):
+        return None
+    if not sep:
+        return ModelRef(name)
+    if tail.isdigit():
+        return ModelRef(name, version=int(tail)) if int(tail) > 0 else None
+    if tail == "latest":
+        return ModelRef(name)  # resolved as "newest version" by the registry
+    return ModelRef(name, alias=tail) if is_valid_alias(tail) else None

@@ -1,0 +1,1 @@
+"""Wire schemas only (pydantic), shared by the API and the SDK."""

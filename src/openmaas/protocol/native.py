@@ -1,0 +1,110 @@
+"""Wire schemas of the native API: datasets, jobs, models and predictions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DatasetOut(BaseModel):
+    id: str
+    object: Literal["dataset"] = "dataset"
+    name: str
+    format: str
+    sha256: str
+    bytes: int
+    rows: int
+    labels: dict[str, int]
+    report: dict[str, Any]
+    created_at: int
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="Dataset id to train on.")
+    model: str = Field(description="Registry name the trained version is registered under.")
+    recipe: str = "bow-mlp"
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobOut(BaseModel):
+    id: str
+    object: Literal["training.job"] = "training.job"
+    model: str
+    dataset: str
+    recipe: str
+    hyperparameters: dict[str, Any]
+    status: str
+    reason: str | None
+    model_version: int | None
+    metrics: dict[str, Any]
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+
+
+class JobEventOut(BaseModel):
+    id: int
+    object: Literal["training.job.event"] = "training.job.event"
+    type: str
+    data: dict[str, Any]
+    created_at: float
+
+
+class VersionOut(BaseModel):
+    version: int
+    task: str
+    recipe: str
+    runtime: str
+    labels: list[str]
+    aliases: list[str]
+    metrics: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    dataset_id: str | None
+    dataset_sha256: str | None
+    job_id: str | None
+    parameter_count: int
+    artifact_sha256: str
+    created_at: int
+
+
+class ModelOut(BaseModel):
+    """OpenAI's model object (`id`, `object`, `created`, `owned_by`) plus the registry's own fields."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    latest_version: int | None
+    aliases: dict[str, int]
+    versions: list[VersionOut] | None = None
+
+
+class AliasSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+
+
+class PredictRequest(BaseModel):
+    inputs: Any = Field(description="A non-empty list of texts.")
+
+
+class PredictionOut(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[PredictionOut]
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True

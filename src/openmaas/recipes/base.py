@@ -1,0 +1,97 @@
+"""The Recipe interface: hyperparameters, a training plan the loop drives, and loading for inference."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CommonHyperparameters(BaseModel):
+    """Hyperparameters every recipe accepts. Unknown names are refused, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, le=100_000, description="Maximum number of passes over the training split.")
+    batch_size: int = Field(32, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    loss_threshold: float | None = Field(
+        None, ge=0, description="Stop as soon as an epoch's training loss is at or under this value."
+    )
+    validation_split: float = Field(0.1, ge=0, lt=1)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True)
+class Examples:
+    texts: Sequence[str]
+    targets: Sequence[int]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: Any  # a scalar torch tensor with a graph (training) or without (evaluation)
+    correct: int
+    count: int
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    task: str
+    runtime: str
+    parameter_count: int
+
+
+class TrainingPlan(Protocol):
+    """What the training loop drives: a model, its optimizer, batches and a loss."""
+
+    model: Any
+    optimizer: Any
+
+    def train_batches(self, generator: Any) -> Iterator[Any]: ...
+
+    def eval_batches(self) -> Iterator[Any]: ...
+
+    def step(self, batch: Any) -> StepResult: ...
+
+    def export(self, directory: Path) -> ExportInfo: ...
+
+
+class InferenceModel(Protocol):
+    """A loaded model version: class probabilities for a list of texts."""
+
+    labels: tuple[str, ...]
+    memory_bytes: int
+
+    def predict_proba(self, texts: Sequence[str]) -> Any: ...
+
+
+class Recipe(Protocol):
+    name: str
+    hyperparameters: type[CommonHyperparameters]
+
+    def plan(
+        self,
+        train: Examples,
+        validation: Examples,
+        labels: Sequence[str],
+        hp: Any,
+        device: str,
+    ) -> TrainingPlan: ...
+
+    def load(self, directory: Path, device: str) -> InferenceModel: ...
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` picks CUDA when a GPU is present; asking for `cuda` without one is an error."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
+    return requested

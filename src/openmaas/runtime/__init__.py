@@ -1,0 +1,1 @@
+"""Serving runtime: predictors that wrap loaded models, and the pool that loads and evicts them."""

@@ -1,0 +1,147 @@
+"""A synchronous client for the OpenMaaS HTTP API, with the same verbs as the CLI."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class APIError(Exception):
+    """An error answer from the server, carrying its OpenAI-style fields."""
+
+    def __init__(self, status: int, message: str, type_: str | None, param: str | None, code: str | None) -> None:
+        super().__init__(f"{status} {type_ or 'error'}: {message}")
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.code = code
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        base_url = base_url or os.environ.get("OPENMAAS_URL", "http://127.0.0.1:8000")
+        api_key = api_key or os.environ.get("OPENMAAS_API_KEY")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                error = {"message": response.text or response.reason_phrase}
+            raise APIError(
+                response.status_code, error.get("message", ""), error.get("type"), error.get("param"), error.get("code")
+            )
+        return response.json()
+
+    def health(self) -> bool:
+        return self._http.get("/healthz").status_code == 200
+
+    # datasets
+    def upload_dataset(
+        self, path: str | Path, *, name: str | None = None, text_column: str = "text", label_column: str = "label"
+    ) -> dict[str, Any]:
+        path = Path(path)
+        form = {"text_column": text_column, "label_column": label_column, "name": name or path.stem}
+        with path.open("rb") as handle:
+            return self._request("POST", "/v1/datasets", data=form, files={"file": (path.name, handle)})
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return list(self._paged("/v1/datasets"))
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # training jobs
+    def create_job(
+        self, dataset: str, model: str, *, recipe: str = "bow-mlp", hyperparameters: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body = {"dataset": dataset, "model": model, "recipe": recipe, "hyperparameters": hyperparameters or {}}
+        return self._request("POST", "/v1/jobs", json=body)
+
+    def list_jobs(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params = {"limit": limit, **({"status": status} if status else {})}
+        return self._request("GET", "/v1/jobs", params=params)["data"]
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def job_events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/jobs/{job_id}/events", params={"after": after})["data"]
+
+    def follow_job(self, job_id: str, *, poll: float = 0.5, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the job's events as they arrive, until it reaches a final state."""
+        after, deadline = 0, None if timeout is None else time.monotonic() + timeout
+        while True:
+            done = self.get_job(job_id)["status"] in TERMINAL
+            for event in self.job_events(job_id, after=after):
+                after = event["id"]
+                yield event
+            if done:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still running after {timeout}s")
+            time.sleep(poll)
+
+    def wait_for_job(self, job_id: str, *, timeout: float = 600.0, poll: float = 0.25) -> dict[str, Any]:
+        for _ in self.follow_job(job_id, poll=poll, timeout=timeout):
+            pass
+        return self.get_job(job_id)
+
+    # registry
+    def list_models(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/models")["data"]
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/models/{name}")
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        return self._request("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": version})
+
+    def delete_version(self, name: str, version: int) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/models/{name}/versions/{version}")
+
+    # inference
+    def predict(self, model: str, inputs: Sequence[str]) -> dict[str, Any]:
+        return self._request("POST", f"/v1/models/{model}/predict", json={"inputs": list(inputs)})
+
+    def _paged(self, path: str) -> Iterator[dict[str, Any]]:
+        after: str | None = None
+        while True:
+            page = self._request("GET", path, params={"limit": 100, **({"after": after} if after else {})})
+            yield from page["data"]
+            if not page.get("has_more") or not page["data"]:
+                return
+            after = page["data"][-1]["id"]

@@ -1,0 +1,73 @@
+"""API keys: the bootstrap admin key, hashing, and turning a bearer token into a Principal."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from openmaas.domain.entities import ApiKey, Principal
+from openmaas.domain.ids import new_id, now
+from openmaas.errors import Unauthenticated
+from openmaas.storage.metadata.repositories import KeyRepository
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+ALL_SCOPES = ("admin", "train", "infer", "read")
+KEY_PREFIX = "om-"
+PREFIX_LENGTH = 12
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random strings, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class AuthService:
+    def __init__(self, keys: KeyRepository) -> None:
+        self.keys = keys
+
+    def bootstrap(self, configured_key: str | None, key_file: Path) -> str | None:
+        """Make sure an admin key exists. Returns a newly generated key (to print once), else None."""
+        self.keys.ensure_tenant(DEFAULT_TENANT, DEFAULT_TENANT)
+        if configured_key:
+            if not self.keys.has_hash(hash_key(configured_key)):
+                self._store(configured_key, ALL_SCOPES)
+            return None
+        if key_file.exists():
+            return None
+        key = generate_key()
+        self._store(key, ALL_SCOPES)
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return key
+
+    def _store(self, key: str, scopes: tuple[str, ...]) -> ApiKey:
+        record = ApiKey(
+            id=new_id("key"), tenant_id=DEFAULT_TENANT, prefix=key[:PREFIX_LENGTH], scopes=scopes, created_at=now()
+        )
+        self.keys.add(record, hash_key(key))
+        return record
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("malformed Authorization header: expected 'Bearer <key>'")
+        wanted = hash_key(token)
+        for key, stored_hash in self.keys.find_by_prefix(token[:PREFIX_LENGTH]):
+            if hmac.compare_digest(stored_hash, wanted) and not key.revoked:
+                return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
+        raise Unauthenticated("invalid API key")

@@ -1,0 +1,100 @@
+"""Training job use cases: validate and queue a job, read it and its events, cancel it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from openmaas.domain.entities import Job, JobEvent, Principal
+from openmaas.domain.ids import new_id, now
+from openmaas.domain.jobs import JobStatus
+from openmaas.domain.refs import is_valid_name
+from openmaas.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from openmaas.recipes import CATALOG, UnknownRecipe, get_recipe
+from openmaas.storage.metadata import MetadataStore
+from openmaas.training.executors import Executor
+
+
+def _hyperparameter_error(error: ValidationError) -> Unprocessable:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        message = f"unknown hyperparameter {where!r}"
+    else:
+        message = f"hyperparameter {where!r}: {first['msg']}"
+    return Unprocessable(message, param=f"hyperparameters.{where}", code="invalid_hyperparameter")
+
+
+class JobService:
+    def __init__(self, store: MetadataStore, executor: Executor) -> None:
+        self.store = store
+        self.executor = executor
+
+    def create(
+        self, principal: Principal, *, dataset_id: str, model: str, recipe: str, hyperparameters: dict[str, Any]
+    ) -> Job:
+        if not is_valid_name(model):
+            raise InvalidRequest(
+                f"invalid model name {model!r}: use letters, digits, '.', '_' or '-' (at most 128)",
+                param="model",
+                code="invalid_model_name",
+            )
+        try:
+            recipe_impl = get_recipe(recipe)
+        except UnknownRecipe:
+            raise Unprocessable(
+                f"unknown recipe {recipe!r}; available: {', '.join(sorted(CATALOG))}",
+                param="recipe",
+                code="unknown_recipe",
+            ) from None
+        try:
+            resolved = recipe_impl.hyperparameters(**hyperparameters).model_dump()
+        except ValidationError as error:
+            raise _hyperparameter_error(error) from None
+        if self.store.datasets.get(principal.tenant_id, dataset_id) is None:
+            raise NotFound(f"no dataset {dataset_id!r}", param="dataset", code="dataset_not_found")
+        job = Job(
+            id=new_id("job"),
+            tenant_id=principal.tenant_id,
+            model=model,
+            dataset_id=dataset_id,
+            recipe=recipe,
+            hyperparameters=resolved,
+            status=JobStatus.QUEUED,
+            created_at=now(),
+        )
+        self.store.jobs.add(job)
+        self.executor.wake()
+        return job
+
+    def get(self, principal: Principal, job_id: str) -> Job:
+        job = self.store.jobs.get(principal.tenant_id, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}", param="job_id", code="job_not_found")
+        return job
+
+    def list(
+        self, principal: Principal, *, after: str | None, limit: int, status: JobStatus | None
+    ) -> tuple[list[Job], bool]:
+        return self.store.jobs.list(
+            principal.tenant_id, after=after, limit=limit, statuses=[status] if status else None
+        )
+
+    def events(self, principal: Principal, job_id: str, *, after: int, limit: int) -> tuple[list[JobEvent], bool]:
+        self.get(principal, job_id)
+        return self.store.jobs.events(job_id, after=after, limit=limit)
+
+    def cancel(self, principal: Principal, job_id: str) -> Job:
+        job = self.get(principal, job_id)
+        if job.status.is_terminal:
+            raise Conflict(f"job {job_id!r} is already {job.status.value}", param="job_id", code="job_finished")
+        self.store.jobs.request_cancel(job_id)
+        queued_only = [JobStatus.QUEUED]
+        if self.store.jobs.transition(
+            job_id, JobStatus.CANCELLED, only_from=queued_only, reason="cancelled by the user"
+        ):
+            self.store.jobs.add_event(job_id, "cancelled", {})
+        else:
+            self.executor.cancel(job_id)  # running: the worker stops at its next step and records it
+        return self.get(principal, job_id)

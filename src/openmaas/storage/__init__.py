@@ -1,0 +1,1 @@
+"""Persistence: metadata (SQLAlchemy + Alembic) and artifacts (content-addressed files)."""

@@ -1,0 +1,504 @@
+"""Repositories: every read and write of metadata, scoped by tenant, returning domain entities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from openmaas.domain.entities import ApiKey, Dataset, Job, JobEvent, ModelVersion, RegisteredModel
+from openmaas.domain.ids import now
+from openmaas.domain.jobs import JobStatus, sources_of
+from openmaas.domain.refs import DEFAULT_ALIAS, ModelRef
+from openmaas.storage.metadata import tables as t
+
+
+class AlreadyExists(Exception):
+    """Raised when a unique row already exists (the service turns it into a 409)."""
+
+
+def _page(rows: list[Any], limit: int) -> tuple[list[Any], bool]:
+    return rows[:limit], len(rows) > limit
+
+
+class KeyRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ensure_tenant(self, tenant_id: str, name: str) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(select(t.tenants.c.id).where(t.tenants.c.id == tenant_id)).first() is None:
+                conn.execute(
+                    insert(t.tenants).values(id=tenant_id, name=name, limits={}, disabled=False, created_at=now())
+                )
+
+    def add(self, key: ApiKey, key_hash: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(t.api_keys).values(
+                    id=key.id,
+                    tenant_id=key.tenant_id,
+                    prefix=key.prefix,
+                    hash=key_hash,
+                    scopes=list(key.scopes),
+                    created_at=key.created_at,
+                    revoked=key.revoked,
+                )
+            )
+
+    def find_by_prefix(self, prefix: str) -> list[tuple[ApiKey, str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.api_keys).where(t.api_keys.c.prefix == prefix)).mappings().all()
+        return [
+            (
+                ApiKey(
+                    id=r["id"],
+                    tenant_id=r["tenant_id"],
+                    prefix=r["prefix"],
+                    scopes=tuple(r["scopes"]),
+                    created_at=r["created_at"],
+                    revoked=r["revoked"],
+                ),
+                r["hash"],
+            )
+            for r in rows
+        ]
+
+    def has_hash(self, key_hash: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.api_keys.c.id).where(t.api_keys.c.hash == key_hash)).first() is not None
+
+
+def _dataset(r: Mapping[str, Any]) -> Dataset:
+    return Dataset(
+        id=r["id"],
+        tenant_id=r["tenant_id"],
+        name=r["name"],
+        format=r["format"],
+        sha256=r["sha256"],
+        bytes=r["bytes"],
+        rows=r["rows"],
+        labels=dict(r["labels"]),
+        report=dict(r["report"]),
+        created_at=r["created_at"],
+    )
+
+
+class DatasetRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, d: Dataset) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(t.datasets).values(
+                    id=d.id,
+                    tenant_id=d.tenant_id,
+                    name=d.name,
+                    format=d.format,
+                    sha256=d.sha256,
+                    bytes=d.bytes,
+                    rows=d.rows,
+                    labels=d.labels,
+                    report=d.report,
+                    created_at=d.created_at,
+                )
+            )
+
+    def get(self, tenant_id: str, dataset_id: str) -> Dataset | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(t.datasets).where(t.datasets.c.id == dataset_id, t.datasets.c.tenant_id == tenant_id)
+                )
+                .mappings()
+                .first()
+            )
+        return _dataset(row) if row else None
+
+    def list(self, tenant_id: str, *, after: str | None = None, limit: int = 100) -> tuple[list[Dataset], bool]:
+        query = select(t.datasets).where(t.datasets.c.tenant_id == tenant_id)
+        if after:
+            query = query.where(t.datasets.c.id > after)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.datasets.c.id).limit(limit + 1)).mappings().all()
+        items, more = _page(list(rows), limit)
+        return [_dataset(r) for r in items], more
+
+    def delete(self, tenant_id: str, dataset_id: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(t.datasets).where(t.datasets.c.id == dataset_id, t.datasets.c.tenant_id == tenant_id)
+            )
+        return result.rowcount > 0
+
+    def references_to(self, sha256: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(t.datasets.c.sha256 == sha256)).scalar_one())
+
+
+def _job(r: Mapping[str, Any]) -> Job:
+    return Job(
+        id=r["id"],
+        tenant_id=r["tenant_id"],
+        model=r["model"],
+        dataset_id=r["dataset_id"],
+        recipe=r["recipe"],
+        hyperparameters=dict(r["hyperparameters"]),
+        status=JobStatus(r["status"]),
+        created_at=r["created_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        reason=r["reason"],
+        model_version=r["model_version"],
+        metrics=dict(r["metrics"] or {}),
+        cancel_requested=r["cancel_requested"],
+    )
+
+
+class JobRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, job: Job) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(t.jobs).values(
+                    id=job.id,
+                    tenant_id=job.tenant_id,
+                    model=job.model,
+                    dataset_id=job.dataset_id,
+                    recipe=job.recipe,
+                    hyperparameters=job.hyperparameters,
+                    status=job.status.value,
+                    metrics={},
+                    cancel_requested=False,
+                    created_at=job.created_at,
+                )
+            )
+
+    def get(self, tenant_id: str | None, job_id: str) -> Job | None:
+        """Read a job; `tenant_id=None` is for the executor and worker, which act for every tenant."""
+        query = select(t.jobs).where(t.jobs.c.id == job_id)
+        if tenant_id is not None:
+            query = query.where(t.jobs.c.tenant_id == tenant_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return _job(row) if row else None
+
+    def list(
+        self,
+        tenant_id: str,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        statuses: Iterable[JobStatus] | None = None,
+    ) -> tuple[list[Job], bool]:
+        query = select(t.jobs).where(t.jobs.c.tenant_id == tenant_id)
+        if after:
+            query = query.where(t.jobs.c.id < after)
+        if statuses is not None:
+            query = query.where(t.jobs.c.status.in_([s.value for s in statuses]))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.jobs.c.id.desc()).limit(limit + 1)).mappings().all()
+        items, more = _page(list(rows), limit)
+        return [_job(r) for r in items], more
+
+    def ids_in(self, status: JobStatus) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.jobs.c.id).where(t.jobs.c.status == status.value).order_by(t.jobs.c.id)).all()
+        return [r[0] for r in rows]
+
+    def count_unfinished_for_dataset(self, tenant_id: str, dataset_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        t.jobs.c.tenant_id == tenant_id,
+                        t.jobs.c.dataset_id == dataset_id,
+                        t.jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+                    )
+                ).scalar_one()
+            )
+
+    def _transition(
+        self,
+        conn: Connection,
+        job_id: str,
+        target: JobStatus,
+        values: dict[str, Any],
+        only_from: Iterable[JobStatus] | None = None,
+    ) -> bool:
+        sources = sources_of(target) if only_from is None else sources_of(target) & set(only_from)
+        result = conn.execute(
+            update(t.jobs)
+            .where(t.jobs.c.id == job_id, t.jobs.c.status.in_([s.value for s in sources]))
+            .values(status=target.value, **values)
+        )
+        return result.rowcount == 1
+
+    def transition(
+        self, job_id: str, target: JobStatus, *, only_from: Iterable[JobStatus] | None = None, **values: Any
+    ) -> bool:
+        """Compare-and-set a job's state; False when the job was no longer in a state that allows it."""
+        if target.is_terminal:
+            values.setdefault("finished_at", now())
+        with self.engine.begin() as conn:
+            return self._transition(conn, job_id, target, values, only_from)
+
+    def request_cancel(self, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(cancel_requested=True))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(select(t.jobs.c.cancel_requested).where(t.jobs.c.id == job_id)).scalar_one())
+
+    def succeed_and_register(self, job_id: str, metrics: dict[str, Any], version: dict[str, Any]) -> ModelVersion:
+        """Register the job's model version and mark it succeeded in one transaction: both or neither."""
+        with self.engine.begin() as conn:
+            registered = _insert_version(conn, version)
+            if not self._transition(
+                conn,
+                job_id,
+                JobStatus.SUCCEEDED,
+                {"metrics": metrics, "model_version": registered.version, "finished_at": now()},
+            ):
+                raise AlreadyExists(f"job {job_id} is no longer running")
+            return registered
+
+    def add_event(self, job_id: str, type_: str, data: dict[str, Any]) -> JobEvent:
+        created = now()
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(t.job_events).values(job_id=job_id, type=type_, data=data, created_at=created))
+            event_id = int(result.inserted_primary_key[0])
+        return JobEvent(id=event_id, job_id=job_id, type=type_, data=data, created_at=created)
+
+    def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> tuple[list[JobEvent], bool]:
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(t.job_events)
+                    .where(t.job_events.c.job_id == job_id, t.job_events.c.id > after)
+                    .order_by(t.job_events.c.id)
+                    .limit(limit + 1)
+                )
+                .mappings()
+                .all()
+            )
+        items, more = _page(list(rows), limit)
+        return [
+            JobEvent(id=r["id"], job_id=r["job_id"], type=r["type"], data=dict(r["data"]), created_at=r["created_at"])
+            for r in items
+        ], more
+
+
+_VERSION_FIELDS = (
+    "task",
+    "recipe",
+    "runtime",
+    "labels",
+    "metrics",
+    "hyperparameters",
+    "dataset_id",
+    "dataset_sha256",
+    "job_id",
+    "parameter_count",
+    "artifact_sha256",
+    "files",
+)
+
+
+def _version(r: Mapping[str, Any], name: str, tenant_id: str, aliases: tuple[str, ...]) -> ModelVersion:
+    return ModelVersion(
+        model=name,
+        version=r["version"],
+        tenant_id=tenant_id,
+        task=r["task"],
+        recipe=r["recipe"],
+        runtime=r["runtime"],
+        labels=tuple(r["labels"]),
+        metrics=dict(r["metrics"]),
+        hyperparameters=dict(r["hyperparameters"]),
+        dataset_id=r["dataset_id"],
+        dataset_sha256=r["dataset_sha256"],
+        job_id=r["job_id"],
+        parameter_count=r["parameter_count"],
+        artifact_sha256=r["artifact_sha256"],
+        files=dict(r["files"]),
+        created_at=r["created_at"],
+        aliases=aliases,
+    )
+
+
+def _model_row(conn: Connection, tenant_id: str, name: str) -> Mapping[str, Any] | None:
+    return (
+        conn.execute(
+            select(t.registered_models).where(
+                t.registered_models.c.tenant_id == tenant_id, t.registered_models.c.name == name
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+def _insert_version(conn: Connection, spec: dict[str, Any]) -> ModelVersion:
+    """Create the registered model if needed, take the next version number and insert the version."""
+    tenant_id, name = spec["tenant_id"], spec["model"]
+    if _model_row(conn, tenant_id, name) is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(t.registered_models).values(tenant_id=tenant_id, name=name, last_version=0, created_at=now())
+                )
+        except IntegrityError:
+            pass  # created concurrently: use that row
+    model_filter = and_(t.registered_models.c.tenant_id == tenant_id, t.registered_models.c.name == name)
+    # The UPDATE takes the row lock that serialises concurrent registrations of one model.
+    conn.execute(
+        update(t.registered_models).where(model_filter).values(last_version=t.registered_models.c.last_version + 1)
+    )
+    row = _model_row(conn, tenant_id, name)
+    assert row is not None
+    values = {field: spec[field] for field in _VERSION_FIELDS}
+    created = now()
+    conn.execute(
+        insert(t.model_versions).values(model_id=row["id"], version=row["last_version"], created_at=created, **values)
+    )
+    version_row = dict(values, version=row["last_version"], created_at=created)
+    return _version(version_row, name, tenant_id, ())
+
+
+class ModelRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def register_version(self, spec: dict[str, Any]) -> ModelVersion:
+        with self.engine.begin() as conn:
+            return _insert_version(conn, spec)
+
+    def _load(self, conn: Connection, row: Mapping[str, Any]) -> RegisteredModel:
+        aliases = {
+            a["alias"]: a["version"]
+            for a in conn.execute(select(t.model_aliases).where(t.model_aliases.c.model_id == row["id"])).mappings()
+        }
+        by_version: dict[int, list[str]] = {}
+        for alias, number in aliases.items():
+            by_version.setdefault(number, []).append(alias)
+        versions = conn.execute(
+            select(t.model_versions)
+            .where(t.model_versions.c.model_id == row["id"])
+            .order_by(t.model_versions.c.version)
+        ).mappings()
+        return RegisteredModel(
+            name=row["name"],
+            tenant_id=row["tenant_id"],
+            created_at=row["created_at"],
+            aliases=aliases,
+            versions=tuple(
+                _version(v, row["name"], row["tenant_id"], tuple(sorted(by_version.get(v["version"], []))))
+                for v in versions
+            ),
+        )
+
+    def get(self, tenant_id: str, name: str) -> RegisteredModel | None:
+        with self.engine.connect() as conn:
+            row = _model_row(conn, tenant_id, name)
+            return self._load(conn, row) if row else None
+
+    def list(self, tenant_id: str) -> list[RegisteredModel]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.registered_models)
+                .where(t.registered_models.c.tenant_id == tenant_id)
+                .order_by(t.registered_models.c.name)
+            ).mappings()
+            return [self._load(conn, r) for r in list(rows)]
+
+    def resolve(self, tenant_id: str, ref: ModelRef) -> ModelVersion | None:
+        """`name:3` → version 3; `name:alias` → that alias; `name` → `production` if set, else the newest."""
+        model = self.get(tenant_id, ref.name)
+        if model is None or not model.versions:
+            return None
+        wanted: int | None = ref.version
+        if ref.alias is not None:
+            wanted = model.aliases.get(ref.alias)
+            if wanted is None:
+                return None
+        elif wanted is None:
+            wanted = model.aliases.get(DEFAULT_ALIAS, model.versions[-1].version)
+        return next((v for v in model.versions if v.version == wanted), None)
+
+    def set_alias(self, tenant_id: str, name: str, alias: str, version: int) -> bool:
+        with self.engine.begin() as conn:
+            row = _model_row(conn, tenant_id, name)
+            if row is None:
+                return False
+            exists = conn.execute(
+                select(t.model_versions.c.id).where(
+                    t.model_versions.c.model_id == row["id"], t.model_versions.c.version == version
+                )
+            ).first()
+            if exists is None:
+                return False
+            conn.execute(
+                delete(t.model_aliases).where(t.model_aliases.c.model_id == row["id"], t.model_aliases.c.alias == alias)
+            )
+            conn.execute(insert(t.model_aliases).values(model_id=row["id"], alias=alias, version=version))
+            return True
+
+    def delete_alias(self, tenant_id: str, name: str, alias: str) -> bool:
+        with self.engine.begin() as conn:
+            row = _model_row(conn, tenant_id, name)
+            if row is None:
+                return False
+            result = conn.execute(
+                delete(t.model_aliases).where(t.model_aliases.c.model_id == row["id"], t.model_aliases.c.alias == alias)
+            )
+            return result.rowcount > 0
+
+    def delete_version(self, tenant_id: str, name: str, version: int) -> ModelVersion | None:
+        with self.engine.begin() as conn:
+            row = _model_row(conn, tenant_id, name)
+            if row is None:
+                return None
+            version_row = (
+                conn.execute(
+                    select(t.model_versions).where(
+                        t.model_versions.c.model_id == row["id"], t.model_versions.c.version == version
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if version_row is None:
+                return None
+            conn.execute(
+                delete(t.model_aliases).where(
+                    t.model_aliases.c.model_id == row["id"], t.model_aliases.c.version == version
+                )
+            )
+            conn.execute(delete(t.model_versions).where(t.model_versions.c.id == version_row["id"]))
+            return _version(version_row, name, tenant_id, ())
+
+    def delete_model(self, tenant_id: str, name: str) -> RegisteredModel | None:
+        with self.engine.begin() as conn:
+            row = _model_row(conn, tenant_id, name)
+            if row is None:
+                return None
+            model = self._load(conn, row)
+            conn.execute(delete(t.model_aliases).where(t.model_aliases.c.model_id == row["id"]))
+            conn.execute(delete(t.model_versions).where(t.model_versions.c.model_id == row["id"]))
+            conn.execute(delete(t.registered_models).where(t.registered_models.c.id == row["id"]))
+            return model
+
+    def artifact_references(self, artifact_sha256: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(t.model_versions.c.artifact_sha256 == artifact_sha256)
+                ).scalar_one()
+            )

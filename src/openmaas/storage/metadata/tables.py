@@ -1,0 +1,129 @@
+"""SQLAlchemy table definitions. Rows never leave storage/: repositories convert them to entities."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("limits", JSON, nullable=False, default=dict),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("prefix", String(32), nullable=False, index=True),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("scopes", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(256), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("model", String(128), nullable=False),
+    Column("dataset_id", String(64), nullable=False),
+    Column("recipe", String(64), nullable=False),
+    Column("hyperparameters", JSON, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("reason", Text, nullable=True),
+    Column("metrics", JSON, nullable=False, default=dict),
+    Column("model_version", Integer, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_job_events_job_id_id", "job_id", "id"),
+)
+
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("last_version", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_registered_models_tenant_name"),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("task", String(32), nullable=False),
+    Column("recipe", String(64), nullable=False),
+    Column("runtime", String(16), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("hyperparameters", JSON, nullable=False),
+    Column("dataset_id", String(64), nullable=True),
+    Column("dataset_sha256", String(64), nullable=True),
+    Column("job_id", String(64), nullable=True),
+    Column("parameter_count", Integer, nullable=False),
+    Column("artifact_sha256", String(64), nullable=False),
+    Column("files", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("model_id", "version", name="uq_model_versions_model_version"),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+)

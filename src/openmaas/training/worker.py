@@ -1,0 +1,160 @@
+"""The worker process: runs one training job end to end and records its outcome in the metadata store.
+
+It runs apart from the API process (`python -m openmaas.training.worker JOB_ID`) so that a crash or an
+out-of-memory kill takes down only this job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from openmaas.config import Settings
+from openmaas.domain.jobs import JobStatus
+from openmaas.recipes import get_recipe
+from openmaas.recipes.base import Examples, resolve_device
+from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.artifacts.local import manifest_sha256
+from openmaas.storage.metadata import MetadataStore, open_store
+from openmaas.training import loop
+
+log = logging.getLogger(__name__)
+
+
+class _StopFlag:
+    """Checked by the loop at every step boundary: set by SIGTERM, or by a cancel recorded in the store.
+
+    The store is polled at most once a second, so a cancel reaches the job even when no signal can
+    (the job started between the cancel and the signal, or runs on another machine).
+    """
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self, store: MetadataStore, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.set = False
+        self.checked = time.monotonic()
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        self.set = True
+
+    def __call__(self) -> bool:
+        if not self.set and time.monotonic() - self.checked > self.POLL_SECONDS:
+            self.checked = time.monotonic()
+            self.set = self.store.jobs.cancel_requested(self.job_id)
+        return self.set
+
+
+def load_rows(artifacts: LocalArtifactStore, sha256: str) -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    for line in artifacts.read_bytes(sha256).decode("utf-8").splitlines():
+        row = json.loads(line)
+        texts.append(row["text"])
+        labels.append(row["label"])
+    return texts, labels
+
+
+def train(store: MetadataStore, artifacts: LocalArtifactStore, job_id: str, stop: _StopFlag) -> None:
+    from openmaas.data.splitting import stratified_split
+
+    job = store.jobs.get(None, job_id)
+    if job is None or job.status is not JobStatus.RUNNING:
+        log.warning("job %s is not running; nothing to do", job_id)
+        return
+    emit = lambda type_, data: store.jobs.add_event(job_id, type_, data)  # noqa: E731
+    dataset = store.datasets.get(job.tenant_id, job.dataset_id)
+    if dataset is None:
+        raise RuntimeError(f"dataset {job.dataset_id} was deleted before the job started")
+    recipe = get_recipe(job.recipe)
+    hp = recipe.hyperparameters(**job.hyperparameters)
+    device = resolve_device(hp.device)
+    texts, labels = load_rows(artifacts, dataset.sha256)
+    label_names = sorted(set(labels))
+    targets = [label_names.index(label) for label in labels]
+    train_idx, val_idx, note = stratified_split(labels, hp.validation_split, hp.seed)
+
+    def pick(indices: list[int]) -> Examples:
+        return Examples([texts[i] for i in indices], [targets[i] for i in indices])
+
+    loop.seed_everything(hp.seed)
+    plan = recipe.plan(pick(train_idx), pick(val_idx), label_names, hp, device)
+    started = {"train_rows": len(train_idx), "validation_rows": len(val_idx), "labels": label_names, "device": device}
+    if note:
+        started["note"] = note
+    emit("started", started)
+    began = time.perf_counter()
+    result = loop.run(plan, hp, emit=emit, should_stop=stop)
+    metrics: dict[str, Any] = {
+        **{k: v for k, v in result.final.items() if k != "epoch"},
+        "epochs": result.epochs,
+        "stopped_reason": result.stopped_reason,
+        "train_seconds": time.perf_counter() - began,
+        "samples_per_second": result.samples_per_second,
+        "history": result.history,
+        "train_rows": len(train_idx),
+        "validation_rows": len(val_idx),
+    }
+    if note:
+        metrics["note"] = note
+    with tempfile.TemporaryDirectory(dir=artifacts.tmp) as out:
+        info = plan.export(Path(out))
+        files = artifacts.put_directory(Path(out))
+    version = store.jobs.succeed_and_register(
+        job_id,
+        metrics,
+        {
+            "tenant_id": job.tenant_id,
+            "model": job.model,
+            "task": info.task,
+            "recipe": job.recipe,
+            "runtime": info.runtime,
+            "labels": label_names,
+            "metrics": metrics,
+            "hyperparameters": hp.model_dump(),
+            "dataset_id": dataset.id,
+            "dataset_sha256": dataset.sha256,
+            "job_id": job_id,
+            "parameter_count": info.parameter_count,
+            "artifact_sha256": manifest_sha256(files),
+            "files": files,
+        },
+    )
+    emit("succeeded", {"model": job.model, "version": version.version, "stopped_reason": result.stopped_reason})
+
+
+def main(job_id: str) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    store = open_store(settings.resolved_database_url, run_migrations=False, pooled=False)
+    stop = _StopFlag(store, job_id)
+    artifacts = LocalArtifactStore(settings.artifacts_dir)
+    try:
+        train(store, artifacts, job_id, stop)
+    except loop.Cancelled:
+        if store.jobs.cancel_requested(job_id):
+            if store.jobs.transition(job_id, JobStatus.CANCELLED, reason="cancelled by the user"):
+                store.jobs.add_event(job_id, "cancelled", {})
+        elif store.jobs.transition(job_id, JobStatus.FAILED, reason="interrupted: the server shut down"):
+            store.jobs.add_event(job_id, "failed", {"reason": "interrupted: the server shut down"})
+    except Exception as error:  # the job fails with the reason; the worker itself ends cleanly
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        reason = f"{type(error).__name__}: {error}"
+        if store.jobs.transition(job_id, JobStatus.FAILED, reason=reason):
+            store.jobs.add_event(job_id, "failed", {"reason": reason})
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
