@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from openmaas.domain.entities import ModelVersion
 from openmaas.recipes import get_recipe
-from openmaas.recipes.base import InferenceModel
+from openmaas.recipes.base import InferenceModel, resolve_device
 
 
 class Predictor(Protocol):
@@ -38,5 +38,5 @@ class ClassifierPredictor:
 
 
 def load_predictor(version: ModelVersion, directory: Path, device: str) -> Predictor:
-    model = get_recipe(version.recipe).load(directory, device)
+    model = get_recipe(version.recipe).load(directory, resolve_device(device))
     return ClassifierPredictor(version, model)

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from openmaas.domain.entities import ApiKey, Dataset, Job, JobEvent, ModelVersion, RegisteredModel
 from openmaas.domain.ids import now
@@ -348,14 +349,14 @@ def _model_row(conn: Connection, tenant_id: str, name: str) -> Mapping[str, Any]
 def _insert_version(conn: Connection, spec: dict[str, Any]) -> ModelVersion:
     """Create the registered model if needed, take the next version number and insert the version."""
     tenant_id, name = spec["tenant_id"], spec["model"]
-    if _model_row(conn, tenant_id, name) is None:
-        try:
-            with conn.begin_nested():
-                conn.execute(
-                    insert(t.registered_models).values(tenant_id=tenant_id, name=name, last_version=0, created_at=now())
-                )
-        except IntegrityError:
-            pass  # created concurrently: use that row
+    # Write first: the transaction then holds the write lock from its first statement (SQLite), and
+    # "insert if missing" needs no savepoint, which pysqlite does not nest correctly.
+    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+    conn.execute(
+        dialect_insert(t.registered_models)
+        .values(tenant_id=tenant_id, name=name, last_version=0, created_at=now())
+        .on_conflict_do_nothing(index_elements=["tenant_id", "name"])
+    )
     model_filter = and_(t.registered_models.c.tenant_id == tenant_id, t.registered_models.c.name == name)
     # The UPDATE takes the row lock that serialises concurrent registrations of one model.
     conn.execute(

@@ -1,0 +1,69 @@
+"""Auth on every /v1 route, and one OpenAI-style error body for every kind of wrong request."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import httpx
+
+from tests.conftest import Server
+
+
+def test_healthz_needs_no_key(server: Server) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+
+
+def test_every_v1_route_needs_a_key(server: Server, http: httpx.Client) -> None:
+    schema = http.get("/openapi.json").json()
+    checked = 0
+    with server.http(api_key=None) as anonymous, server.http(api_key="om-wrong-key") as wrong:
+        for path, operations in schema["paths"].items():
+            if not path.startswith("/v1"):
+                continue
+            concrete = path.replace("{", "").replace("}", "")
+            for method in operations:
+                for session in (anonymous, wrong):
+                    response = session.request(method.upper(), concrete)
+                    assert response.status_code == 401, (method, path, response.text)
+                    assert response.json()["error"]["type"] == "authentication_error"
+                checked += 1
+    assert checked >= 10
+
+
+def test_malformed_authorization_header(server: Server) -> None:
+    response = httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Basic abc"})
+    assert response.status_code == 401 and "Bearer" in response.json()["error"]["message"]
+
+
+def test_unknown_route_and_method_get_openai_errors(http: httpx.Client) -> None:
+    response = http.get("/v1/does-not-exist")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_url"
+    response = http.patch("/v1/datasets")
+    assert response.status_code == 405 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_invalid_json_is_a_400(http: httpx.Client) -> None:
+    response = http.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+
+
+def test_request_id_is_echoed_or_created(http: httpx.Client) -> None:
+    assert http.get("/healthz", headers={"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    assert len(http.get("/healthz").headers["x-request-id"]) == 16
+
+
+def test_generated_admin_key_is_written_once_with_mode_0600(start_server: type[Server]) -> None:
+    server = start_server(OPENMAAS_ADMIN_KEY="")
+    key_file = server.data_dir / "admin.key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert key in server.log()  # printed once at first start
+    with server.http(api_key=key) as http:
+        assert http.get("/v1/models").status_code == 200
+    server.stop()
+    server.start()
+    assert key_file.read_text().strip() == key
+    assert server.log().count(key) == 1  # not printed again
+    with server.http(api_key=key) as http:
+        assert http.get("/v1/datasets").status_code == 200

@@ -1,0 +1,183 @@
+"""One suite for the metadata store, run against SQLite and the Postgres on 127.0.0.1:5432 (database `test`)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from openmaas.domain.entities import Dataset, Job
+from openmaas.domain.ids import new_id, now
+from openmaas.domain.jobs import JobStatus
+from openmaas.domain.refs import ModelRef
+from openmaas.storage.metadata import MetadataStore, open_store
+from openmaas.storage.metadata.repositories import AlreadyExists
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_url() -> Iterator[str]:
+    admin = sa.create_engine(POSTGRES)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except sa.exc.OperationalError:
+        admin.dispose()
+        pytest.skip("Postgres at 127.0.0.1:5432 is unreachable")
+    schema = f"t_{secrets.token_hex(6)}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"create schema {schema}"))
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"drop schema {schema} cascade"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
+    if request.param == "sqlite":
+        urls: Iterator[str] = iter([f"sqlite:///{tmp_path / 'meta.db'}"])
+    else:
+        urls = _postgres_url()
+    url = next(urls)
+    opened = open_store(url)
+    opened.keys.ensure_tenant("t1", "one")
+    opened.keys.ensure_tenant("t2", "two")
+    try:
+        yield opened
+    finally:
+        opened.close()
+        next(urls, None)
+
+
+def dataset(tenant: str = "t1") -> Dataset:
+    return Dataset(new_id("ds"), tenant, "d", "csv", "ab" * 32, 10, 3, {"a": 2, "b": 1}, {}, now())
+
+
+def job(dataset_id: str, tenant: str = "t1") -> Job:
+    return Job(new_id("job"), tenant, "m", dataset_id, "bow-mlp", {"epochs": 1}, JobStatus.QUEUED, now())
+
+
+def version_spec(tenant: str = "t1", model: str = "m", job_id: str | None = None) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant,
+        "model": model,
+        "task": "text-classification",
+        "recipe": "bow-mlp",
+        "runtime": "torch",
+        "labels": ["a", "b"],
+        "metrics": {"val_accuracy": 0.9},
+        "hyperparameters": {},
+        "dataset_id": None,
+        "dataset_sha256": None,
+        "job_id": job_id,
+        "parameter_count": 10,
+        "artifact_sha256": "cd" * 32,
+        "files": {"model.safetensors": "cd" * 32},
+    }
+
+
+def test_migrations_are_idempotent(store: MetadataStore) -> None:
+    again = open_store(str(store.engine.url.render_as_string(hide_password=False)))
+    again.close()
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0001"
+
+
+def test_datasets_are_scoped_to_their_tenant(store: MetadataStore) -> None:
+    d = dataset("t1")
+    store.datasets.add(d)
+    assert store.datasets.get("t1", d.id) == d
+    assert store.datasets.get("t2", d.id) is None
+    assert store.datasets.list("t2") == ([], False)
+    assert not store.datasets.delete("t2", d.id)
+    assert store.datasets.delete("t1", d.id)
+    assert store.datasets.get("t1", d.id) is None
+
+
+def test_dataset_listing_pages_with_after(store: MetadataStore) -> None:
+    ids = []
+    for _ in range(3):
+        d = dataset()
+        store.datasets.add(d)
+        ids.append(d.id)
+    first, more = store.datasets.list("t1", limit=2)
+    assert more and [d.id for d in first] == sorted(ids)[:2]
+    rest, more = store.datasets.list("t1", after=first[-1].id, limit=2)
+    assert not more and [d.id for d in rest] == sorted(ids)[2:]
+
+
+def test_job_transitions_are_compare_and_set(store: MetadataStore) -> None:
+    j = job("ds_x")
+    store.jobs.add(j)
+    assert not store.jobs.transition(j.id, JobStatus.SUCCEEDED)
+    assert store.jobs.transition(j.id, JobStatus.RUNNING, started_at=now())
+    assert not store.jobs.transition(j.id, JobStatus.RUNNING)
+    assert not store.jobs.transition(j.id, JobStatus.CANCELLED, only_from=[JobStatus.QUEUED])
+    assert store.jobs.transition(j.id, JobStatus.FAILED, reason="boom")
+    stored = store.jobs.get("t1", j.id)
+    assert stored is not None and stored.status is JobStatus.FAILED and stored.reason == "boom"
+    assert stored.finished_at is not None
+    assert store.jobs.get("t2", j.id) is None
+
+
+def test_job_events_page_in_order(store: MetadataStore) -> None:
+    j = job("ds_x")
+    store.jobs.add(j)
+    for epoch in range(5):
+        store.jobs.add_event(j.id, "epoch", {"epoch": epoch})
+    first, more = store.jobs.events(j.id, limit=3)
+    assert more and [e.data["epoch"] for e in first] == [0, 1, 2]
+    rest, more = store.jobs.events(j.id, after=first[-1].id)
+    assert not more and [e.data["epoch"] for e in rest] == [3, 4]
+
+
+def test_succeeding_registers_the_version_in_the_same_transaction(store: MetadataStore) -> None:
+    j = job("ds_x")
+    store.jobs.add(j)
+    with pytest.raises(AlreadyExists):  # still queued, not running: nothing may be registered
+        store.jobs.succeed_and_register(j.id, {}, version_spec(job_id=j.id))
+    assert store.models.get("t1", "m") is None
+    store.jobs.transition(j.id, JobStatus.RUNNING)
+    version = store.jobs.succeed_and_register(j.id, {"acc": 1}, version_spec(job_id=j.id))
+    stored = store.jobs.get("t1", j.id)
+    assert stored is not None and stored.status is JobStatus.SUCCEEDED and stored.model_version == version.version
+
+
+def test_versions_are_numbered_without_gaps_under_concurrency(store: MetadataStore) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        numbers = sorted(pool.map(lambda _: store.models.register_version(version_spec()).version, range(8)))
+    assert numbers == list(range(1, 9))
+
+
+def test_references_resolve_by_version_alias_and_default(store: MetadataStore) -> None:
+    for _ in range(3):
+        store.models.register_version(version_spec())
+    resolve = lambda ref: store.models.resolve("t1", ref)  # noqa: E731
+    assert resolve(ModelRef("m")).version == 3
+    assert resolve(ModelRef("m", version=2)).version == 2
+    assert resolve(ModelRef("m", version=9)) is None
+    assert resolve(ModelRef("m", alias="production")) is None
+    assert store.models.set_alias("t1", "m", "production", 1)
+    assert resolve(ModelRef("m")).version == 1
+    assert resolve(ModelRef("m", alias="production")).version == 1
+    assert not store.models.set_alias("t1", "m", "production", 7)
+    assert store.models.resolve("t2", ModelRef("m")) is None
+
+
+def test_deleting_a_version_drops_its_aliases_and_never_reuses_its_number(store: MetadataStore) -> None:
+    store.models.register_version(version_spec())
+    store.models.register_version(version_spec())
+    store.models.set_alias("t1", "m", "production", 2)
+    assert store.models.delete_version("t1", "m", 2) is not None
+    model = store.models.get("t1", "m")
+    assert model is not None and model.aliases == {} and [v.version for v in model.versions] == [1]
+    assert store.models.register_version(version_spec()).version == 3
+    assert store.models.delete_version("t2", "m", 1) is None

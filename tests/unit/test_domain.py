@@ -1,0 +1,19 @@
+from openmaas.domain.jobs import JobStatus, can_transition, sources_of
+from openmaas.domain.refs import ModelRef, parse_ref
+
+
+def test_job_state_machine() -> None:
+    assert can_transition(JobStatus.QUEUED, JobStatus.RUNNING)
+    assert can_transition(JobStatus.RUNNING, JobStatus.SUCCEEDED)
+    assert not can_transition(JobStatus.SUCCEEDED, JobStatus.RUNNING)
+    assert not can_transition(JobStatus.QUEUED, JobStatus.SUCCEEDED)
+    assert sources_of(JobStatus.CANCELLED) == {JobStatus.QUEUED, JobStatus.RUNNING}
+
+
+def test_model_references() -> None:
+    assert parse_ref("spam") == ModelRef("spam")
+    assert parse_ref("spam:3") == ModelRef("spam", version=3)
+    assert parse_ref("spam:production") == ModelRef("spam", alias="production")
+    assert parse_ref("spam:latest") == ModelRef("spam")
+    for bad in ("", "spam:", "spam:0", ":3", "sp am", "spam:1:2", "-x"):
+        assert parse_ref(bad) is None, bad
