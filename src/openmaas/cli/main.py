@@ -84,6 +84,7 @@ def datasets_upload(
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the dataset id.")] = False,
 ) -> None:
     """Upload a CSV, TSV or JSONL file of labeled texts."""
     dataset = _run(
@@ -91,6 +92,9 @@ def datasets_upload(
             path, name=name, text_column=text_column, label_column=label_column
         )
     )
+    if quiet:
+        print(dataset["id"])
+        return
     if as_json:
         _print_json(dataset)
         return

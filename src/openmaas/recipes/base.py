@@ -35,7 +35,7 @@ class Examples:
 @dataclass(frozen=True)
 class StepResult:
     loss: Any  # a scalar torch tensor with a graph (training) or without (evaluation)
-    correct: int
+    correct: Any  # a scalar tensor (or int): summed by the loop, read once per epoch
     count: int
 
 

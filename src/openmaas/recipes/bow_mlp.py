@@ -86,8 +86,9 @@ class _Encoded:
         lengths = self.ends[rows] - self.starts[rows]
         offsets = np.zeros(len(rows), dtype=np.int64)
         np.cumsum(lengths[:-1], out=offsets[1:])
-        take = np.concatenate([np.arange(s, e) for s, e in zip(self.starts[rows], self.ends[rows], strict=True)])
-        take = take.astype(np.int64)
+        # Positions of every row's terms, gathered without a Python loop: each row's start, shifted to
+        # where that row begins in the batch, plus a running index.
+        take = np.repeat(self.starts[rows] - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
         return SparseBatch(self.indices[take], offsets, self.counts[take]), self.targets[torch.from_numpy(rows)]
 
 
@@ -104,7 +105,7 @@ class BowMlpPlan:
         self.validation = _Encoded.of(self.featurizer, validation, self.binary)
         outputs = 1 if self.binary else len(labels)
         self.model = BowMlp(max(len(self.featurizer.vocabulary), 1), hp.hidden_units, outputs).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.learning_rate)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.learning_rate, foreach=True)
         self.loss_fn: nn.Module = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
 
     def train_batches(self, generator: torch.Generator) -> Iterator[Any]:
@@ -127,7 +128,7 @@ class BowMlpPlan:
         else:
             loss = self.loss_fn(logits, targets)
             predicted = logits.argmax(dim=1)
-        correct = int((predicted == targets.long()).sum())
+        correct = (predicted == targets.long()).sum()
         return StepResult(loss=loss, correct=correct, count=len(targets))
 
     def export(self, directory: Path) -> ExportInfo:

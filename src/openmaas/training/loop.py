@@ -46,7 +46,7 @@ def evaluate(plan: TrainingPlan) -> tuple[float, float] | None:
         for batch in plan.eval_batches():
             result = plan.step(batch)
             total += float(result.loss) * result.count
-            correct += result.correct
+            correct += int(result.correct)
             count += result.count
     if count == 0:
         return None
@@ -66,7 +66,10 @@ def run(
     train_seconds, train_samples = 0.0, 0
     for epoch in range(1, hp.epochs + 1):
         plan.model.train()
-        total, correct, count = 0.0, 0, 0
+        # Sums stay tensors during the epoch: reading a number back every step would cost a sync.
+        total: Any = 0.0
+        correct: Any = 0
+        count = 0
         started = time.perf_counter()
         for batch in plan.train_batches(generator):
             if should_stop():
@@ -75,16 +78,16 @@ def run(
             result = plan.step(batch)
             result.loss.backward()
             plan.optimizer.step()
-            total += result.loss.item() * result.count
-            correct += result.correct
+            total = total + result.loss.detach() * result.count
+            correct = correct + result.correct
             count += result.count
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
         train_samples += count
         record: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": total / max(count, 1),
-            "train_accuracy": correct / max(count, 1),
+            "train_loss": float(total) / max(count, 1),
+            "train_accuracy": int(correct) / max(count, 1),
             "samples_per_second": count / elapsed if elapsed > 0 else None,
         }
         validation = evaluate(plan)

@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from openmaas.config import Settings
 from openmaas.domain.jobs import JobStatus
 from openmaas.recipes import get_recipe
@@ -87,7 +89,13 @@ def train(store: MetadataStore, artifacts: LocalArtifactStore, job_id: str, stop
 
     loop.seed_everything(hp.seed)
     plan = recipe.plan(pick(train_idx), pick(val_idx), label_names, hp, device)
-    started = {"train_rows": len(train_idx), "validation_rows": len(val_idx), "labels": label_names, "device": device}
+    started = {
+        "train_rows": len(train_idx),
+        "validation_rows": len(val_idx),
+        "labels": label_names,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
     if note:
         started["note"] = note
     emit("started", started)
