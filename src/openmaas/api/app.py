@@ -10,14 +10,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from openmaas import __version__
-from openmaas.api import native
+from openmaas.api import native, openai
 from openmaas.api.deps import Services
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.middleware import RequestIdMiddleware
 from openmaas.config import Settings
 from openmaas.runtime.pool import ModelPool
+from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
+from openmaas.services.foundation import ensure_foundation_models
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
 from openmaas.services.registry import RegistryService
@@ -44,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         url = settings.resolved_database_url
         store = open_store(url)
         artifacts = LocalArtifactStore(settings.artifacts_dir)
+        ensure_foundation_models(store, artifacts)
         auth = AuthService(store.keys)
         new_key = auth.bootstrap(settings.admin_key, settings.admin_key_file)
         if new_key:
@@ -62,13 +65,15 @@ def create_app(settings: Settings) -> FastAPI:
             memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
         )
         registry = RegistryService(store, artifacts)
+        inference = InferenceService(registry, pool, max_inputs=settings.max_predict_inputs)
         app.state.services = Services(
             settings=settings,
             auth=auth,
             datasets=DatasetService(store, artifacts, settings.max_upload_bytes),
             jobs=JobService(store, executor),
             registry=registry,
-            inference=InferenceService(registry, pool, max_inputs=settings.max_predict_inputs),
+            inference=inference,
+            artifacts=ArtifactService(registry, inference, artifacts, settings.data_dir / "cache" / "exports"),
         )
         await executor.start()
         log.info("OpenMaaS ready: data in %s", settings.data_dir)
@@ -87,4 +92,5 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(native.router)
+    app.include_router(openai.router)
     return app

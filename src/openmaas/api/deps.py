@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 
 from openmaas.config import Settings
 from openmaas.domain.entities import Principal
+from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.inference import InferenceService
@@ -24,6 +25,7 @@ class Services:
     jobs: JobService
     registry: RegistryService
     inference: InferenceService
+    artifacts: ArtifactService
 
 
 def get_services(request: Request) -> Services:

@@ -209,6 +209,21 @@ def models_show(name: str, url: UrlOption = None, api_key: KeyOption = None) -> 
     _print_json(_run(lambda: _client(url, api_key).get_model(name)))
 
 
+@models_app.command("import")
+def models_import(
+    path: Annotated[Path, typer.Argument(help="A Hugging Face directory on the server's disk.")],
+    name: Annotated[str, typer.Option(help="Registry name.")],
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Register a local Hugging Face model directory (config.json, tokenizer.json, *.safetensors)."""
+    version = _run(lambda: _client(url, api_key).import_model(path, name))
+    console.print(
+        f"[green]imported[/green] {name}:{version['version']} ({version['task']}, "
+        f"{version['parameter_count']:,} parameters)"
+    )
+
+
 @models_app.command("alias")
 def models_alias(name: str, alias: str, version: int, url: UrlOption = None, api_key: KeyOption = None) -> None:
     """Point ALIAS (e.g. production) of model NAME at VERSION."""

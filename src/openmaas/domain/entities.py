@@ -7,6 +7,8 @@ from typing import Any
 
 from openmaas.domain.jobs import JobStatus
 
+SYSTEM_TENANT = "openmaas"  # owns the foundation models, which every tenant may read
+
 
 @dataclass(frozen=True)
 class Principal:

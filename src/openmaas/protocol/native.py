@@ -77,9 +77,18 @@ class ModelOut(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    foundation: bool = False
+    task: str | None = None
     latest_version: int | None
     aliases: dict[str, int]
     versions: list[VersionOut] | None = None
+
+
+class ModelImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="Absolute path, on the server, of a Hugging Face model directory.")
+    name: str = Field(description="Registry name for the imported version.")
 
 
 class AliasSet(BaseModel):

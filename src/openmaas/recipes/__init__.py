@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 
-from openmaas.recipes.base import Recipe
+from openmaas.recipes.base import Loader, Recipe
 
 # name -> module that defines RECIPE; imported lazily so the server starts without torch loaded.
 CATALOG: dict[str, str] = {
     "bow-mlp": "openmaas.recipes.bow_mlp",
+    "transformer-classifier": "openmaas.recipes.transformer_classifier",
 }
+# Everything that can load a model version for serving: the trainable recipes plus load-only ones.
+LOADERS: dict[str, str] = {**CATALOG, "sentence-embedding": "openmaas.recipes.sentence_embedding"}
 
 
 class UnknownRecipe(KeyError):
@@ -19,9 +22,15 @@ class UnknownRecipe(KeyError):
 def get_recipe(name: str) -> Recipe:
     if name not in CATALOG:
         raise UnknownRecipe(name)
-    module = importlib.import_module(CATALOG[name])
-    recipe: Recipe = module.RECIPE
+    recipe: Recipe = importlib.import_module(CATALOG[name]).RECIPE
     return recipe
 
 
-__all__ = ["CATALOG", "Recipe", "UnknownRecipe", "get_recipe"]
+def get_loader(name: str) -> Loader:
+    if name not in LOADERS:
+        raise UnknownRecipe(name)
+    loader: Loader = importlib.import_module(LOADERS[name]).RECIPE
+    return loader
+
+
+__all__ = ["CATALOG", "LOADERS", "Loader", "Recipe", "UnknownRecipe", "get_loader", "get_recipe"]

@@ -26,6 +26,16 @@ class CommonHyperparameters(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class InputTooLong(ValueError):
+    """An input has more tokens than the model takes, and the caller asked not to truncate."""
+
+    def __init__(self, index: int, tokens: int, max_length: int) -> None:
+        super().__init__(f"input {index} has {tokens} tokens, over the model's limit of {max_length}")
+        self.index = index
+        self.tokens = tokens
+        self.max_length = max_length
+
+
 @dataclass(frozen=True)
 class Examples:
     texts: Sequence[str]
@@ -62,15 +72,19 @@ class TrainingPlan(Protocol):
 
 
 class InferenceModel(Protocol):
-    """A loaded model version: class probabilities for a list of texts."""
+    """A loaded model version. Classifiers have `predict_proba(texts)`, embedding models `embed(texts)`."""
 
     labels: tuple[str, ...]
     memory_bytes: int
 
-    def predict_proba(self, texts: Sequence[str]) -> Any: ...
+
+class Loader(Protocol):
+    name: str
+
+    def load(self, directory: Path, device: str, runtime: str = ...) -> Any: ...
 
 
-class Recipe(Protocol):
+class Recipe(Loader, Protocol):
     name: str
     hyperparameters: type[CommonHyperparameters]
 
@@ -82,8 +96,6 @@ class Recipe(Protocol):
         hp: Any,
         device: str,
     ) -> TrainingPlan: ...
-
-    def load(self, directory: Path, device: str) -> InferenceModel: ...
 
 
 def resolve_device(requested: str) -> str:

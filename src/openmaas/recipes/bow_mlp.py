@@ -175,7 +175,7 @@ class BowMlpRecipe:
     def plan(self, train: Examples, validation: Examples, labels: Sequence[str], hp: Any, device: str) -> BowMlpPlan:
         return BowMlpPlan(train, validation, labels, hp, device)
 
-    def load(self, directory: Path, device: str) -> BowMlpInference:
+    def load(self, directory: Path, device: str, runtime: str = "torch") -> BowMlpInference:
         return BowMlpInference(directory, device)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -87,11 +86,10 @@ class ModelPool:
             del self._loading[key]
 
     def _load(self, version: ModelVersion) -> LoadedModel:
-        directory = self.cache_dir / f"{version.artifact_sha256}"
+        directory = self.cache_dir / version.artifact_sha256
         started = time.perf_counter()
         try:
-            if directory.exists():
-                shutil.rmtree(directory)
+            # Re-linked from verified blobs on every load; files derived from them (an ONNX export) stay.
             self.artifacts.materialize(version.files, directory)
             predictor = self.loader(version, directory, self.device)
         except Exception as error:

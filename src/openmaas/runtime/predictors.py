@@ -1,4 +1,4 @@
-"""Predictors: a loaded model version behind one call, `predict(texts)`, that takes a whole batch."""
+"""Predictors: a loaded model version behind one batched call — `predict(texts)` or `embed(texts)`."""
 
 from __future__ import annotations
 
@@ -6,26 +6,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from openmaas.domain.entities import ModelVersion
-from openmaas.recipes import get_recipe
-from openmaas.recipes.base import InferenceModel, resolve_device
+from openmaas.recipes import get_loader
+from openmaas.recipes.base import resolve_device
 
 
 class Predictor(Protocol):
     version: ModelVersion
     memory_bytes: int
 
-    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]: ...
-
 
 class ClassifierPredictor:
     """Class probabilities → {"label", "score", "scores"} per text, in the version's label order."""
 
-    def __init__(self, version: ModelVersion, model: InferenceModel) -> None:
+    def __init__(self, version: ModelVersion, model: Any) -> None:
         self.version = version
         self.model = model
         self.labels = list(model.labels)
-        self.memory_bytes = model.memory_bytes
+        self.memory_bytes: int = model.memory_bytes
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         probabilities = self.model.predict_proba(texts).tolist()
@@ -37,6 +37,23 @@ class ClassifierPredictor:
         return out
 
 
+class EmbeddingPredictor:
+    """L2-normalised sentence embeddings and the number of tokens each input used."""
+
+    def __init__(self, version: ModelVersion, model: Any) -> None:
+        self.version = version
+        self.model = model
+        self.dimensions: int = model.dimensions
+        self.max_length: int = model.max_length
+        self.memory_bytes: int = model.memory_bytes
+
+    def embed(self, texts: list[str], truncate: bool = True) -> tuple[np.ndarray, list[int]]:
+        vectors, tokens = self.model.embed(texts, truncate=truncate)
+        return vectors, tokens
+
+
 def load_predictor(version: ModelVersion, directory: Path, device: str) -> Predictor:
-    model = get_recipe(version.recipe).load(directory, resolve_device(device))
+    model = get_loader(version.recipe).load(directory, resolve_device(device), version.runtime)
+    if version.task == "embeddings":
+        return EmbeddingPredictor(version, model)
     return ClassifierPredictor(version, model)

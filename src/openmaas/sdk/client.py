@@ -51,14 +51,18 @@ class Client:
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                error = {"message": response.text or response.reason_phrase}
-            raise APIError(
-                response.status_code, error.get("message", ""), error.get("type"), error.get("param"), error.get("code")
-            )
+            self._raise(response)
         return response.json()
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            error = {"message": response.text or response.reason_phrase}
+        raise APIError(
+            response.status_code, error.get("message", ""), error.get("type"), error.get("param"), error.get("code")
+        )
 
     def health(self) -> bool:
         return self._http.get("/healthz").status_code == 200
@@ -132,6 +136,25 @@ class Client:
 
     def delete_version(self, name: str, version: int) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/models/{name}/versions/{version}")
+
+    def import_model(self, path: str | Path, name: str) -> dict[str, Any]:
+        """Register a Hugging Face directory that lies on the server's disk (admin key)."""
+        return self._request("POST", "/v1/models/import", json={"path": str(Path(path).resolve()), "name": name})
+
+    def download_artifact(self, model: str, destination: str | Path, *, format: str = "safetensors") -> Path:
+        destination = Path(destination)
+        with self._http.stream("GET", f"/v1/models/{model}/artifact", params={"format": format}) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._raise(response)
+            with destination.open("wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+        return destination
+
+    def embed(self, model: str, inputs: str | Sequence[str], **options: Any) -> dict[str, Any]:
+        body = {"model": model, "input": inputs if isinstance(inputs, str) else list(inputs), **options}
+        return self._request("POST", "/v1/embeddings", json=body)
 
     # inference
     def predict(self, model: str, inputs: Sequence[str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import is_valid_name
 from openmaas.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from openmaas.recipes import CATALOG, UnknownRecipe, get_recipe
+from openmaas.recipes.foundation import FOUNDATION_MODELS
 from openmaas.storage.metadata import MetadataStore
 from openmaas.training.executors import Executor
 
@@ -39,6 +40,10 @@ class JobService:
                 f"invalid model name {model!r}: use letters, digits, '.', '_' or '-' (at most 128)",
                 param="model",
                 code="invalid_model_name",
+            )
+        if model in FOUNDATION_MODELS:
+            raise Conflict(
+                f"{model!r} is a foundation model's name; choose another", param="model", code="reserved_model_name"
             )
         try:
             recipe_impl = get_recipe(recipe)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
-from openmaas.domain.entities import ModelVersion, Principal, RegisteredModel
-from openmaas.domain.refs import ModelRef, is_valid_alias, parse_ref
-from openmaas.errors import InvalidRequest, NotFound
+from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
+from openmaas.domain.refs import ModelRef, is_valid_alias, is_valid_name, parse_ref
+from openmaas.errors import InvalidRequest, NotFound, PermissionDenied, Unprocessable
+from openmaas.recipes import get_loader
+from openmaas.recipes.foundation import FOUNDATION_MODELS
+from openmaas.services.foundation import safetensors_parameters, store_files
 from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.artifacts.local import manifest_sha256
 from openmaas.storage.metadata import MetadataStore
 
 
@@ -30,17 +37,23 @@ class RegistryService:
         self.on_version_deleted: list[Callable[[ModelVersion], None]] = []
 
     def list(self, principal: Principal) -> list[RegisteredModel]:
-        return self.store.models.list(principal.tenant_id)
+        own = self.store.models.list(principal.tenant_id)
+        names = {m.name for m in own}
+        shared = [m for m in self.store.models.list(SYSTEM_TENANT) if m.name not in names]
+        return shared + own
 
     def get(self, principal: Principal, name: str) -> RegisteredModel:
-        model = self.store.models.get(principal.tenant_id, name)
+        """The caller's own model of that name, else the foundation model of that name."""
+        model = self.store.models.get(principal.tenant_id, name) or self.store.models.get(SYSTEM_TENANT, name)
         if model is None:
             raise NotFound(f"no model {name!r}", param="model", code="model_not_found")
         return model
 
     def resolve(self, principal: Principal, ref: str) -> ModelVersion:
         parsed = parse(ref)
-        version = self.store.models.resolve(principal.tenant_id, parsed)
+        version = self.store.models.resolve(principal.tenant_id, parsed) or self.store.models.resolve(
+            SYSTEM_TENANT, parsed
+        )
         if version is None:
             raise NotFound(f"no model version matches {ref!r}", param="model", code="model_not_found")
         return version
@@ -68,6 +81,44 @@ class RegistryService:
         self._forget(deleted)
         return deleted
 
+    def import_directory(self, principal: Principal, path: str, name: str) -> ModelVersion:
+        """Register a local Hugging Face encoder directory as a new version of `name` (admin only)."""
+        if not principal.is_admin:
+            raise PermissionDenied("importing a model from the server's disk needs an admin key")
+        if not is_valid_name(name) or name in FOUNDATION_MODELS:
+            raise InvalidRequest(f"invalid or reserved model name {name!r}", param="name", code="invalid_model_name")
+        directory = Path(path)
+        task = check_importable(directory)
+        with tempfile.TemporaryDirectory(dir=self.artifacts.tmp) as scratch:
+            files = store_files(self.artifacts, directory)
+            staged = self.artifacts.materialize(files, Path(scratch) / "model")
+            try:
+                model = get_loader("sentence-embedding").load(staged, "cpu", "torch")
+            except Exception as error:  # whatever the directory holds, the answer is "cannot load it"
+                raise Unprocessable(
+                    f"the model cannot be loaded: {type(error).__name__}: {error}",
+                    param="path",
+                    code="invalid_model_directory",
+                ) from None
+        return self.store.models.register_version(
+            {
+                "tenant_id": principal.tenant_id,
+                "model": name,
+                "task": task,
+                "recipe": "sentence-embedding",
+                "runtime": "onnx",
+                "labels": [],
+                "metrics": {"dimensions": model.dimensions, "max_length": model.max_length},
+                "hyperparameters": {"imported_from": str(directory)},
+                "dataset_id": None,
+                "dataset_sha256": None,
+                "job_id": None,
+                "parameter_count": safetensors_parameters(directory),
+                "artifact_sha256": manifest_sha256(files),
+                "files": files,
+            }
+        )
+
     def delete_model(self, principal: Principal, name: str) -> RegisteredModel:
         deleted = self.store.models.delete_model(principal.tenant_id, name)
         if deleted is None:
@@ -82,3 +133,54 @@ class RegistryService:
         if self.store.models.artifact_references(version.artifact_sha256) == 0:
             for sha256 in version.files.values():
                 self.artifacts.delete(sha256)
+
+
+PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+CONVERT_HINT = (
+    "convert it once, in an environment you trust, with "
+    "`AutoModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`"
+)
+
+
+def check_importable(directory: Path) -> str:
+    """Validate a Hugging Face directory for import; returns the task it will serve."""
+    if not directory.is_absolute() or not directory.is_dir():
+        raise Unprocessable(
+            f"{str(directory)!r} is not a directory on the server (give an absolute path)",
+            param="path",
+            code="invalid_path",
+        )
+    if not (directory / "config.json").is_file():
+        raise Unprocessable("the directory has no config.json", param="path", code="invalid_model_directory")
+    if not any(directory.glob("*.safetensors")):
+        pickled = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLED)
+        if pickled:
+            raise Unprocessable(
+                f"refusing pickled weights ({', '.join(pickled)}): loading them can run arbitrary code; "
+                + CONVERT_HINT,
+                param="path",
+                code="pickled_weights",
+            )
+        raise Unprocessable("the directory has no *.safetensors weights", param="path", code="invalid_model_directory")
+    if not (directory / "tokenizer.json").is_file():
+        raise Unprocessable(
+            "the directory has no tokenizer.json: a fast tokenizer is required (save it with "
+            "`AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)`)",
+            param="path",
+            code="invalid_model_directory",
+        )
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Unprocessable(
+            f"config.json is not valid JSON: {error}", param="path", code="invalid_model_directory"
+        ) from None
+    architectures = [str(a) for a in config.get("architectures") or []]
+    if any(a.endswith(("ForCausalLM", "ForConditionalGeneration", "ForSequenceClassification")) for a in architectures):
+        raise Unprocessable(
+            f"architecture {architectures[0]} is not served yet: import an encoder (served as embeddings) and "
+            "fine-tune a classifier on it with the transformer-classifier recipe",
+            param="path",
+            code="unsupported_architecture",
+        )
+    return "embeddings"

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body
+from fastapi.responses import FileResponse
 
 from openmaas.api.deps import Caller, Svc
 from openmaas.api.responses import FastJSONResponse
-from openmaas.domain.entities import ModelVersion, RegisteredModel
+from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, RegisteredModel
 from openmaas.errors import InvalidRequest
-from openmaas.protocol.native import AliasSet, Deleted, ModelOut, PredictRequest, PredictResponse, VersionOut
+from openmaas.protocol.native import (
+    AliasSet,
+    Deleted,
+    ModelImport,
+    ModelOut,
+    PredictRequest,
+    PredictResponse,
+    VersionOut,
+)
 from openmaas.protocol.openai import ListOf
 
 router = APIRouter(tags=["models"])
@@ -41,6 +50,8 @@ def model_out(m: RegisteredModel, *, with_versions: bool) -> ModelOut:
         id=m.name,
         created=int(m.created_at),
         owned_by=m.tenant_id,
+        foundation=m.tenant_id == SYSTEM_TENANT,
+        task=latest.task if latest else None,
         latest_version=latest.version if latest else None,
         aliases=m.aliases,
         versions=[version_out(v) for v in m.versions] if with_versions else None,
@@ -50,6 +61,21 @@ def model_out(m: RegisteredModel, *, with_versions: bool) -> ModelOut:
 @router.get("/models", response_model=ListOf[ModelOut], response_model_exclude_none=True)
 def list_models(caller: Caller, svc: Svc) -> ListOf[ModelOut]:
     return ListOf[ModelOut](data=[model_out(m, with_versions=False) for m in svc.registry.list(caller)])
+
+
+@router.post("/models/import", status_code=201, response_model=VersionOut)
+def import_model(body: ModelImport, caller: Caller, svc: Svc) -> VersionOut:
+    return version_out(svc.registry.import_directory(caller, body.path, body.name))
+
+
+@router.get("/models/{ref}/artifact", response_class=FileResponse)
+async def download_artifact(
+    ref: str, caller: Caller, svc: Svc, format: Literal["safetensors", "onnx"] = "safetensors"
+) -> FileResponse:
+    version, path = await svc.artifacts.export(caller, ref, format)
+    return FileResponse(
+        path, filename=f"{version.model}-{version.version}.{format}", media_type="application/octet-stream"
+    )
 
 
 @router.get("/models/{name}", response_model=ModelOut)

@@ -1,0 +1,34 @@
+"""POST /v1/embeddings, as OpenAI's clients expect it (float or base64 little-endian float32 vectors)."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from fastapi import APIRouter
+
+from openmaas.api.deps import Caller, Svc
+from openmaas.api.responses import FastJSONResponse
+from openmaas.protocol.openai import EmbeddingRequest
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post("/embeddings", response_class=FastJSONResponse)
+async def create_embeddings(body: EmbeddingRequest, caller: Caller, svc: Svc) -> FastJSONResponse:
+    result = await svc.inference.embed(
+        caller, body.model, body.input, truncate=body.truncate, dimensions=body.dimensions
+    )
+    vectors = result.vectors.astype("<f4", copy=False)
+    if body.encoding_format == "base64":
+        encoded: list[object] = [base64.b64encode(np.ascontiguousarray(row).tobytes()).decode() for row in vectors]
+    else:
+        encoded = vectors.tolist()
+    return FastJSONResponse(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(encoded)],
+            "model": body.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+    )

@@ -1,0 +1,214 @@
+"""Transformer sentence encoders: fast tokenization, mean pooling, heads, and export to ONNX.
+
+Shared by the `sentence-embedding` and `transformer-classifier` recipes. Loading is offline only
+(HF_HUB_OFFLINE=1, local directories), and no remote code is ever trusted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from openmaas.recipes.base import InputTooLong
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Token ids as numpy arrays (what ONNX Runtime takes) plus the token count of each input."""
+
+    arrays: dict[str, np.ndarray]
+    token_counts: list[int]
+
+    def tensors(self, device: str) -> dict[str, torch.Tensor]:
+        return {name: torch.from_numpy(array).to(device) for name, array in self.arrays.items()}
+
+
+def read_max_length(directory: Path) -> int:
+    """sentence-transformers' max_seq_length when present (so we embed exactly as it does), else the config's."""
+    st_config = directory / "sentence_bert_config.json"
+    if st_config.is_file():
+        return int(json.loads(st_config.read_text())["max_seq_length"])
+    config = json.loads((directory / "config.json").read_text())
+    return int(min(config.get("max_position_embeddings", 512), 512))
+
+
+class TextTokenizer:
+    """A fast `tokenizers` tokenizer, truncating and padding to the longest input of a batch."""
+
+    def __init__(self, directory: Path, max_length: int, uses_token_types: bool) -> None:
+        from tokenizers import Tokenizer
+
+        path = directory / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory} has no tokenizer.json (a fast tokenizer is required)")
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.max_length = max_length
+        self.uses_token_types = uses_token_types
+        self.tokenizer.enable_truncation(max_length)
+        pad_id = self.tokenizer.padding["pad_id"] if self.tokenizer.padding else 0
+        pad_token = self.tokenizer.id_to_token(pad_id) or "[PAD]"
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+
+    def __call__(self, texts: list[str], *, truncate: bool = True) -> Batch:
+        encodings = self.tokenizer.encode_batch(texts)
+        if not truncate:
+            for index, encoding in enumerate(encodings):
+                if encoding.overflowing:
+                    full = len(self.tokenizer.encode(texts[index], add_special_tokens=True).ids)
+                    raise InputTooLong(index, full, self.max_length)
+        arrays = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        if self.uses_token_types:
+            arrays["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        return Batch(arrays, [int(sum(e.attention_mask)) for e in encodings])
+
+    def count(self, texts: list[str]) -> list[int]:
+        return self(texts).token_counts
+
+
+def in_length_buckets(texts: list[str], run: Any, size: int = 32) -> np.ndarray:
+    """Run `run(chunk) -> array` on chunks of similar length and restore the input order.
+
+    One big batch pads every text to the longest one; sorted chunks spend almost nothing on padding.
+    """
+    if len(texts) <= size:
+        result: np.ndarray = run(texts)
+        return result
+    order = np.argsort([len(text) for text in texts], kind="stable")
+    parts = [run([texts[i] for i in order[start : start + size]]) for start in range(0, len(texts), size)]
+    ordered = np.concatenate(parts)
+    out = np.empty_like(ordered)
+    out[order] = ordered
+    return out
+
+
+def load_encoder(directory: Path) -> nn.Module:
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    model = AutoModel.from_pretrained(str(directory), trust_remote_code=False, local_files_only=True)
+    return model.eval()
+
+
+def accepts_token_types(encoder: nn.Module) -> bool:
+    return "token_type_ids" in inspect.signature(encoder.forward).parameters
+
+
+class SentenceEncoder(nn.Module):
+    """Encoder → mean pooling over real tokens → L2 normalisation (the all-MiniLM-L6-v2 recipe)."""
+
+    def __init__(self, encoder: nn.Module, uses_token_types: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.uses_token_types = uses_token_types
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        extra = {"token_type_ids": token_type_ids} if self.uses_token_types else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, p=2, dim=1)
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+
+class ClassifierHead(nn.Module):
+    def __init__(self, dimensions: int, classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dimensions, classes)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.linear(embeddings)
+
+
+class EncoderClassifier(nn.Module):
+    """Sentence encoder + linear head; `probabilities=True` adds the softmax (for serving and export)."""
+
+    def __init__(self, sentence: SentenceEncoder, head: ClassifierHead, probabilities: bool = False) -> None:
+        super().__init__()
+        self.sentence = sentence
+        self.head = head
+        self.probabilities = probabilities
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        logits = self.head(self.sentence(input_ids, attention_mask, token_type_ids))
+        return torch.softmax(logits, dim=1) if self.probabilities else logits
+
+
+def export_onnx(module: nn.Module, uses_token_types: bool, output_name: str, path: Path) -> None:
+    """Trace `module` to ONNX with dynamic batch and sequence axes; written atomically."""
+    names = list(INPUT_NAMES if uses_token_types else INPUT_NAMES[:2])
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+    axes: dict[str, Any] = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes[output_name] = {0: "batch"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        # The tracer warns about Python branches in transformers' mask code; the test against PyTorch on
+        # padded batches of real sentences is what shows the graph is right.
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.eval(),
+                example,
+                temp,
+                input_names=names,
+                output_names=[output_name],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+class OnnxRunner:
+    """An ONNX Runtime session using every core, fed with the tokenizer's numpy arrays."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = os.cpu_count() or 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        result: np.ndarray = self.session.run(None, {name: batch.arrays[name] for name in self.inputs})[0]
+        return result
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def memory_bytes(module: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())

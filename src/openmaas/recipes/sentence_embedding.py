@@ -1,0 +1,79 @@
+"""Loader `sentence-embedding`: serves a Hugging Face encoder directory as L2-normalised mean-pooled embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openmaas.recipes.encoders import (
+    Batch,
+    OnnxRunner,
+    SentenceEncoder,
+    TextTokenizer,
+    accepts_token_types,
+    export_onnx,
+    in_length_buckets,
+    load_encoder,
+    memory_bytes,
+    read_max_length,
+)
+
+ONNX_FILE = "openmaas-embeddings.onnx"
+
+
+class EmbeddingInference:
+    """Embeddings for a batch of texts, with ONNX Runtime (`onnx`) or PyTorch (`torch`)."""
+
+    def __init__(self, directory: Path, device: str, runtime: str, onnx_path: Path | None = None) -> None:
+        encoder = load_encoder(directory)
+        uses_token_types = accepts_token_types(encoder)
+        self.max_length = read_max_length(directory)
+        self.dimensions = int(encoder.config.hidden_size)
+        self.tokenizer = TextTokenizer(directory, self.max_length, uses_token_types)
+        self.runtime = runtime
+        self.device = device
+        self.labels: tuple[str, ...] = ()
+        sentence = SentenceEncoder(encoder, uses_token_types)
+        if runtime == "onnx":
+            path = onnx_path or directory / ONNX_FILE
+            if not path.is_file():
+                export_onnx(sentence, uses_token_types, "embeddings", path)
+            self.onnx: OnnxRunner | None = OnnxRunner(path)
+            self.onnx_path: Path | None = path
+            self.torch_model: SentenceEncoder | None = None
+            self.memory_bytes = path.stat().st_size
+        else:
+            self.onnx = None
+            self.onnx_path = None
+            self.torch_model = sentence.to(device).eval()
+            self.memory_bytes = memory_bytes(sentence)
+
+    def embed_sorted(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Embed many texts in batches of similar length, so little compute goes to padding."""
+        return in_length_buckets(texts, lambda chunk: self._embed(self.tokenizer(chunk)), batch_size)
+
+    def embed(self, texts: list[str], *, truncate: bool = True) -> tuple[np.ndarray, list[int]]:
+        batch = self.tokenizer(texts, truncate=truncate)  # checks every input's length before any compute
+        if len(texts) <= 32:
+            return self._embed(batch), batch.token_counts
+        return self.embed_sorted(texts, 32), batch.token_counts
+
+    def _embed(self, batch: Batch) -> np.ndarray:
+        if self.onnx is not None:
+            return self.onnx(batch)
+        assert self.torch_model is not None
+        with torch.inference_mode():
+            vectors: np.ndarray = self.torch_model(**batch.tensors(self.device)).cpu().numpy()
+        return vectors
+
+
+class SentenceEmbeddingLoader:
+    name = "sentence-embedding"
+
+    def load(self, directory: Path, device: str, runtime: str = "onnx") -> EmbeddingInference:
+        return EmbeddingInference(directory, device, runtime)
+
+
+RECIPE = SentenceEmbeddingLoader()

@@ -1,0 +1,60 @@
+"""Artifact downloads: a version's weights as one safetensors file, or its ONNX graph."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+from openmaas.domain.entities import ModelVersion, Principal
+from openmaas.errors import InvalidRequest
+from openmaas.services.inference import InferenceService
+from openmaas.services.registry import RegistryService
+from openmaas.storage.artifacts import LocalArtifactStore
+
+
+class ArtifactService:
+    def __init__(
+        self, registry: RegistryService, inference: InferenceService, artifacts: LocalArtifactStore, cache_dir: Path
+    ) -> None:
+        self.registry = registry
+        self.inference = inference
+        self.artifacts = artifacts
+        self.cache_dir = cache_dir
+
+    async def export(self, principal: Principal, ref: str, fmt: str) -> tuple[ModelVersion, Path]:
+        version = self.registry.resolve(principal, ref)
+        if fmt == "onnx":
+            predictor = await self.inference.acquire(version)
+            path = getattr(getattr(predictor, "model", None), "onnx_path", None)
+            if path is None:
+                raise InvalidRequest(
+                    f"{version.model}:{version.version} ({version.recipe}) has no ONNX form: ONNX export is for "
+                    "transformer-based versions served with the onnx runtime",
+                    param="format",
+                    code="onnx_unavailable",
+                )
+            return version, Path(path)
+        return version, await asyncio.to_thread(self._safetensors, version)
+
+    def _safetensors(self, version: ModelVersion) -> Path:
+        weights = {name: sha for name, sha in version.files.items() if name.endswith(".safetensors")}
+        if len(weights) == 1:
+            return self.artifacts.verify(next(iter(weights.values())))
+        target = self.cache_dir / f"{version.artifact_sha256}.safetensors"
+        if not target.is_file():
+            from safetensors.numpy import load_file, save_file
+
+            merged = {}
+            for name, sha in sorted(weights.items()):
+                prefix = name.removesuffix(".safetensors").replace("/", ".")
+                merged.update(
+                    {f"{prefix}.{key}": value for key, value in load_file(self.artifacts.verify(sha)).items()}
+                )
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=self.cache_dir)
+            os.close(fd)
+            save_file(merged, temp)
+            os.replace(temp, target)
+        return target
