@@ -24,10 +24,10 @@ class Settings(BaseSettings):
     job_poll_seconds: float = 0.2
 
     max_predict_inputs: int = 2048
-    max_batch_size: int = 64
+    max_batch_size: int = 32
     max_wait_ms: float = 2.0
-    max_queue_size: int = 1024
-    request_timeout_s: float = 30.0
+    max_queue_size: int = 4096
+    request_timeout_s: float = 60.0
     model_memory_mb: int = 4096
     device: str = "auto"
 

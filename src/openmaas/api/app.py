@@ -7,15 +7,17 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from openmaas import __version__
 from openmaas.api import native, openai
 from openmaas.api.deps import Services
 from openmaas.api.errors import install_error_handlers
+from openmaas.api.metrics import Metrics, MetricsMiddleware
 from openmaas.api.middleware import RequestIdMiddleware
 from openmaas.config import Settings
-from openmaas.runtime.pool import ModelPool
+from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
@@ -58,14 +60,19 @@ def create_app(settings: Settings) -> FastAPI:
             max_concurrent=settings.max_concurrent_jobs,
             poll_seconds=settings.job_poll_seconds,
         )
+        metrics.watch_jobs(store.jobs.count_by_status)
         pool = ModelPool(
             artifacts,
             settings.data_dir / "cache" / "models",
             device=settings.device,
             memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
+            defaults=BatchSettings(settings.max_batch_size, settings.max_wait_ms, settings.max_queue_size),
+            hooks=metrics.pool_hooks(),
         )
         registry = RegistryService(store, artifacts)
-        inference = InferenceService(registry, pool, max_inputs=settings.max_predict_inputs)
+        inference = InferenceService(
+            registry, pool, max_inputs=settings.max_predict_inputs, request_timeout_s=settings.request_timeout_s
+        )
         app.state.services = Services(
             settings=settings,
             auth=auth,
@@ -81,15 +88,22 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await executor.stop()
+            await pool.close()
             store.close()
 
+    metrics = Metrics()
     app = FastAPI(title="OpenMaaS", version=__version__, lifespan=lifespan)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(native.router)
     app.include_router(openai.router)

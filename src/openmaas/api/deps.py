@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -9,6 +10,7 @@ from fastapi import Depends, Header, Request
 
 from openmaas.config import Settings
 from openmaas.domain.entities import Principal
+from openmaas.errors import PermissionDenied
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
@@ -33,11 +35,19 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_principal(
+async def get_principal(
     request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Principal:
-    return get_services(request).auth.authenticate(authorization)
+    auth = get_services(request).auth
+    return auth.cached(authorization) or await asyncio.to_thread(auth.authenticate, authorization)
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise PermissionDenied("this route needs an admin key")
+
+
 Svc = Annotated[Services, Depends(get_services)]

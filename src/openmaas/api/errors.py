@@ -7,7 +7,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
+from openmaas.api.disconnect import ClientDisconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.errors import OpenMaaSError, status_and_type
 
@@ -65,7 +67,13 @@ async def _unexpected(request: Request, error: Exception) -> FastJSONResponse:
     return error_response(500, "server_error", "internal server error", None, "internal_error")
 
 
+async def _gone(_request: Request, _error: Exception) -> Response:
+    # Nobody is listening; 499 (nginx's "client closed request") only shows in metrics and logs.
+    return Response(status_code=499)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ClientDisconnected, _gone)
     app.add_exception_handler(OpenMaaSError, _ours)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

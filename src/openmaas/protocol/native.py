@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class DatasetOut(BaseModel):
@@ -89,6 +89,33 @@ class ModelImport(BaseModel):
 
     path: str = Field(description="Absolute path, on the server, of a Hugging Face model directory.")
     name: str = Field(description="Registry name for the imported version.")
+
+
+class LoadRequest(BaseModel):
+    """Batch settings for this model while it stays loaded (defaults: the server's, or the model's own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int | None = Field(None, ge=1, le=4096)
+    max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    max_queue_size: int = Field(4096, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _room_for_a_batch(self) -> LoadRequest:
+        if self.max_batch_size is not None and self.max_queue_size < self.max_batch_size:
+            raise ValueError("max_queue_size must be at least max_batch_size")
+        return self
+
+
+class LoadedOut(BaseModel):
+    model: str
+    version: int
+    object: Literal["model.loaded"] = "model.loaded"
+    memory_bytes: int
+    load_seconds: float
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue_size: int
 
 
 class AliasSet(BaseModel):

@@ -151,6 +151,8 @@ def parameter_count(model: nn.Module) -> int:
 
 
 class BowMlpInference:
+    preferred_batch_size = 128
+
     def __init__(self, directory: Path, device: str) -> None:
         config = json.loads((directory / "config.json").read_text())
         self.labels = tuple(config["labels"])

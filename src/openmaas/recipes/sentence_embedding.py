@@ -26,6 +26,8 @@ ONNX_FILE = "openmaas-embeddings.onnx"
 class EmbeddingInference:
     """Embeddings for a batch of texts, with ONNX Runtime (`onnx`) or PyTorch (`torch`)."""
 
+    preferred_batch_size = 32
+
     def __init__(self, directory: Path, device: str, runtime: str, onnx_path: Path | None = None) -> None:
         encoder = load_encoder(directory)
         uses_token_types = accepts_token_types(encoder)

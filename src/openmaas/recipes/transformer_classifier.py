@@ -158,6 +158,8 @@ class TransformerClassifierPlan:
 
 
 class TransformerClassifierInference:
+    preferred_batch_size = 32
+
     def __init__(self, directory: Path, device: str, runtime: str) -> None:
         config = json.loads((directory / "config.json").read_text())
         self.labels = tuple(config["labels"])

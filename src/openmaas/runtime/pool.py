@@ -1,16 +1,20 @@
-"""The model pool: loads versions on first use (one load shared by concurrent callers), evicts LRU by memory."""
+"""The model pool: loads versions on first use (one load shared by concurrent callers), gives each its batch
+queue, and evicts the least recently used under a memory budget."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from openmaas.domain.entities import ModelVersion
+from openmaas.runtime.batching import BatchQueue, BatchStats
 from openmaas.runtime.predictors import Predictor, load_predictor
 from openmaas.storage.artifacts import LocalArtifactStore
 
@@ -27,11 +31,35 @@ def key_of(version: ModelVersion) -> PoolKey:
     return (version.tenant_id, version.model, version.version, version.artifact_sha256)
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch_size: int = 32
+    max_wait_ms: float = 2.0
+    max_queue_size: int = 4096
+
+
 @dataclass
-class LoadedModel:
+class ServedModel:
+    """A loaded version and the batch queue in front of it."""
+
     predictor: Predictor
+    queue: BatchQueue[Any, Any]
+    settings: BatchSettings
     load_seconds: float
-    last_used: float
+    last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def version(self) -> ModelVersion:
+        return self.predictor.version
+
+
+@dataclass
+class PoolHooks:
+    """Observers for metrics, so the pool does not know about Prometheus."""
+
+    on_load: list[Callable[[ServedModel], None]] = field(default_factory=list)
+    on_unload: list[Callable[[ServedModel], None]] = field(default_factory=list)
+    batch_stats: Callable[[ModelVersion], BatchStats] | None = None
 
 
 class ModelPool:
@@ -42,77 +70,122 @@ class ModelPool:
         *,
         device: str,
         memory_budget_bytes: int,
+        defaults: BatchSettings = BatchSettings(),
         loader: Callable[[ModelVersion, Path, str], Predictor] = load_predictor,
+        hooks: PoolHooks | None = None,
     ) -> None:
         self.artifacts = artifacts
         self.cache_dir = cache_dir
         self.device = device
         self.memory_budget_bytes = memory_budget_bytes
+        self.defaults = defaults
         self.loader = loader
-        self.loaded: OrderedDict[PoolKey, LoadedModel] = OrderedDict()
-        self._loading: dict[PoolKey, asyncio.Future[LoadedModel]] = {}
-        self.on_evict: list[Callable[[PoolKey], None]] = []
+        self.hooks = hooks or PoolHooks()
+        self.loaded: OrderedDict[PoolKey, ServedModel] = OrderedDict()
+        self._lock = threading.Lock()  # versions may be dropped from a worker thread (a delete route)
+        self._loading: dict[PoolKey, asyncio.Future[ServedModel]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def memory_bytes(self) -> int:
-        return sum(entry.predictor.memory_bytes for entry in self.loaded.values())
+        with self._lock:
+            return sum(served.predictor.memory_bytes for served in self.loaded.values())
 
-    async def acquire(self, version: ModelVersion) -> Predictor:
+    def get(self, version: ModelVersion) -> ServedModel | None:
+        return self.loaded.get(key_of(version))
+
+    async def acquire(self, version: ModelVersion, settings: BatchSettings | None = None) -> ServedModel:
+        self._loop = asyncio.get_running_loop()
         key = key_of(version)
-        entry = self.loaded.get(key)
-        if entry is None:
-            entry = await self._load_shared(key, version)
-        entry.last_used = time.monotonic()
-        self.loaded.move_to_end(key)
-        return entry.predictor
+        served = self.loaded.get(key)
+        if served is None:
+            served = await self._load_shared(key, version, settings)
+        served.last_used = time.monotonic()
+        with self._lock:
+            if key in self.loaded:
+                self.loaded.move_to_end(key)
+        return served
 
-    async def _load_shared(self, key: PoolKey, version: ModelVersion) -> LoadedModel:
+    async def _load_shared(self, key: PoolKey, version: ModelVersion, settings: BatchSettings | None) -> ServedModel:
         pending = self._loading.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ServedModel] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
-            entry = await asyncio.to_thread(self._load, version)
-            self.loaded[key] = entry
+            predictor, seconds = await asyncio.to_thread(self._load, version)
+            settings = settings or self._default_settings(predictor)
+            stats = self.hooks.batch_stats(version) if self.hooks.batch_stats else None
+            queue: BatchQueue[Any, Any] = BatchQueue(
+                predictor.run_batch,
+                max_batch_size=settings.max_batch_size,
+                max_wait_ms=settings.max_wait_ms,
+                max_queue_size=settings.max_queue_size,
+                name=f"{version.model}:{version.version}",
+                stats=stats,
+            )
+            served = ServedModel(predictor, queue, settings, seconds)
+            with self._lock:
+                self.loaded[key] = served
+            for hook in self.hooks.on_load:
+                hook(served)
             self._evict_over_budget(keep=key)
-            future.set_result(entry)
-            return entry
+            future.set_result(served)
+            return served
         except BaseException as error:
             future.set_exception(error)
-            future.exception()  # mark retrieved: waiters re-raise it, nobody logs "never retrieved"
+            future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
             raise
         finally:
             del self._loading[key]
 
-    def _load(self, version: ModelVersion) -> LoadedModel:
+    def _default_settings(self, predictor: Predictor) -> BatchSettings:
+        preferred = getattr(predictor, "preferred_batch_size", None)
+        if preferred is None:
+            return self.defaults
+        return BatchSettings(preferred, self.defaults.max_wait_ms, max(self.defaults.max_queue_size, preferred))
+
+    def _load(self, version: ModelVersion) -> tuple[Predictor, float]:
         directory = self.cache_dir / version.artifact_sha256
         started = time.perf_counter()
         try:
             # Re-linked from verified blobs on every load; files derived from them (an ONNX export) stay.
             self.artifacts.materialize(version.files, directory)
             predictor = self.loader(version, directory, self.device)
+            predictor.run_batch(["warm-up"])  # first-call costs (allocations, graph set-up) before traffic
         except Exception as error:
             raise ModelLoadError(f"{type(error).__name__}: {error}") from error
         elapsed = time.perf_counter() - started
         log.info("loaded %s:%s in %.3fs", version.model, version.version, elapsed)
-        return LoadedModel(predictor, elapsed, time.monotonic())
+        return predictor, elapsed
 
     def _evict_over_budget(self, keep: PoolKey) -> None:
-        while self.memory_bytes > self.memory_budget_bytes and len(self.loaded) > 1:
-            oldest = next(iter(self.loaded))
-            if oldest == keep:
+        while self.memory_bytes > self.memory_budget_bytes:
+            with self._lock:
+                oldest = next((key for key in self.loaded if key != keep), None)
+            if oldest is None:
                 break
             self.unload(oldest)
 
     def unload(self, key: PoolKey) -> bool:
-        entry = self.loaded.pop(key, None)
-        if entry is None:
+        """Drop a loaded version; safe from any thread. Requests still queued for it get an error."""
+        with self._lock:
+            served = self.loaded.pop(key, None)
+        if served is None:
             return False
-        for callback in self.on_evict:
-            callback(key)
+        for hook in self.hooks.on_unload:
+            hook(served)
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(served.queue.close()))
         log.info("unloaded %s:%s", key[1], key[2])
         return True
 
-    def unload_version(self, version: ModelVersion) -> bool:
-        return self.unload(key_of(version))
+    def unload_version(self, version: ModelVersion) -> None:
+        self.unload(key_of(version))
+
+    async def close(self) -> None:
+        with self._lock:
+            served_models = list(self.loaded.values())
+            self.loaded.clear()
+        for served in served_models:
+            await served.queue.close()

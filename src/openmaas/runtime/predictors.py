@@ -14,8 +14,12 @@ from openmaas.recipes.base import resolve_device
 
 
 class Predictor(Protocol):
+    """A loaded version. `run_batch` is what the batch queue calls: one item in, one result out, in order."""
+
     version: ModelVersion
     memory_bytes: int
+
+    def run_batch(self, items: list[Any]) -> list[Any]: ...
 
 
 class ClassifierPredictor:
@@ -26,6 +30,10 @@ class ClassifierPredictor:
         self.model = model
         self.labels = list(model.labels)
         self.memory_bytes: int = model.memory_bytes
+        self.preferred_batch_size: int | None = getattr(model, "preferred_batch_size", None)
+
+    def run_batch(self, items: list[Any]) -> list[Any]:
+        return self.predict(items)
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         probabilities = self.model.predict_proba(texts).tolist()
@@ -47,9 +55,20 @@ class EmbeddingPredictor:
         self.max_length: int = model.max_length
         self.memory_bytes: int = model.memory_bytes
 
+        self.preferred_batch_size: int | None = getattr(model, "preferred_batch_size", None)
+
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[np.ndarray, list[int]]:
         vectors, tokens = self.model.embed(texts, truncate=truncate)
         return vectors, tokens
+
+    def check_lengths(self, texts: list[str]) -> None:
+        """Raise InputTooLong for the first text over the token limit (for callers that refuse truncation)."""
+        self.model.tokenizer(texts, truncate=False)
+
+    def run_batch(self, items: list[Any]) -> list[Any]:
+        """Each item is a text; each result is (vector, token count)."""
+        vectors, tokens = self.model.embed(items, truncate=True)
+        return list(zip(vectors, tokens, strict=True))
 
 
 def load_predictor(version: ModelVersion, directory: Path, device: str) -> Predictor:

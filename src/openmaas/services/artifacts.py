@@ -26,8 +26,8 @@ class ArtifactService:
     async def export(self, principal: Principal, ref: str, fmt: str) -> tuple[ModelVersion, Path]:
         version = self.registry.resolve(principal, ref)
         if fmt == "onnx":
-            predictor = await self.inference.acquire(version)
-            path = getattr(getattr(predictor, "model", None), "onnx_path", None)
+            served = await self.inference.acquire(version)
+            path = getattr(getattr(served.predictor, "model", None), "onnx_path", None)
             if path is None:
                 raise InvalidRequest(
                     f"{version.model}:{version.version} ({version.recipe}) has no ONNX form: ONNX export is for "

@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 
 from openmaas.domain.entities import ApiKey, Principal
@@ -32,8 +33,13 @@ def generate_key() -> str:
 
 
 class AuthService:
+    # Verified keys are remembered briefly so the hot path skips the database; a revoked key stops
+    # working within this many seconds on every server process.
+    CACHE_SECONDS = 10.0
+
     def __init__(self, keys: KeyRepository) -> None:
         self.keys = keys
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def bootstrap(self, configured_key: str | None, key_file: Path) -> str | None:
         """Make sure an admin key exists. Returns a newly generated key (to print once), else None."""
@@ -59,15 +65,31 @@ class AuthService:
         self.keys.add(record, hash_key(key))
         return record
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    @staticmethod
+    def token_of(authorization: str | None) -> str:
         if not authorization:
             raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("malformed Authorization header: expected 'Bearer <key>'")
+        return token
+
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The principal for a recently verified key, without touching the database."""
+        entry = self._verified.get(hash_key(self.token_of(authorization)))
+        if entry is not None and entry[1] > time.monotonic():
+            return entry[0]
+        return None
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        token = self.token_of(authorization)
         wanted = hash_key(token)
         for key, stored_hash in self.keys.find_by_prefix(token[:PREFIX_LENGTH]):
             if hmac.compare_digest(stored_hash, wanted) and not key.revoked:
-                return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
+                principal = Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
+                if len(self._verified) > 10_000:
+                    self._verified.clear()
+                self._verified[wanted] = (principal, time.monotonic() + self.CACHE_SECONDS)
+                return principal
         raise Unauthenticated("invalid API key")

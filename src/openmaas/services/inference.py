@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from openmaas.domain.entities import ModelVersion, Principal
-from openmaas.errors import InvalidRequest, Unavailable
+from openmaas.errors import InvalidRequest, RateLimited, Unavailable
 from openmaas.recipes.base import InputTooLong
-from openmaas.runtime.pool import ModelLoadError, ModelPool
-from openmaas.runtime.predictors import ClassifierPredictor, EmbeddingPredictor, Predictor
+from openmaas.runtime.batching import BatchQueueClosed, QueueFull, RequestTooLarge
+from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
+from openmaas.runtime.predictors import EmbeddingPredictor
 from openmaas.services.registry import RegistryService
+
+RESOLVE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,15 +57,36 @@ def check_texts(
 
 
 class InferenceService:
-    def __init__(self, registry: RegistryService, pool: ModelPool, *, max_inputs: int) -> None:
+    def __init__(
+        self, registry: RegistryService, pool: ModelPool, *, max_inputs: int, request_timeout_s: float = 60.0
+    ) -> None:
         self.registry = registry
         self.pool = pool
         self.max_inputs = max_inputs
+        self.request_timeout_s = request_timeout_s
+        self._resolved: dict[tuple[str, str], tuple[ModelVersion, float]] = {}
         registry.on_version_deleted.append(pool.unload_version)
+        registry.on_change.append(self._resolved.clear)
 
-    async def acquire(self, version: ModelVersion) -> Predictor:
+    async def resolve(self, principal: Principal, ref: str) -> ModelVersion:
+        """Resolve a reference, remembered for RESOLVE_SECONDS: the hot path skips the registry's queries.
+
+        Changes made through this process clear the memory at once; a version registered by a training
+        worker becomes what `name` means within RESOLVE_SECONDS.
+        """
+        key = (principal.tenant_id, ref)
+        hit = self._resolved.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        version = await asyncio.to_thread(self.registry.resolve, principal, ref)
+        if len(self._resolved) > 10_000:
+            self._resolved.clear()
+        self._resolved[key] = (version, time.monotonic() + RESOLVE_SECONDS)
+        return version
+
+    async def acquire(self, version: ModelVersion, settings: BatchSettings | None = None) -> ServedModel:
         try:
-            return await self.pool.acquire(version)
+            return await self.pool.acquire(version, settings)
         except ModelLoadError as error:
             raise Unavailable(
                 f"model {version.model}:{version.version} could not be loaded: {error}",
@@ -68,26 +94,75 @@ class InferenceService:
                 code="model_load_failed",
             ) from None
 
-    def _resolve_for(self, principal: Principal, ref: str, task: str, hint: str) -> ModelVersion:
+    async def load(self, principal: Principal, ref: str, settings: BatchSettings | None) -> ServedModel:
         version = self.registry.resolve(principal, ref)
+        if settings is not None and (served := self.pool.get(version)) and served.settings != settings:
+            self.pool.unload_version(version)  # reload with the new batch settings
+        return await self.acquire(version, settings)
+
+    def unload(self, principal: Principal, ref: str) -> ModelVersion:
+        version = self.registry.resolve(principal, ref)
+        self.pool.unload_version(version)
+        return version
+
+    async def _run(self, served: ServedModel, items: list[str]) -> list[Any]:
+        """Run texts through the model's batch queue. Many texts go in length order, so each batch pads
+        little (transformers pad to the batch's longest text); results come back in the caller's order."""
+        if len(items) <= 1:
+            return await self._submit(served, items)
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        ordered = await self._submit(served, [items[i] for i in order])
+        results: list[Any] = [None] * len(items)
+        for position, index in enumerate(order):
+            results[index] = ordered[position]
+        return results
+
+    async def _submit(self, served: ServedModel, items: list[str]) -> list[Any]:
+        try:
+            return await asyncio.wait_for(served.queue.submit(items), self.request_timeout_s)
+        except QueueFull as error:
+            retry = str(max(1, math.ceil(error.retry_after)))
+            raise RateLimited(
+                f"model {served.version.model}:{served.version.version} is at capacity "
+                f"({error.queued} inputs queued); retry after {retry}s",
+                code="queue_full",
+                headers={"Retry-After": retry},
+            ) from None
+        except TimeoutError:
+            raise Unavailable(
+                f"the request took longer than {self.request_timeout_s:g}s waiting for "
+                f"{served.version.model}:{served.version.version}; retry later or send fewer inputs",
+                code="timeout",
+            ) from None
+        except RequestTooLarge as error:
+            raise InvalidRequest(
+                f"too many inputs for {served.version.model}: {error}", param="inputs", code="too_many_inputs"
+            ) from None
+        except BatchQueueClosed:
+            raise Unavailable(
+                f"model {served.version.model}:{served.version.version} was unloaded while the request waited",
+                code="model_unloaded",
+            ) from None
+
+    async def _resolve_for(self, principal: Principal, ref: str, task: str, hint: str) -> ModelVersion:
+        version = await self.resolve(principal, ref)
         if version.task != task:
             raise InvalidRequest(f"model {ref!r} is a {version.task} model; {hint}", param="model", code="wrong_task")
         return version
 
     async def predict(self, principal: Principal, ref: str, inputs: Any) -> Prediction:
         texts = check_texts(inputs, "inputs", self.max_inputs)
-        version = self._resolve_for(principal, ref, "text-classification", "use POST /v1/embeddings for it")
-        predictor = await self.acquire(version)
-        assert isinstance(predictor, ClassifierPredictor)
-        predictions = await asyncio.to_thread(predictor.predict, texts)
-        return Prediction(version, predictions)
+        version = await self._resolve_for(principal, ref, "text-classification", "use POST /v1/embeddings for it")
+        served = await self.acquire(version)
+        return Prediction(version, await self._run(served, texts))
 
     async def embed(
         self, principal: Principal, ref: str, inputs: Any, *, truncate: bool = True, dimensions: int | None = None
     ) -> Embeddings:
         texts = check_texts(inputs, "input", self.max_inputs, allow_single=True, allow_empty=False)
-        version = self._resolve_for(principal, ref, "embeddings", "it answers POST /v1/models/{ref}/predict")
-        predictor = await self.acquire(version)
+        version = await self._resolve_for(principal, ref, "embeddings", "it answers POST /v1/models/{ref}/predict")
+        served = await self.acquire(version)
+        predictor = served.predictor
         assert isinstance(predictor, EmbeddingPredictor)
         if dimensions is not None and not 1 <= dimensions <= predictor.dimensions:
             raise InvalidRequest(
@@ -95,17 +170,20 @@ class InferenceService:
                 param="dimensions",
                 code="invalid_dimensions",
             )
-        try:
-            vectors, tokens = await asyncio.to_thread(predictor.embed, texts, truncate)
-        except InputTooLong as error:
-            raise InvalidRequest(
-                f"input[{error.index}] has {error.tokens} tokens, over the limit of {error.max_length} for "
-                f"{version.model}; shorten it or allow truncation",
-                param=f"input.{error.index}",
-                code="input_too_long",
-            ) from None
+        if not truncate:
+            try:
+                await asyncio.to_thread(predictor.check_lengths, texts)
+            except InputTooLong as error:
+                raise InvalidRequest(
+                    f"input[{error.index}] has {error.tokens} tokens, over the limit of {error.max_length} for "
+                    f"{version.model}; shorten it or allow truncation",
+                    param=f"input.{error.index}",
+                    code="input_too_long",
+                ) from None
+        results = await self._run(served, texts)
+        vectors = np.stack([vector for vector, _ in results])
         if dimensions is not None and dimensions < predictor.dimensions:
             # Shortened like OpenAI's `dimensions`: keep the leading components, then renormalise.
             vectors = vectors[:, :dimensions]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return Embeddings(version, vectors, int(sum(tokens)))
+        return Embeddings(version, vectors, int(sum(tokens for _, tokens in results)))

@@ -35,6 +35,12 @@ class RegistryService:
         self.artifacts = artifacts
         # Called with each version that stops existing, so a serving pool can drop it.
         self.on_version_deleted: list[Callable[[ModelVersion], None]] = []
+        # Called after any change to what a reference resolves to (aliases, deletions, imports).
+        self.on_change: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback()
 
     def list(self, principal: Principal) -> list[RegisteredModel]:
         own = self.store.models.list(principal.tenant_id)
@@ -67,11 +73,13 @@ class RegistryService:
             )
         if not self.store.models.set_alias(principal.tenant_id, name, alias, version):
             raise NotFound(f"model {name!r} has no version {version}", param="version", code="model_not_found")
+        self._changed()
         return self.get(principal, name)
 
     def delete_alias(self, principal: Principal, name: str, alias: str) -> RegisteredModel:
         if not self.store.models.delete_alias(principal.tenant_id, name, alias):
             raise NotFound(f"model {name!r} has no alias {alias!r}", param="alias", code="alias_not_found")
+        self._changed()
         return self.get(principal, name)
 
     def delete_version(self, principal: Principal, name: str, version: int) -> ModelVersion:
@@ -100,7 +108,7 @@ class RegistryService:
                     param="path",
                     code="invalid_model_directory",
                 ) from None
-        return self.store.models.register_version(
+        registered = self.store.models.register_version(
             {
                 "tenant_id": principal.tenant_id,
                 "model": name,
@@ -118,6 +126,8 @@ class RegistryService:
                 "files": files,
             }
         )
+        self._changed()
+        return registered
 
     def delete_model(self, principal: Principal, name: str) -> RegisteredModel:
         deleted = self.store.models.delete_model(principal.tenant_id, name)
@@ -128,6 +138,7 @@ class RegistryService:
         return deleted
 
     def _forget(self, version: ModelVersion) -> None:
+        self._changed()
         for callback in self.on_version_deleted:
             callback(version)
         if self.store.models.artifact_references(version.artifact_sha256) == 0:

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from openmaas.api.native import datasets, jobs, models
 
-router = APIRouter(prefix="/v1")
+router = APIRouter()
 router.include_router(datasets.router)
 router.include_router(jobs.router)
 router.include_router(models.router)

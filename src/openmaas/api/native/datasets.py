@@ -30,7 +30,7 @@ def dataset_out(d: Dataset) -> DatasetOut:
     )
 
 
-@router.post("/datasets", status_code=201, response_model=DatasetOut)
+@router.post("/v1/datasets", status_code=201, response_model=DatasetOut)
 def upload_dataset(
     request: Request,
     caller: Caller,
@@ -56,7 +56,7 @@ def upload_dataset(
     return dataset_out(dataset)
 
 
-@router.get("/datasets", response_model=ListOf[DatasetOut])
+@router.get("/v1/datasets", response_model=ListOf[DatasetOut])
 def list_datasets(
     caller: Caller,
     svc: Svc,
@@ -67,12 +67,12 @@ def list_datasets(
     return ListOf[DatasetOut](data=[dataset_out(d) for d in items], has_more=more)
 
 
-@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
+@router.get("/v1/datasets/{dataset_id}", response_model=DatasetOut)
 def get_dataset(dataset_id: str, caller: Caller, svc: Svc) -> DatasetOut:
     return dataset_out(svc.datasets.get(caller, dataset_id))
 
 
-@router.delete("/datasets/{dataset_id}", response_model=Deleted)
+@router.delete("/v1/datasets/{dataset_id}", response_model=Deleted)
 def delete_dataset(dataset_id: str, caller: Caller, svc: Svc) -> Deleted:
     svc.datasets.delete(caller, dataset_id)
     return Deleted(id=dataset_id, object="dataset")

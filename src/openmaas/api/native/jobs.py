@@ -36,7 +36,7 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut)
+@router.post("/v1/jobs", status_code=201, response_model=JobOut)
 def create_job(body: JobCreate, caller: Caller, svc: Svc) -> JobOut:
     job = svc.jobs.create(
         caller,
@@ -48,7 +48,7 @@ def create_job(body: JobCreate, caller: Caller, svc: Svc) -> JobOut:
     return job_out(job)
 
 
-@router.get("/jobs", response_model=ListOf[JobOut])
+@router.get("/v1/jobs", response_model=ListOf[JobOut])
 def list_jobs(
     caller: Caller,
     svc: Svc,
@@ -60,12 +60,12 @@ def list_jobs(
     return ListOf[JobOut](data=[job_out(j) for j in items], has_more=more)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
+@router.get("/v1/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: str, caller: Caller, svc: Svc) -> JobOut:
     return job_out(svc.jobs.get(caller, job_id))
 
 
-@router.get("/jobs/{job_id}/events", response_model=ListOf[JobEventOut])
+@router.get("/v1/jobs/{job_id}/events", response_model=ListOf[JobEventOut])
 def job_events(
     job_id: str,
     caller: Caller,
@@ -80,6 +80,6 @@ def job_events(
     )
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+@router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, caller: Caller, svc: Svc) -> JobOut:
     return job_out(svc.jobs.cancel(caller, job_id))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import FileResponse
 
-from openmaas.api.deps import Caller, Svc
+from openmaas.api.deps import Caller, Svc, require_admin
+from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, RegisteredModel
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.native import (
     AliasSet,
     Deleted,
+    LoadedOut,
+    LoadRequest,
     ModelImport,
     ModelOut,
     PredictRequest,
@@ -21,6 +24,7 @@ from openmaas.protocol.native import (
     VersionOut,
 )
 from openmaas.protocol.openai import ListOf
+from openmaas.runtime.pool import BatchSettings, ServedModel
 
 router = APIRouter(tags=["models"])
 
@@ -58,17 +62,17 @@ def model_out(m: RegisteredModel, *, with_versions: bool) -> ModelOut:
     )
 
 
-@router.get("/models", response_model=ListOf[ModelOut], response_model_exclude_none=True)
+@router.get("/v1/models", response_model=ListOf[ModelOut], response_model_exclude_none=True)
 def list_models(caller: Caller, svc: Svc) -> ListOf[ModelOut]:
     return ListOf[ModelOut](data=[model_out(m, with_versions=False) for m in svc.registry.list(caller)])
 
 
-@router.post("/models/import", status_code=201, response_model=VersionOut)
+@router.post("/v1/models/import", status_code=201, response_model=VersionOut)
 def import_model(body: ModelImport, caller: Caller, svc: Svc) -> VersionOut:
     return version_out(svc.registry.import_directory(caller, body.path, body.name))
 
 
-@router.get("/models/{ref}/artifact", response_class=FileResponse)
+@router.get("/v1/models/{ref}/artifact", response_class=FileResponse)
 async def download_artifact(
     ref: str, caller: Caller, svc: Svc, format: Literal["safetensors", "onnx"] = "safetensors"
 ) -> FileResponse:
@@ -78,43 +82,76 @@ async def download_artifact(
     )
 
 
-@router.get("/models/{name}", response_model=ModelOut)
+@router.post("/v1/models/{ref}/load", response_model=LoadedOut)
+async def load_model(ref: str, caller: Caller, svc: Svc, body: LoadRequest | None = None) -> LoadedOut:
+    require_admin(caller)
+    settings = None
+    if body is not None:
+        batch_size = body.max_batch_size or svc.settings.max_batch_size
+        settings = BatchSettings(batch_size, body.max_wait_ms, max(body.max_queue_size, batch_size))
+    served = await svc.inference.load(caller, ref, settings)
+    return loaded_out(served)
+
+
+@router.post("/v1/models/{ref}/unload", response_model=Deleted)
+def unload_model(ref: str, caller: Caller, svc: Svc) -> Deleted:
+    require_admin(caller)
+    version = svc.inference.unload(caller, ref)
+    return Deleted(id=f"{version.model}:{version.version}", object="model.loaded")
+
+
+def loaded_out(served: ServedModel) -> LoadedOut:
+    return LoadedOut(
+        model=served.version.model,
+        version=served.version.version,
+        memory_bytes=served.predictor.memory_bytes,
+        load_seconds=served.load_seconds,
+        max_batch_size=served.settings.max_batch_size,
+        max_wait_ms=served.settings.max_wait_ms,
+        max_queue_size=served.settings.max_queue_size,
+    )
+
+
+@router.get("/v1/models/{name}", response_model=ModelOut)
 def get_model(name: str, caller: Caller, svc: Svc) -> ModelOut:
     return model_out(svc.registry.get(caller, name), with_versions=True)
 
 
-@router.put("/models/{name}/aliases/{alias}", response_model=ModelOut)
+@router.put("/v1/models/{name}/aliases/{alias}", response_model=ModelOut)
 def set_alias(name: str, alias: str, body: AliasSet, caller: Caller, svc: Svc) -> ModelOut:
     return model_out(svc.registry.set_alias(caller, name, alias, body.version), with_versions=True)
 
 
-@router.delete("/models/{name}/aliases/{alias}", response_model=ModelOut)
+@router.delete("/v1/models/{name}/aliases/{alias}", response_model=ModelOut)
 def delete_alias(name: str, alias: str, caller: Caller, svc: Svc) -> ModelOut:
     return model_out(svc.registry.delete_alias(caller, name, alias), with_versions=True)
 
 
-@router.delete("/models/{name}/versions/{version}", response_model=Deleted)
+@router.delete("/v1/models/{name}/versions/{version}", response_model=Deleted)
 def delete_version(name: str, version: int, caller: Caller, svc: Svc) -> Deleted:
     svc.registry.delete_version(caller, name, version)
     return Deleted(id=f"{name}:{version}", object="model.version")
 
 
-@router.delete("/models/{name}", response_model=Deleted)
+@router.delete("/v1/models/{name}", response_model=Deleted)
 def delete_model(name: str, caller: Caller, svc: Svc) -> Deleted:
     svc.registry.delete_model(caller, name)
     return Deleted(id=name, object="model")
 
 
 @router.post(
-    "/models/{ref}/predict",
+    "/v1/models/{ref}/predict",
     response_model=PredictResponse,
     response_class=FastJSONResponse,
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}},
 )
-async def predict(ref: str, caller: Caller, svc: Svc, body: Annotated[Any, Body()] = None) -> FastJSONResponse:
+async def predict(
+    ref: str, request: Request, caller: Caller, svc: Svc, body: Annotated[Any, Body()] = None
+) -> FastJSONResponse:
     if not isinstance(body, dict) or "inputs" not in body:
         raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
-    result = await svc.inference.predict(caller, ref, body["inputs"])
+    request.state.model = ref.partition(":")[0]
+    result = await unless_disconnected(request, svc.inference.predict(caller, ref, body["inputs"]))
     return FastJSONResponse(
         {"model": result.version.model, "version": result.version.version, "predictions": result.predictions}
     )

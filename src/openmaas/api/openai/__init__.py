@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from openmaas.api.openai import embeddings
 
-router = APIRouter(prefix="/v1")
+router = APIRouter()
 router.include_router(embeddings.router)
 
 __all__ = ["router"]

@@ -5,20 +5,21 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from openmaas.api.deps import Caller, Svc
+from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.protocol.openai import EmbeddingRequest
 
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/embeddings", response_class=FastJSONResponse)
-async def create_embeddings(body: EmbeddingRequest, caller: Caller, svc: Svc) -> FastJSONResponse:
-    result = await svc.inference.embed(
-        caller, body.model, body.input, truncate=body.truncate, dimensions=body.dimensions
-    )
+@router.post("/v1/embeddings", response_class=FastJSONResponse)
+async def create_embeddings(body: EmbeddingRequest, request: Request, caller: Caller, svc: Svc) -> FastJSONResponse:
+    request.state.model = body.model.partition(":")[0]
+    work = svc.inference.embed(caller, body.model, body.input, truncate=body.truncate, dimensions=body.dimensions)
+    result = await unless_disconnected(request, work)
     vectors = result.vectors.astype("<f4", copy=False)
     if body.encoding_format == "base64":
         encoded: list[object] = [base64.b64encode(np.ascontiguousarray(row).tobytes()).decode() for row in vectors]

@@ -212,6 +212,13 @@ class JobRepository:
             rows = conn.execute(select(t.jobs.c.id).where(t.jobs.c.status == status.value).order_by(t.jobs.c.id)).all()
         return [r[0] for r in rows]
 
+    def count_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.jobs.c.status, func.count()).group_by(t.jobs.c.status)).all()
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({status: int(count) for status, count in rows})
+        return counts
+
     def count_unfinished_for_dataset(self, tenant_id: str, dataset_id: str) -> int:
         with self.engine.connect() as conn:
             return int(

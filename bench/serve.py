@@ -1,0 +1,664 @@
+"""HTTP serving throughput and latency of two trained models: OpenMaaS vs. plain FastAPI vs. LitServe, in one run.
+
+    .venv/bin/python bench/serve.py [--duration 8] [--concurrency 1,8,32] [--models bow,minilm] [--skip-peers]
+
+1. Starts a real OpenMaaS server on loopback (admin key, temporary data dir), uploads sms_spam and trains,
+   through the API, `bow-mlp` (3 epochs) and the MiniLM-based `transformer-classifier` (5 epochs, head only).
+2. Takes the exact files the server loaded for each version (its model cache after the first prediction,
+   which includes the ONNX export it derived; the content-addressed blobs if there is no cache) and checks
+   them against the version's manifest.
+3. Offline limit: the same files loaded in this process with the recipe's own loader and the version's
+   runtime, `predict_proba` on 256 texts a call (which the MiniLM recipe cuts into length-sorted batches of
+   32), featurisation / tokenisation included, on every core: texts/s without HTTP or JSON, the most a server
+   could deliver here. Also printed: batches as they come (64 texts for bow-mlp, 32 for MiniLM, unsorted),
+   which is what a server batching concurrent requests gets.
+4. Peers serve the identical files in their own processes: plain FastAPI + uvicorn (one forward pass per
+   request) and LitServe with dynamic batching (bench/peers/). Their answers are checked against the
+   in-process model before they are measured.
+5. A closed-loop load generator (asyncio, raw HTTP/1.1 keep-alive sockets, one connection per concurrent
+   client, one real SMS text per request, cycling through the dataset) drives each server at each
+   concurrency for a fixed duration after a warm-up and records every request's latency; a non-200 answer
+   or a connection error counts as an error.
+
+Prints requests/s, p50/p95/p99 latency, errors, served / offline, OpenMaaS / peer at the same concurrency,
+and the OpenMaaS server's resident memory (VmRSS of its pid) idle and after each model's first prediction.
+The load generator shares the machine's cores with the server it measures; its CPU use is printed per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import ExitStack, closing, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+import torch
+
+from openmaas import Client
+from openmaas.recipes import get_loader
+from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.artifacts.local import sha256_file
+
+BENCH = Path(__file__).resolve().parent
+DATA = BENCH.parents[1] / "shared" / "datasets" / "sms_spam" / "sms_spam.csv"
+KEY = "om-bench-key-0000000000000000"
+HOST = "127.0.0.1"
+WARMUP_SECONDS = 1.0
+REQUEST_TIMEOUT = 30.0
+START_TIMEOUT = 180.0
+OFFLINE_CHUNK = 256  # texts per predict_proba call for the offline limit
+LITSERVE_MAX_BATCH = 32
+LITSERVE_BATCH_TIMEOUT = 0.005
+SERVERS = ("OpenMaaS", "FastAPI", "LitServe")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # the --models value
+    title: str
+    recipe: str
+    hyperparameters: dict[str, Any]
+    batch: int  # texts per call for the "as they come" offline figure
+
+    @property
+    def registry_name(self) -> str:
+        return f"bench-{self.key}"
+
+
+MODELS = {
+    "bow": ModelSpec("bow", "bow-mlp", "bow-mlp", {"epochs": 3}, 64),
+    "minilm": ModelSpec("minilm", "MiniLM classifier", "transformer-classifier", {"epochs": 5}, 32),
+}
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, all cores, from /proc/stat."""
+    values = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of one process in MB; NaN once it has exited (a zombie has no VmRSS)."""
+    with suppress(FileNotFoundError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
+
+
+class Service:
+    """A server subprocess in its own process group (so its workers stop with it), output to a log file."""
+
+    def __init__(self, name: str, command: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            list(command), stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, url: str, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            with suppress(httpx.TransportError):
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def status(self) -> str:
+        code = self.process.poll()
+        return "running" if code is None else f"exited with code {code}"
+
+    def stop(self) -> None:
+        """SIGTERM to the group, SIGKILL to whatever is left of it after 15 s."""
+        if self.process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(15)
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
+
+
+def start_openmaas(data_dir: Path, port: int, logs: Path) -> Service:
+    env = {**os.environ, "OPENMAAS_ADMIN_KEY": KEY, "OPENMAAS_JOB_POLL_SECONDS": "0.05"}
+    command = [sys.executable, "-m", "openmaas", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    service = Service("OpenMaaS", [*command, "--log-level", "warning"], logs / "openmaas.log", env)
+    service.wait_ready(f"http://{HOST}:{port}/healthz")
+    return service
+
+
+def start_peer(server: str, trained: Trained, port: int, logs: Path) -> Service:
+    script, health, extra = {
+        "FastAPI": ("fastapi_server.py", "/healthz", []),
+        "LitServe": (
+            "litserve_server.py",
+            "/health",
+            ["--max-batch-size", str(LITSERVE_MAX_BATCH), "--batch-timeout", str(LITSERVE_BATCH_TIMEOUT)],
+        ),
+    }[server]
+    command = [
+        sys.executable,
+        str(BENCH / "peers" / script),
+        *("--model-dir", str(trained.directory), "--recipe", trained.recipe, "--runtime", trained.runtime),
+        *("--port", str(port), *extra),
+    ]
+    service = Service(server, command, logs / f"{server.lower()}-{trained.spec.key}.log")
+    try:
+        service.wait_ready(f"http://{HOST}:{port}{health}")
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+# ---------------------------------------------------------------- models
+
+
+@dataclass
+class Trained:
+    """A version the server trained, its files copied out, and the same files loaded in this process."""
+
+    spec: ModelSpec
+    version: int
+    recipe: str
+    runtime: str
+    labels: list[str]
+    directory: Path
+    source: str
+    model: Any = None
+
+
+def read_texts() -> list[str]:
+    with DATA.open(encoding="utf-8", newline="") as handle:
+        return [row["text"].strip() for row in csv.DictReader(handle) if row["text"].strip()]
+
+
+def train(client: Client, specs: Sequence[ModelSpec]) -> None:
+    dataset = client.upload_dataset(DATA, name="sms")
+    jobs = {
+        spec.key: client.create_job(
+            dataset["id"], spec.registry_name, recipe=spec.recipe, hyperparameters=spec.hyperparameters
+        )
+        for spec in specs
+    }
+    for spec in specs:
+        began = time.perf_counter()
+        final = client.wait_for_job(jobs[spec.key]["id"], timeout=1800, poll=0.5)
+        if final["status"] != "succeeded":
+            raise RuntimeError(f"training {spec.title} {final['status']}: {final.get('error') or final}")
+        accuracy, waited = final["metrics"]["val_accuracy"], time.perf_counter() - began
+        print(f"  trained {spec.title:<18} val accuracy {accuracy:.4f} (waited {waited:.0f}s)", flush=True)
+
+
+def latest_version(data_dir: Path, name: str) -> dict[str, Any]:
+    """The newest version of `name`, read from the server's SQLite metadata (read-only)."""
+    with closing(sqlite3.connect(f"file:{data_dir / 'openmaas.db'}?mode=ro", uri=True)) as db:
+        db.row_factory = sqlite3.Row
+        row = db.execute(
+            "SELECT v.version, v.recipe, v.runtime, v.labels, v.files, v.artifact_sha256 FROM model_versions v "
+            "JOIN registered_models m ON m.id = v.model_id WHERE m.name = ? ORDER BY v.version DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+    if row is None:
+        raise RuntimeError(f"no version of {name} in {data_dir / 'openmaas.db'}")
+    return {**dict(row), "labels": json.loads(row["labels"]), "files": json.loads(row["files"])}
+
+
+def copy_model_files(data_dir: Path, version: dict[str, Any], destination: Path) -> str:
+    """The directory the server loaded (derived files such as an ONNX export included), else the blobs."""
+    cached = data_dir / "cache" / "models" / version["artifact_sha256"]
+    if cached.is_dir():
+        shutil.copytree(cached, destination)
+        source = "the server's model cache"
+    else:
+        LocalArtifactStore(data_dir / "artifacts").materialize(version["files"], destination)
+        source = "the artifact blobs"
+    for name, sha256 in version["files"].items():
+        if sha256_file(destination / name) != sha256:
+            raise RuntimeError(f"{destination / name} does not match the version's manifest")
+    extra = sorted(
+        str(p.relative_to(destination))
+        for p in destination.rglob("*")
+        if p.is_file() and str(p.relative_to(destination)) not in version["files"]
+    )
+    return source + (f" (manifest verified; derived: {', '.join(extra)})" if extra else " (manifest verified)")
+
+
+def offline_rate(model: Any, texts: list[str], batch: int, seconds: float) -> float:
+    """Texts/s of `predict_proba` on consecutive chunks of `batch` real texts, for `seconds`."""
+    model.predict_proba(texts[:batch])  # warm-up
+    done, position, started = 0, 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        model.predict_proba(texts[position : position + batch])
+        done += batch
+        position = (position + batch) % (len(texts) - batch)
+    return done / (time.perf_counter() - started)
+
+
+def max_difference(url: str, trained: Trained, texts: list[str]) -> float:
+    """Largest |probability difference| between a server's answers and the in-process model, one text a request."""
+    expected = trained.model.predict_proba(texts)
+    worst = 0.0
+    with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60.0) as http:
+        for text, row in zip(texts, expected, strict=True):
+            response = http.post(url, json={"inputs": [text]})
+            response.raise_for_status()
+            scores = response.json()["predictions"][0]["scores"]
+            worst = max(worst, float(np.abs(np.array([scores[label] for label in trained.labels]) - row).max()))
+    return worst
+
+
+# ---------------------------------------------------------------- load generator
+
+
+def build_requests(port: int, path: str, texts: Sequence[str]) -> list[bytes]:
+    """One complete HTTP/1.1 request per text, built before the clock starts."""
+    requests = []
+    for text in texts:
+        body = json.dumps({"inputs": [text]}).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        requests.append(head.encode() + body)
+    return requests
+
+
+def parse_head(head: bytes) -> tuple[int, int, bool]:
+    """(status, Content-Length, server closes the connection) of a response's status line and headers."""
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length, close = -1, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection":
+            close = value.strip().lower() == b"close"
+    if length < 0:
+        raise ValueError("a response without Content-Length")
+    return status, length, close
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    seconds: float  # the measured window, warm-up excluded
+    latencies: list[float]  # seconds, of the successful requests that completed in the window
+    errors: Counter[str]  # what went wrong ("HTTP 503", "ConnectionRefusedError", ...) → how often
+    client_cpu: float  # this process's CPU seconds per wall second over the whole run
+    machine_cpu: float  # busy fraction of all the machine's cores over the whole run
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000 if self.latencies else math.nan
+
+
+@dataclass
+class LoadGenerator:
+    """Closed loop: `concurrency` keep-alive connections, each sending its next request when the last is answered.
+
+    A request counts when it completes inside [warm-up end, stop]; clients send nothing after `stop`, and a
+    request in flight then is given at most REQUEST_TIMEOUT to finish, uncounted.
+    """
+
+    port: int
+    requests: list[bytes]
+    concurrency: int
+    duration: float
+    warmup: float = WARMUP_SECONDS
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    measure_from: float = 0.0
+    stop_at: float = 0.0
+
+    async def run(self) -> LoadResult:
+        started, cpu, (busy, total) = time.perf_counter(), time.process_time(), cpu_times()
+        self.measure_from = started + self.warmup
+        self.stop_at = self.measure_from + self.duration
+        await asyncio.gather(*(self._client(index) for index in range(self.concurrency)))
+        client_cpu = (time.process_time() - cpu) / (time.perf_counter() - started)
+        busy_after, total_after = cpu_times()
+        machine_cpu = (busy_after - busy) / max(total_after - total, 1.0)
+        return LoadResult(self.concurrency, self.duration, self.latencies, self.errors, client_cpu, machine_cpu)
+
+    async def _client(self, index: int) -> None:
+        streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        position = index
+        try:
+            while time.perf_counter() < self.stop_at:
+                payload = self.requests[position % len(self.requests)]
+                position += self.concurrency
+                began = time.perf_counter()
+                try:
+                    async with asyncio.timeout(REQUEST_TIMEOUT):
+                        if streams is None:
+                            streams = await asyncio.open_connection(HOST, self.port)
+                        failure, close = await self._exchange(*streams, payload)
+                except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
+                    failure, close = type(e).__name__, True
+                ended = time.perf_counter()
+                ok = failure is None
+                if self.measure_from <= ended <= self.stop_at:
+                    if failure is None:
+                        self.latencies.append(ended - began)
+                    else:
+                        self.errors[failure] += 1
+                if close and streams is not None:
+                    streams[1].close()
+                    streams = None
+                if not ok:
+                    await asyncio.sleep(0.01)  # no hot loop against a server that refuses or fails
+        finally:
+            if streams is not None:
+                streams[1].close()
+
+    @staticmethod
+    async def _exchange(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
+    ) -> tuple[str | None, bool]:
+        """(None or what went wrong, whether the server closes the connection) for one request."""
+        writer.write(payload)
+        status, length, close = parse_head(await reader.readuntil(b"\r\n\r\n"))
+        body = await reader.readexactly(length)
+        if status != 200:
+            return f"HTTP {status}", close
+        return (None if b'"predictions"' in body else "200 without predictions"), close
+
+
+def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run on uvloop when it is installed (a cheaper client), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(make())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(make())
+
+
+def measure(port: int, path: str, texts: list[str], concurrency: int, duration: float) -> LoadResult:
+    generator = LoadGenerator(port, build_requests(port, path, texts), concurrency, duration)
+    return run_async(generator.run)
+
+
+# ---------------------------------------------------------------- report
+
+
+@dataclass
+class Row:
+    model: str
+    server: str
+    result: LoadResult
+    offline: float
+
+
+def format_row(row: Row, ours: LoadResult | None) -> str:
+    r = row.result
+    versus = ours.throughput / r.throughput if ours is not None and r.throughput > 0 else math.nan
+    return (
+        f"{row.model:<18}{row.server:<10}{r.concurrency:>5}{r.throughput:>10,.1f}"
+        f"{r.percentile_ms(50):>9.1f}{r.percentile_ms(95):>9.1f}{r.percentile_ms(99):>9.1f}{r.errors.total():>8}"
+        f"{r.throughput / row.offline:>10.2f}{versus:>12.2f}{r.client_cpu * 100:>10.0f}%{r.machine_cpu * 100:>10.0f}%"
+    )
+
+
+HEADER = (
+    f"{'model':<18}{'server':<10}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    f"{'/offline':>10}{'OpenMaaS/x':>12}{'client CPU':>11}{'all CPUs':>11}"
+)
+
+
+def ours_for(rows: Sequence[Row], row: Row) -> LoadResult | None:
+    for other in rows:
+        if (
+            other.model == row.model
+            and other.server == "OpenMaaS"
+            and other.result.concurrency == row.result.concurrency
+        ):
+            return other.result
+    return None
+
+
+def print_report(
+    rows: Sequence[Row],
+    offline: dict[str, tuple[float, int, float]],
+    memory: Sequence[tuple[str, float, str]],
+    notes: Sequence[str],
+    duration: float,
+    load_average: float,
+) -> None:
+    cores = os.cpu_count()
+    print()
+    print(
+        f"Serving sms_spam classifiers over HTTP on {cores} CPU cores: one real SMS text per request, closed loop, "
+        f"{duration:g}s measured after {WARMUP_SECONDS:g}s of warm-up per row."
+    )
+    print(
+        f"The load generator (asyncio, raw HTTP/1.1 keep-alive sockets) shares these {cores} cores with the server "
+        "it measures; 'client CPU' is its own CPU use (100% = one core), 'all CPUs' the whole machine's (100% = "
+        f"every core busy). Load average when the run started: {load_average:.2f}."
+    )
+    for title, (limit, batch, as_they_come) in offline.items():
+        print(
+            f"Offline limit, {title}: {limit:,.0f} texts/s (same files in-process, predict_proba on {OFFLINE_CHUNK} "
+            f"texts a call); {as_they_come:,.0f} texts/s on unsorted batches of {batch}."
+        )
+    print("/offline = req/s ÷ offline limit; OpenMaaS/x = OpenMaaS req/s ÷ this row's req/s at the same concurrency.")
+    print(
+        f"Peers: plain FastAPI (sync endpoint, one forward pass per request); LitServe (max_batch_size "
+        f"{LITSERVE_MAX_BATCH}, batch_timeout {LITSERVE_BATCH_TIMEOUT * 1000:g} ms)."
+    )
+    print()
+    print(HEADER)
+    print("-" * len(HEADER))
+    previous = None
+    for row in rows:
+        if previous is not None and previous != row.model:
+            print()
+        previous = row.model
+        print(format_row(row, ours_for(rows, row)))
+    failed = [row for row in rows if row.result.errors]
+    if failed:
+        print()
+        print("Errors:")
+        for row in failed:
+            kinds = ", ".join(f"{kind} × {count}" for kind, count in row.result.errors.most_common())
+            print(f"  {row.model}, {row.server}, concurrency {row.result.concurrency}: {kinds}")
+    print()
+    print("OpenMaaS server resident memory (VmRSS of the server pid):")
+    for stage, mb, status in memory:
+        print(f"  {stage:<48}" + (f"{mb:>8.0f} MB" if not math.isnan(mb) else f"  server {status}"))
+    for note in notes:
+        print()
+        print(note)
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="Measured seconds per row (after warm-up).")
+    parser.add_argument("--concurrency", default="1,8,32", help="Comma-separated concurrent connections, e.g. 1,8,32.")
+    parser.add_argument("--models", default="bow,minilm", help=f"Comma-separated, from {', '.join(MODELS)}.")
+    parser.add_argument("--skip-peers", action="store_true", help="Measure OpenMaaS only.")
+    args = parser.parse_args()
+    try:
+        args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    except ValueError:
+        parser.error("--concurrency needs comma-separated integers")
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown or not args.models:
+        parser.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
+    if not args.concurrency or min(args.concurrency) < 1:
+        parser.error("--concurrency needs positive integers")
+    return args
+
+
+@dataclass
+class Run:
+    """One benchmark run: the OpenMaaS server, its models, and what has been measured so far."""
+
+    args: argparse.Namespace
+    root: Path
+    texts: list[str]
+    server: Service
+    port: int
+    rows: list[Row] = field(default_factory=list)
+    offline: dict[str, tuple[float, int, float]] = field(default_factory=dict)
+    memory: list[tuple[str, float, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def record_memory(self, stage: str) -> None:
+        self.memory.append((stage, rss_mb(self.server.pid), self.server.status()))
+
+    def prepare(self, client: Client, specs: Sequence[ModelSpec]) -> list[Trained]:
+        """Train through the API, load each version in the server (first predict), copy the files it loaded."""
+        print("training through the API ...", flush=True)
+        train(client, specs)
+        self.record_memory("after training (no model loaded yet)")
+        trained = []
+        for spec in specs:
+            client.predict(spec.registry_name, [self.texts[0]])  # the server loads the version now
+            self.record_memory(f"after {spec.title} loaded (first predict)")
+            version = latest_version(self.data_dir, spec.registry_name)
+            directory = self.root / "models" / spec.key
+            source = copy_model_files(self.data_dir, version, directory)
+            fields = {key: version[key] for key in ("version", "recipe", "runtime", "labels")}
+            trained.append(Trained(spec, **fields, directory=directory, source=source))
+            print(f"  {spec.title}: version {version['version']}, runtime {version['runtime']}, files from {source}")
+        return trained
+
+    def measure_model(self, model: Trained) -> None:
+        """Offline limit, then every server at every concurrency; peers run one at a time."""
+        spec = model.spec
+        model.model = get_loader(model.recipe).load(model.directory, "cpu", model.runtime)
+        seconds = min(self.args.duration, 5.0)
+        rate = offline_rate(model.model, self.texts, OFFLINE_CHUNK, seconds)
+        as_they_come = offline_rate(model.model, self.texts, spec.batch, seconds)
+        self.offline[spec.title] = (rate, spec.batch, as_they_come)
+        print(
+            f"{spec.title}: offline limit {rate:,.0f} texts/s ({OFFLINE_CHUNK} a call); "
+            f"{as_they_come:,.0f} texts/s on unsorted batches of {spec.batch}",
+            flush=True,
+        )
+        for name in SERVERS[:1] if self.args.skip_peers else SERVERS:
+            peer = None
+            if name == "OpenMaaS":
+                port, path = self.port, f"/v1/models/{spec.registry_name}/predict"
+            else:
+                port, path = free_port(), "/predict"
+                try:
+                    peer = start_peer(name, model, port, self.logs)
+                except RuntimeError as error:
+                    self.notes.append(f"{name} serving {spec.title} did not start, skipped: {error}")
+                    print(f"  {name}: did not start, skipped (see the end)", flush=True)
+                    continue
+            try:
+                self.measure_server(name, model, port, path, rate)
+            finally:
+                if peer is not None:
+                    peer.stop()
+                    if any(r.result.errors for r in self.rows if r.server == name and r.model == spec.title):
+                        self.notes.append(f"{name} log, serving {spec.title} (tail):\n{peer.log_tail(20)}")
+        model.model = None
+
+    def measure_server(self, name: str, model: Trained, port: int, path: str, offline: float) -> None:
+        sample = self.texts[:: max(1, len(self.texts) // 20)][:20]
+        difference = max_difference(f"http://{HOST}:{port}{path}", model, sample)
+        verdict = "match" if difference < 1e-4 else "DIFFER from"
+        print(f"  {name}: answers {verdict} the in-process model (max |Δp| {difference:.1e})", flush=True)
+        for concurrency in self.args.concurrency:
+            result = measure(port, path, self.texts, concurrency, self.args.duration)
+            self.rows.append(Row(model.spec.title, name, result, offline))
+            print("  " + format_row(self.rows[-1], ours_for(self.rows, self.rows[-1])), flush=True)
+
+
+def main() -> None:
+    args = parse_args()
+    load_average = os.getloadavg()[0]
+    torch.set_num_threads(os.cpu_count() or 1)
+    texts = read_texts()
+    print(f"{len(texts)} SMS texts; the load generator shares the {os.cpu_count()} CPU cores with the servers")
+    with tempfile.TemporaryDirectory(prefix="openmaas-serve-bench-") as scratch, ExitStack() as stack:
+        root = Path(scratch)
+        (root / "logs").mkdir()
+        port = free_port()
+        server = start_openmaas(root / "data", port, root / "logs")
+        stack.callback(server.stop)
+        run = Run(args, root, texts, server, port)
+        run.record_memory("idle, right after start")
+        try:
+            client = stack.enter_context(Client(f"http://{HOST}:{port}", KEY, timeout=120.0))
+            for model in run.prepare(client, [MODELS[key] for key in args.models]):
+                run.measure_model(model)
+            run.record_memory("after all load tests")
+        except BaseException:
+            print(f"OpenMaaS server {server.status()}; its log (tail):\n{server.log_tail()}", file=sys.stderr)
+            raise
+        if server.log_tail():
+            run.notes.append(f"OpenMaaS server log, warnings and errors (tail):\n{server.log_tail(20)}")
+    print_report(run.rows, run.offline, run.memory, run.notes, args.duration, load_average)
+
+
+if __name__ == "__main__":
+    main()

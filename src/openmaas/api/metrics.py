@@ -1,0 +1,129 @@
+"""Prometheus metrics: HTTP requests by route, model and status; batches, queues, loaded models; jobs by state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openmaas.domain.entities import ModelVersion
+from openmaas.runtime.batching import BatchStats
+from openmaas.runtime.pool import PoolHooks, ServedModel
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class _JobStates(Collector):
+    """Reads job counts from the store at scrape time, so every process sees the same numbers."""
+
+    def __init__(self, count_by_status: Callable[[], dict[str, int]]) -> None:
+        self.count_by_status = count_by_status
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = GaugeMetricFamily("openmaas_training_jobs", "Training jobs by state", labels=["state"])
+        for state, count in sorted(self.count_by_status().items()):
+            family.add_metric([state], count)
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "openmaas_requests_total", "HTTP requests", ["route", "method", "model", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "openmaas_request_duration_seconds",
+            "HTTP request latency",
+            ["route", "method", "model", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "openmaas_batch_size", "Items per forward pass", ["model"], buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "openmaas_batch_duration_seconds",
+            "Forward pass time per batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge("openmaas_queue_depth", "Inputs waiting to run", ["model"], registry=self.registry)
+        self.load_seconds = Histogram(
+            "openmaas_model_load_seconds",
+            "Time to load a model version",
+            ["model"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.model_bytes = Gauge(
+            "openmaas_loaded_model_bytes",
+            "Memory of loaded model versions",
+            ["model", "version"],
+            registry=self.registry,
+        )
+
+    def watch_jobs(self, count_by_status: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_JobStates(count_by_status))
+
+    def pool_hooks(self) -> PoolHooks:
+        def loaded(served: ServedModel) -> None:
+            version = served.version
+            self.load_seconds.labels(version.model).observe(served.load_seconds)
+            self.model_bytes.labels(version.model, str(version.version)).set(served.predictor.memory_bytes)
+            queue = served.queue
+            self.queue_depth.labels(version.model).set_function(lambda: queue.depth)
+
+        def unloaded(served: ServedModel) -> None:
+            version = served.version
+            self.model_bytes.remove(version.model, str(version.version))
+            self.queue_depth.labels(version.model).set(0)
+
+        def batch_stats(version: ModelVersion) -> BatchStats:
+            sizes = self.batch_size.labels(version.model)
+            seconds = self.batch_seconds.labels(version.model)
+
+            def observe(size: int, elapsed: float) -> None:
+                sizes.observe(size)
+                seconds.observe(elapsed)
+
+            return BatchStats(on_batch=[observe])
+
+        return PoolHooks(on_load=[loaded], on_unload=[unloaded], batch_stats=batch_stats)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route template (never the raw path) and model."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            model = scope.get("state", {}).get("model", "")
+            labels = (template, scope["method"], model, str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)

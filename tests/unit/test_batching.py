@@ -1,0 +1,120 @@
+"""The batch queue on its own: batching, order, bounds, cancellation and failure, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTooLarge
+
+
+class Recorder:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.gate.wait(5)
+        time.sleep(self.delay)
+        self.batches.append(list(items))
+        return [item * 10 for item in items]
+
+
+async def test_concurrent_requests_run_as_fewer_batches() -> None:
+    run = Recorder()
+    queue = BatchQueue(run, max_batch_size=8, max_wait_ms=50, max_queue_size=64)
+    results = await asyncio.gather(*(queue.submit([i]) for i in range(16)))
+    assert results == [[i * 10] for i in range(16)]
+    assert len(run.batches) == 2 and all(len(b) == 8 for b in run.batches)
+    await queue.close()
+
+
+async def test_a_request_split_across_batches_comes_back_in_order() -> None:
+    run = Recorder()
+    queue = BatchQueue(run, max_batch_size=4, max_wait_ms=0, max_queue_size=64)
+    first, second = await asyncio.gather(queue.submit(list(range(10))), queue.submit([100, 101]))
+    assert first == [i * 10 for i in range(10)] and second == [1000, 1010]
+    assert max(len(b) for b in run.batches) == 4
+    await queue.close()
+
+
+async def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
+    run = Recorder()
+    run.gate.clear()  # hold the first batch so the queue fills up
+    queue = BatchQueue(run, max_batch_size=2, max_wait_ms=0, max_queue_size=4)
+    first = asyncio.ensure_future(queue.submit([1, 2]))
+    await asyncio.sleep(0.05)  # [1, 2] is running; the queue is empty again
+    waiting = asyncio.ensure_future(queue.submit([3, 4, 5, 6]))
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(QueueFull) as caught:
+        await queue.submit([7])
+    assert time.monotonic() - started < 0.05 and caught.value.retry_after >= 1
+    with pytest.raises(RequestTooLarge):
+        await queue.submit(list(range(5)))
+    run.gate.set()
+    assert await first == [10, 20] and await waiting == [30, 40, 50, 60]
+    await queue.close()
+
+
+async def test_a_cancelled_request_leaves_the_queue_without_running() -> None:
+    run = Recorder()
+    run.gate.clear()
+    queue = BatchQueue(run, max_batch_size=1, max_wait_ms=0, max_queue_size=8)
+    running = asyncio.ensure_future(queue.submit([1]))
+    await asyncio.sleep(0.05)
+    abandoned = asyncio.ensure_future(queue.submit([2, 3]))
+    await asyncio.sleep(0.01)
+    assert queue.depth == 2
+    abandoned.cancel()  # what a client disconnect or a timeout does
+    await asyncio.sleep(0.01)
+    run.gate.set()
+    assert await running == [10]
+    assert await queue.submit([4]) == [40]
+    assert [b for batch in run.batches for b in batch] == [1, 4]
+    assert queue.depth == 0
+    await queue.close()
+
+
+async def test_a_failing_batch_fails_its_requests_and_the_queue_goes_on() -> None:
+    calls = []
+
+    def flaky(items: list[int]) -> list[int]:
+        calls.append(items)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return items
+
+    queue = BatchQueue(flaky, max_batch_size=4, max_wait_ms=0, max_queue_size=8)
+    with pytest.raises(RuntimeError, match="boom"):
+        await queue.submit([1])
+    assert await queue.submit([2]) == [2]
+    await queue.close()
+
+
+async def test_closing_fails_waiting_requests() -> None:
+    run = Recorder()
+    run.gate.clear()
+    queue = BatchQueue(run, max_batch_size=1, max_wait_ms=0, max_queue_size=8)
+    first = asyncio.ensure_future(queue.submit([1]))
+    await asyncio.sleep(0.05)
+    waiting = asyncio.ensure_future(queue.submit([2]))
+    await asyncio.sleep(0.01)
+    await queue.close()
+    run.gate.set()
+    with pytest.raises(BatchQueueClosed):
+        await waiting
+    first.cancel()
+    with pytest.raises(BatchQueueClosed):
+        await queue.submit([3])
+
+
+@pytest.mark.parametrize(("batch", "wait", "size"), [(0, 1.0, 10), (4, -1.0, 10), (8, 1.0, 4)])
+def test_settings_are_validated_at_construction(batch: int, wait: float, size: int) -> None:
+    with pytest.raises(ValueError):
+        BatchQueue(lambda items: items, max_batch_size=batch, max_wait_ms=wait, max_queue_size=size)
