@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 50 * 1024 * 1024
     max_concurrent_jobs: int = 1
     job_poll_seconds: float = 0.2
+    job_max_attempts: int = 3
+    checkpoints_kept: int = 3
 
     max_predict_inputs: int = 2048
     max_batch_size: int = 32
@@ -43,6 +45,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
 
     @property
     def admin_key_file(self) -> Path:

@@ -22,11 +22,13 @@ from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.foundation import ensure_foundation_models
+from openmaas.services.idempotency import Idempotency
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
 from openmaas.services.registry import RegistryService
 from openmaas.storage.artifacts import LocalArtifactStore
 from openmaas.storage.metadata import open_store
+from openmaas.training.checkpoints import CheckpointStore
 from openmaas.training.executors import LocalProcessExecutor
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
         url = settings.resolved_database_url
         store = open_store(url)
         artifacts = LocalArtifactStore(settings.artifacts_dir)
+        artifacts.clean_temporary()  # before any worker starts: nothing else is writing
         ensure_foundation_models(store, artifacts)
         auth = AuthService(store.keys)
         new_key = auth.bootstrap(settings.admin_key, settings.admin_key_file)
@@ -58,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
             env={"OPENMAAS_DATA_DIR": str(settings.data_dir), "OPENMAAS_DATABASE_URL": url},
             log_dir=settings.data_dir / "logs" / "jobs",
             max_concurrent=settings.max_concurrent_jobs,
+            max_attempts=settings.job_max_attempts,
             poll_seconds=settings.job_poll_seconds,
         )
         metrics.watch_jobs(store.jobs.count_by_status)
@@ -70,14 +74,15 @@ def create_app(settings: Settings) -> FastAPI:
             hooks=metrics.pool_hooks(),
         )
         registry = RegistryService(store, artifacts)
+        idempotency = Idempotency(store.idempotency)
         inference = InferenceService(
             registry, pool, max_inputs=settings.max_predict_inputs, request_timeout_s=settings.request_timeout_s
         )
         app.state.services = Services(
             settings=settings,
             auth=auth,
-            datasets=DatasetService(store, artifacts, settings.max_upload_bytes),
-            jobs=JobService(store, executor),
+            datasets=DatasetService(store, artifacts, settings.max_upload_bytes, idempotency),
+            jobs=JobService(store, executor, CheckpointStore(settings.checkpoints_dir), idempotency),
             registry=registry,
             inference=inference,
             artifacts=ArtifactService(registry, inference, artifacts, settings.data_dir / "cache" / "exports"),

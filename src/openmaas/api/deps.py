@@ -43,6 +43,7 @@ async def get_principal(
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
 def require_admin(principal: Principal) -> None:

@@ -31,14 +31,23 @@ def watch_job(client: Client, job_id: str, console: Console) -> dict[str, Any]:
         console=console,
     ) as progress:
         bar = progress.add_task("queued", total=total, metrics="")
-        for event in client.follow_job(job_id):
+        for event in client.stream_job_events(job_id):
             kind = event["type"]
-            if kind == "started":
-                progress.update(bar, description="training")
+            if kind in ("started", "resumed"):
+                progress.update(bar, description="training" if kind == "started" else "resumed")
                 if note := event["data"].get("note"):
                     progress.console.print(f"[yellow]note:[/yellow] {note}")
             elif kind == "epoch":
                 progress.update(bar, completed=event["data"]["epoch"], metrics=_describe(event))
+            elif kind == "step":
+                data = event["data"]
+                progress.update(
+                    bar,
+                    metrics=f"step {data['step']}  loss {data['loss']:.4f}  "
+                    f"{data['samples_per_second']:,.0f} samples/s",
+                )
+            elif kind in ("retrying", "interrupted"):
+                progress.console.print(f"[yellow]{kind}:[/yellow] {event['data'].get('reason')}")
             elif kind in ("succeeded", "failed", "cancelled"):
                 progress.update(bar, description=kind)
     final = client.get_job(job_id)

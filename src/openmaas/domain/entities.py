@@ -63,6 +63,8 @@ class Job:
     model_version: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     cancel_requested: bool = False
+    attempts: int = 0
+    priority: int = 0
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ class JobCreate(BaseModel):
     model: str = Field(description="Registry name the trained version is registered under.")
     recipe: str = "bow-mlp"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(0, ge=-100, le=100, description="Orders this tenant's own queued jobs; higher first.")
 
 
 class JobOut(BaseModel):
@@ -38,11 +39,22 @@ class JobOut(BaseModel):
     hyperparameters: dict[str, Any]
     status: str
     reason: str | None
+    priority: int
+    attempts: int
     model_version: int | None
     metrics: dict[str, Any]
     created_at: int
     started_at: int | None
     finished_at: int | None
+
+
+class CheckpointOut(BaseModel):
+    object: Literal["training.job.checkpoint"] = "training.job.checkpoint"
+    name: str
+    step: int
+    epoch: int
+    metrics: dict[str, Any]
+    created_at: float
 
 
 class JobEventOut(BaseModel):

@@ -24,6 +24,14 @@ class CommonHyperparameters(BaseModel):
     validation_split: float = Field(0.1, ge=0, lt=1)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop when validation loss has not improved for this many epochs."
+    )
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every N steps (always at the end of each epoch)."
+    )
+    log_every_steps: int = Field(50, ge=0, description="A `step` progress event every N steps (0: none).")
 
 
 class InputTooLong(ValueError):
@@ -62,7 +70,15 @@ class TrainingPlan(Protocol):
     model: Any
     optimizer: Any
 
-    def train_batches(self, generator: Any) -> Iterator[Any]: ...
+    def train_batches(self, generator: Any, skip: int = 0) -> Iterator[Any]:
+        """One epoch in the order drawn from `generator`, without its first `skip` batches (a resume)."""
+        ...
+
+    def trainable_state(self) -> dict[str, Any]:
+        """The tensors training changes (what a checkpoint must keep)."""
+        ...
+
+    def load_trainable_state(self, state: dict[str, Any]) -> None: ...
 
     def eval_batches(self) -> Iterator[Any]: ...
 

@@ -108,9 +108,15 @@ class BowMlpPlan:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.learning_rate, foreach=True)
         self.loss_fn: nn.Module = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
 
-    def train_batches(self, generator: torch.Generator) -> Iterator[Any]:
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.state_dict())
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+    def train_batches(self, generator: torch.Generator, skip: int = 0) -> Iterator[Any]:
         order = torch.randperm(len(self.train), generator=generator).numpy()
-        for start in range(0, len(order), self.hp.batch_size):
+        for start in range(skip * self.hp.batch_size, len(order), self.hp.batch_size):
             yield self.train.batch(order[start : start + self.hp.batch_size])
 
     def eval_batches(self) -> Iterator[Any]:

@@ -111,11 +111,17 @@ class TransformerClassifierPlan:
             else:
                 yield data[torch.from_numpy(rows)], targets[torch.from_numpy(rows)]
 
-    def train_batches(self, generator: torch.Generator) -> Iterator[Any]:
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return dict((self.model if self.hp.train_base else self.head).state_dict())
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        (self.model if self.hp.train_base else self.head).load_state_dict(state)
+
+    def train_batches(self, generator: torch.Generator, skip: int = 0) -> Iterator[Any]:
         if not self.hp.train_base:
             self.sentence.eval()  # frozen: no dropout in the features
         order = torch.randperm(len(self.train_targets), generator=generator).numpy()
-        return self._batches(self.train_data, self.train_targets, order)
+        return self._batches(self.train_data, self.train_targets, order[skip * self.hp.batch_size :])
 
     def eval_batches(self) -> Iterator[Any]:
         return self._batches(self.validation_data, self.validation_targets, np.arange(len(self.validation_targets)))

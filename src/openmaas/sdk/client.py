@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+FINAL_EVENTS = TERMINAL
 
 
 class APIError(Exception):
@@ -118,6 +120,33 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still running after {timeout}s")
             time.sleep(poll)
+
+    def stream_job_events(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Yield the job's events as Server-Sent Events arrive, until it ends (reconnects from the last id)."""
+        last = after
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            params = {"stream": "true", "after": last}
+            timeout = httpx.Timeout(self._http.timeout.connect, read=60.0)
+            with self._http.stream(
+                "GET", f"/v1/jobs/{job_id}/events", params=params, headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise(response)
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        event = json.loads("\n".join(data))
+                        data = []
+                        last = event["id"]
+                        yield event
+                        if event["type"] in FINAL_EVENTS:
+                            return
+            if self.get_job(job_id)["status"] in TERMINAL:
+                return
 
     def wait_for_job(self, job_id: str, *, timeout: float = 600.0, poll: float = 0.25) -> dict[str, Any]:
         for _ in self.follow_job(job_id, poll=poll, timeout=timeout):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import BinaryIO
 
@@ -10,15 +11,21 @@ from openmaas.data.readers import DatasetFileError, detect_format, read_rows
 from openmaas.domain.entities import Dataset, Principal
 from openmaas.domain.ids import new_id, now
 from openmaas.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unprocessable
+from openmaas.failpoints import failpoint
+from openmaas.services.idempotency import Idempotency, fingerprint
 from openmaas.storage.artifacts import LocalArtifactStore
 from openmaas.storage.metadata import MetadataStore
+from openmaas.storage.metadata.repositories import AlreadyExists
 
 # Problems with the file's bytes are malformed requests (400); well-formed files with unusable content are 422.
 _UNPROCESSABLE = {"no_rows", "too_few_classes", "missing_column", "empty_file"}
 
 
 class DatasetService:
-    def __init__(self, store: MetadataStore, artifacts: LocalArtifactStore, max_bytes: int) -> None:
+    def __init__(
+        self, store: MetadataStore, artifacts: LocalArtifactStore, max_bytes: int, idempotency: Idempotency
+    ) -> None:
+        self.idempotency = idempotency
         self.store = store
         self.artifacts = artifacts
         self.max_bytes = max_bytes
@@ -38,7 +45,12 @@ class DatasetService:
         data: bytes,
         text_column: str = "text",
         label_column: str = "label",
+        idempotency_key: str | None = None,
     ) -> Dataset:
+        self.idempotency.check(idempotency_key)
+        request = fingerprint(hashlib.sha256(data).hexdigest(), name, filename, text_column, label_column)
+        if (first := self.idempotency.first_result(principal, "datasets", idempotency_key, request)) is not None:
+            return self.get(principal, first)
         if not name.strip() or len(name) > 256:
             raise InvalidRequest("name must be 1 to 256 characters", param="name")
         try:
@@ -53,6 +65,7 @@ class DatasetService:
         ).encode()
         # Blob first, row second: a crash in between leaves an unreferenced blob, never half a dataset.
         sha256 = self.artifacts.put_bytes(canonical)
+        failpoint("dataset_after_blob")
         dataset = Dataset(
             id=new_id("ds"),
             tenant_id=principal.tenant_id,
@@ -71,7 +84,12 @@ class DatasetService:
             ),
             created_at=now(),
         )
-        self.store.datasets.add(dataset)
+        try:
+            self.store.datasets.add(dataset, (idempotency_key, request) if idempotency_key else None)
+        except AlreadyExists:  # the same key arrived twice at once: the other request won
+            first = self.idempotency.first_result(principal, "datasets", idempotency_key, request)
+            assert first is not None
+            return self.get(principal, first)
         return dataset
 
     def get(self, principal: Principal, dataset_id: str) -> Dataset:

@@ -13,7 +13,10 @@ from openmaas.domain.refs import is_valid_name
 from openmaas.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from openmaas.recipes import CATALOG, UnknownRecipe, get_recipe
 from openmaas.recipes.foundation import FOUNDATION_MODELS
+from openmaas.services.idempotency import Idempotency, fingerprint
 from openmaas.storage.metadata import MetadataStore
+from openmaas.storage.metadata.repositories import AlreadyExists
+from openmaas.training.checkpoints import CheckpointStore
 from openmaas.training.executors import Executor
 
 
@@ -28,13 +31,29 @@ def _hyperparameter_error(error: ValidationError) -> Unprocessable:
 
 
 class JobService:
-    def __init__(self, store: MetadataStore, executor: Executor) -> None:
+    def __init__(
+        self, store: MetadataStore, executor: Executor, checkpoints: CheckpointStore, idempotency: Idempotency
+    ) -> None:
         self.store = store
         self.executor = executor
+        self.checkpoints = checkpoints
+        self.idempotency = idempotency
 
     def create(
-        self, principal: Principal, *, dataset_id: str, model: str, recipe: str, hyperparameters: dict[str, Any]
+        self,
+        principal: Principal,
+        *,
+        dataset_id: str,
+        model: str,
+        recipe: str,
+        hyperparameters: dict[str, Any],
+        priority: int = 0,
+        idempotency_key: str | None = None,
     ) -> Job:
+        self.idempotency.check(idempotency_key)
+        request = fingerprint(dataset_id, model, recipe, hyperparameters, priority)
+        if (first := self.idempotency.first_result(principal, "jobs", idempotency_key, request)) is not None:
+            return self.get(principal, first)
         if not is_valid_name(model):
             raise InvalidRequest(
                 f"invalid model name {model!r}: use letters, digits, '.', '_' or '-' (at most 128)",
@@ -68,8 +87,14 @@ class JobService:
             hyperparameters=resolved,
             status=JobStatus.QUEUED,
             created_at=now(),
+            priority=priority,
         )
-        self.store.jobs.add(job)
+        try:
+            self.store.jobs.add(job, (idempotency_key, request) if idempotency_key else None)
+        except AlreadyExists:  # the same key arrived twice at once: the other request won
+            first = self.idempotency.first_result(principal, "jobs", idempotency_key, request)
+            assert first is not None
+            return self.get(principal, first)
         self.executor.wake()
         return job
 
@@ -89,6 +114,20 @@ class JobService:
     def events(self, principal: Principal, job_id: str, *, after: int, limit: int) -> tuple[list[JobEvent], bool]:
         self.get(principal, job_id)
         return self.store.jobs.events(job_id, after=after, limit=limit)
+
+    def list_checkpoints(self, principal: Principal, job_id: str) -> list[dict[str, Any]]:
+        self.get(principal, job_id)
+        out = []
+        for path in self.checkpoints.list(job_id):
+            try:
+                out.append({"name": path.name, "created_at": path.stat().st_mtime, **self.checkpoints.summary(path)})
+            except (OSError, ValueError, KeyError):
+                continue  # pruned or half-written while we looked
+        return out
+
+    def is_finished(self, job_id: str) -> bool:
+        job = self.store.jobs.get(None, job_id)
+        return job is None or job.status.is_terminal
 
     def cancel(self, principal: Principal, job_id: str) -> Job:
         job = self.get(principal, job_id)

@@ -1,19 +1,26 @@
-"""The classic loop: forward → loss → backprop → step, per epoch, until a stopping rule fires."""
+"""The classic loop: forward → loss → backprop → step, until a stopping rule fires; checkpoints and resume.
+
+Stopping rules: `epochs` (max_epochs), `max_steps`, `loss_threshold` on an epoch's training loss, and
+`early_stopping_patience` on validation loss. A resumed run restores weights, optimizer, RNG state and the
+position in the epoch's data order, so it ends with the same weights as a run that never stopped.
+"""
 
 from __future__ import annotations
 
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from openmaas.recipes.base import CommonHyperparameters, TrainingPlan
+from openmaas.training.checkpoints import Checkpoint, LoopState
 
-EventSink = Callable[[str, dict[str, Any]], None]
+EventSink = Callable[[str, dict[str, Any]], object]
+SaveCheckpoint = Callable[[LoopState, torch.Tensor], None]
 
 
 class Cancelled(Exception):
@@ -23,9 +30,10 @@ class Cancelled(Exception):
 @dataclass
 class LoopResult:
     epochs: int
+    steps: int
     stopped_reason: str
-    history: list[dict[str, Any]] = field(default_factory=list)
-    samples_per_second: float = 0.0
+    history: list[dict[str, Any]]
+    samples_per_second: float
 
     @property
     def final(self) -> dict[str, Any]:
@@ -53,25 +61,34 @@ def evaluate(plan: TrainingPlan) -> tuple[float, float] | None:
     return total / count, correct / count
 
 
+def restore(plan: TrainingPlan, checkpoint: Checkpoint, generator: torch.Generator) -> LoopState:
+    plan.load_trainable_state(checkpoint.weights)
+    plan.optimizer.load_state_dict(checkpoint.optimizer)
+    torch.set_rng_state(checkpoint.torch_rng)
+    generator.set_state(checkpoint.epoch_generator)
+    return replace(checkpoint.state, history=list(checkpoint.state.history))
+
+
 def run(
     plan: TrainingPlan,
     hp: CommonHyperparameters,
     *,
     emit: EventSink,
     should_stop: Callable[[], bool],
+    save_checkpoint: SaveCheckpoint | None = None,
+    resume: Checkpoint | None = None,
 ) -> LoopResult:
     generator = torch.Generator().manual_seed(hp.seed)
-    history: list[dict[str, Any]] = []
+    state = restore(plan, resume, generator) if resume else LoopState()
     stopped_reason = "max_epochs"
-    train_seconds, train_samples = 0.0, 0
-    for epoch in range(1, hp.epochs + 1):
+    while state.epoch <= hp.epochs and stopped_reason == "max_epochs":
+        epoch_generator = generator.get_state()  # the data order of this epoch is drawn from here
         plan.model.train()
         # Sums stay tensors during the epoch: reading a number back every step would cost a sync.
-        total: Any = 0.0
-        correct: Any = 0
-        count = 0
-        started = time.perf_counter()
-        for batch in plan.train_batches(generator):
+        total: Any = state.loss_sum
+        correct: Any = state.correct
+        started, last_log, samples_since_log = time.perf_counter(), time.perf_counter(), 0
+        for batch in plan.train_batches(generator, skip=state.step_in_epoch):
             if should_stop():
                 raise Cancelled
             plan.optimizer.zero_grad(set_to_none=True)
@@ -80,27 +97,65 @@ def run(
             plan.optimizer.step()
             total = total + result.loss.detach() * result.count
             correct = correct + result.correct
-            count += result.count
-        elapsed = time.perf_counter() - started
-        train_seconds += elapsed
-        train_samples += count
+            state.count += result.count
+            state.train_samples += result.count
+            samples_since_log += result.count
+            state.step_in_epoch += 1
+            state.global_step += 1
+            if hp.log_every_steps and state.global_step % hp.log_every_steps == 0:
+                now = time.perf_counter()
+                emit(
+                    "step",
+                    {
+                        "step": state.global_step,
+                        "epoch": state.epoch,
+                        "loss": float(result.loss),
+                        "samples_per_second": samples_since_log / max(now - last_log, 1e-9),
+                    },
+                )
+                last_log, samples_since_log = now, 0
+            at_max_steps = hp.max_steps is not None and state.global_step >= hp.max_steps
+            every = hp.checkpoint_every_steps
+            if save_checkpoint and every and state.global_step % every == 0 and not at_max_steps:
+                snapshot = replace(state, loss_sum=float(total), correct=int(correct), history=list(state.history))
+                save_checkpoint(snapshot, epoch_generator)
+            if at_max_steps:
+                stopped_reason = "max_steps"
+                break
+        state.train_seconds += time.perf_counter() - started
+        count = max(state.count, 1)
         record: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": float(total) / max(count, 1),
-            "train_accuracy": int(correct) / max(count, 1),
-            "samples_per_second": count / elapsed if elapsed > 0 else None,
+            "epoch": state.epoch,
+            "step": state.global_step,
+            "train_loss": float(total) / count,
+            "train_accuracy": int(correct) / count,
+            "samples_per_second": state.train_samples / state.train_seconds if state.train_seconds > 0 else None,
         }
         validation = evaluate(plan)
         if validation is not None:
             record["val_loss"], record["val_accuracy"] = validation
-        history.append(record)
+        state.history.append(record)
         emit("epoch", record)
-        if hp.loss_threshold is not None and record["train_loss"] <= hp.loss_threshold:
+        if (
+            hp.loss_threshold is not None
+            and record["train_loss"] <= hp.loss_threshold
+            and stopped_reason == "max_epochs"
+        ):
             stopped_reason = "loss_threshold"
-            break
+        if validation is not None and hp.early_stopping_patience is not None:
+            if state.best_val_loss is None or validation[0] < state.best_val_loss:
+                state.best_val_loss, state.epochs_without_improvement = validation[0], 0
+            else:
+                state.epochs_without_improvement += 1
+                if state.epochs_without_improvement >= hp.early_stopping_patience and stopped_reason == "max_epochs":
+                    stopped_reason = "early_stopping"
+        state = replace(state, epoch=state.epoch + 1, step_in_epoch=0, loss_sum=0.0, correct=0, count=0)
+        if save_checkpoint and stopped_reason == "max_epochs" and state.epoch <= hp.epochs:
+            save_checkpoint(replace(state, history=list(state.history)), generator.get_state())
     return LoopResult(
-        epochs=len(history),
+        epochs=len(state.history),
+        steps=state.global_step,
         stopped_reason=stopped_reason,
-        history=history,
-        samples_per_second=train_samples / train_seconds if train_seconds > 0 else 0.0,
+        history=state.history,
+        samples_per_second=state.train_samples / state.train_seconds if state.train_seconds > 0 else 0.0,
     )

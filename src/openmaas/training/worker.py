@@ -6,8 +6,10 @@ out-of-memory kill takes down only this job.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -20,12 +22,16 @@ import torch
 
 from openmaas.config import Settings
 from openmaas.domain.jobs import JobStatus
+from openmaas.failpoints import failpoint
 from openmaas.recipes import get_recipe
 from openmaas.recipes.base import Examples, resolve_device
 from openmaas.storage.artifacts import LocalArtifactStore
 from openmaas.storage.artifacts.local import manifest_sha256
 from openmaas.storage.metadata import MetadataStore, open_store
 from openmaas.training import loop
+from openmaas.training.checkpoints import CheckpointStore, LoopState
+
+PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +71,25 @@ def load_rows(artifacts: LocalArtifactStore, sha256: str) -> tuple[list[str], li
     return texts, labels
 
 
-def train(store: MetadataStore, artifacts: LocalArtifactStore, job_id: str, stop: _StopFlag) -> None:
+def die_with_parent() -> None:
+    """Ask Linux to kill this worker when the server process dies, so a restarted server never finds a
+    job being trained twice."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        return
+    if os.getppid() == 1:  # the parent already died before the request took effect
+        os._exit(1)
+
+
+def train(
+    store: MetadataStore,
+    artifacts: LocalArtifactStore,
+    checkpoints: CheckpointStore,
+    job_id: str,
+    stop: _StopFlag,
+) -> None:
     from openmaas.data.splitting import stratified_split
 
     job = store.jobs.get(None, job_id)
@@ -89,6 +113,7 @@ def train(store: MetadataStore, artifacts: LocalArtifactStore, job_id: str, stop
 
     loop.seed_everything(hp.seed)
     plan = recipe.plan(pick(train_idx), pick(val_idx), label_names, hp, device)
+    resume = checkpoints.latest(job_id)
     started = {
         "train_rows": len(train_idx),
         "validation_rows": len(val_idx),
@@ -98,12 +123,41 @@ def train(store: MetadataStore, artifacts: LocalArtifactStore, job_id: str, stop
     }
     if note:
         started["note"] = note
-    emit("started", started)
+    if resume is None:
+        emit("started", started)
+    else:
+        emit(
+            "resumed",
+            {
+                **started,
+                "step": resume.state.global_step,
+                "epoch": resume.state.epoch,
+                "attempt": job.attempts,
+                "checkpoint": resume.path.name,
+            },
+        )
+
+    def save(state: LoopState, epoch_generator: torch.Tensor) -> None:
+        path = checkpoints.save(job_id, state, plan.trainable_state(), plan.optimizer.state_dict(), epoch_generator)
+        last = state.history[-1] if state.history else {}
+        emit(
+            "checkpoint",
+            {
+                "step": state.global_step,
+                "epoch": state.epoch,
+                "name": path.name,
+                "train_loss": last.get("train_loss"),
+                "val_loss": last.get("val_loss"),
+            },
+        )
+        failpoint("after_checkpoint")
+
     began = time.perf_counter()
-    result = loop.run(plan, hp, emit=emit, should_stop=stop)
+    result = loop.run(plan, hp, emit=emit, should_stop=stop, save_checkpoint=save, resume=resume)
     metrics: dict[str, Any] = {
         **{k: v for k, v in result.final.items() if k != "epoch"},
         "epochs": result.epochs,
+        "steps": result.steps,
         "stopped_reason": result.stopped_reason,
         "train_seconds": time.perf_counter() - began,
         "samples_per_second": result.samples_per_second,
@@ -116,6 +170,7 @@ def train(store: MetadataStore, artifacts: LocalArtifactStore, job_id: str, stop
     with tempfile.TemporaryDirectory(dir=artifacts.tmp) as out:
         info = plan.export(Path(out))
         files = artifacts.put_directory(Path(out))
+    failpoint("before_register")
     version = store.jobs.succeed_and_register(
         job_id,
         metrics,
@@ -141,18 +196,22 @@ def train(store: MetadataStore, artifacts: LocalArtifactStore, job_id: str, stop
 
 def main(job_id: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    die_with_parent()
     settings = Settings()
     store = open_store(settings.resolved_database_url, run_migrations=False, pooled=False)
     stop = _StopFlag(store, job_id)
     artifacts = LocalArtifactStore(settings.artifacts_dir)
+    checkpoints = CheckpointStore(settings.checkpoints_dir, keep=settings.checkpoints_kept)
     try:
-        train(store, artifacts, job_id, stop)
+        train(store, artifacts, checkpoints, job_id, stop)
     except loop.Cancelled:
         if store.jobs.cancel_requested(job_id):
             if store.jobs.transition(job_id, JobStatus.CANCELLED, reason="cancelled by the user"):
                 store.jobs.add_event(job_id, "cancelled", {})
-        elif store.jobs.transition(job_id, JobStatus.FAILED, reason="interrupted: the server shut down"):
-            store.jobs.add_event(job_id, "failed", {"reason": "interrupted: the server shut down"})
+        else:
+            reason = "interrupted: the server shut down; the job resumes from its last checkpoint"
+            if store.jobs.requeue_interrupted(job_id, reason):
+                store.jobs.add_event(job_id, "interrupted", {"reason": reason})
     except Exception as error:  # the job fails with the reason; the worker itself ends cleanly
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
         reason = f"{type(error).__name__}: {error}"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
-from openmaas.api.deps import Caller, Svc
+from openmaas.api.deps import Caller, IdempotencyKey, Svc
 from openmaas.domain.entities import Dataset
 from openmaas.errors import PayloadTooLarge
 from openmaas.protocol.native import DatasetOut, Deleted
@@ -39,6 +39,7 @@ def upload_dataset(
     name: Annotated[str | None, Form()] = None,
     text_column: Annotated[str, Form()] = "text",
     label_column: Annotated[str, Form()] = "label",
+    idempotency_key: IdempotencyKey = None,
 ) -> DatasetOut:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > svc.datasets.max_bytes + MULTIPART_SLACK:
@@ -52,6 +53,7 @@ def upload_dataset(
         data=data,
         text_column=text_column,
         label_column=label_column,
+        idempotency_key=idempotency_key,
     )
     return dataset_out(dataset)
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
 
-from openmaas.api.deps import Caller, Svc
-from openmaas.domain.entities import Job
+from openmaas.api.deps import Caller, IdempotencyKey, Services, Svc
+from openmaas.domain.entities import Job, JobEvent, Principal
 from openmaas.domain.jobs import JobStatus
-from openmaas.protocol.native import JobCreate, JobEventOut, JobOut
+from openmaas.protocol.native import CheckpointOut, JobCreate, JobEventOut, JobOut
 from openmaas.protocol.openai import ListOf
 
 router = APIRouter(tags=["jobs"])
@@ -28,6 +32,8 @@ def job_out(job: Job) -> JobOut:
         hyperparameters=job.hyperparameters,
         status=job.status.value,
         reason=job.reason,
+        priority=job.priority,
+        attempts=job.attempts,
         model_version=job.model_version,
         metrics=job.metrics,
         created_at=int(job.created_at),
@@ -37,13 +43,15 @@ def job_out(job: Job) -> JobOut:
 
 
 @router.post("/v1/jobs", status_code=201, response_model=JobOut)
-def create_job(body: JobCreate, caller: Caller, svc: Svc) -> JobOut:
+def create_job(body: JobCreate, caller: Caller, svc: Svc, idempotency_key: IdempotencyKey = None) -> JobOut:
     job = svc.jobs.create(
         caller,
         dataset_id=body.dataset,
         model=body.model,
         recipe=body.recipe,
         hyperparameters=body.hyperparameters,
+        priority=body.priority,
+        idempotency_key=idempotency_key,
     )
     return job_out(job)
 
@@ -66,18 +74,59 @@ def get_job(job_id: str, caller: Caller, svc: Svc) -> JobOut:
 
 
 @router.get("/v1/jobs/{job_id}/events", response_model=ListOf[JobEventOut])
-def job_events(
+async def job_events(
     job_id: str,
     caller: Caller,
     svc: Svc,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-) -> ListOf[JobEventOut]:
-    events, more = svc.jobs.events(caller, job_id, after=after, limit=limit)
-    return ListOf[JobEventOut](
-        data=[JobEventOut(id=e.id, type=e.type, data=e.data, created_at=e.created_at) for e in events],
-        has_more=more,
+    stream: bool = False,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Any:
+    """The job's progress events; with `stream=true`, Server-Sent Events as they happen until it ends."""
+    if last_event_id and last_event_id.isdigit():
+        after = max(after, int(last_event_id))
+    events, more = await asyncio.to_thread(svc.jobs.events, caller, job_id, after=after, limit=limit)
+    if not stream:
+        return ListOf[JobEventOut](data=[event_out(e) for e in events], has_more=more)
+    return StreamingResponse(
+        stream_events(svc, caller, job_id, events),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def event_out(e: JobEvent) -> JobEventOut:
+    return JobEventOut(id=e.id, type=e.type, data=e.data, created_at=e.created_at)
+
+
+FINAL_EVENTS = {"succeeded", "failed", "cancelled"}
+POLL_SECONDS = 0.25
+KEEPALIVE_SECONDS = 15.0
+
+
+async def stream_events(svc: Services, caller: Principal, job_id: str, first: list[JobEvent]) -> AsyncIterator[str]:
+    events, after, quiet_since = first, 0, time.monotonic()
+    while True:
+        for event in events:
+            after = event.id
+            yield f"id: {event.id}\nevent: {event.type}\ndata: {event_out(event).model_dump_json()}\n\n"
+            if event.type in FINAL_EVENTS:
+                return
+        if events:
+            quiet_since = time.monotonic()
+        elif await asyncio.to_thread(svc.jobs.is_finished, job_id):
+            return
+        elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(POLL_SECONDS)
+        events, _ = await asyncio.to_thread(svc.jobs.events, caller, job_id, after=after, limit=1000)
+
+
+@router.get("/v1/jobs/{job_id}/checkpoints", response_model=ListOf[CheckpointOut])
+def job_checkpoints(job_id: str, caller: Caller, svc: Svc) -> ListOf[CheckpointOut]:
+    return ListOf[CheckpointOut](data=[CheckpointOut(**c) for c in svc.jobs.list_checkpoints(caller, job_id)])
 
 
 @router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)

@@ -46,6 +46,17 @@ class LocalArtifactStore:
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
+    def clean_temporary(self) -> int:
+        """Remove temp files a crash left behind. Call only when nothing else writes (server start)."""
+        removed = 0
+        for path in self.tmp.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def path_of(self, sha256: str) -> Path:
         return self.blobs / sha256[:2] / sha256
 

@@ -14,6 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from openmaas.storage.metadata.repositories import (
     DatasetRepository,
+    IdempotencyRepository,
     JobRepository,
     KeyRepository,
     ModelRepository,
@@ -61,6 +62,7 @@ class MetadataStore:
     datasets: DatasetRepository
     jobs: JobRepository
     models: ModelRepository
+    idempotency: IdempotencyRepository
 
     def close(self) -> None:
         self.engine.dispose()
@@ -76,4 +78,5 @@ def open_store(url: str, *, run_migrations: bool = True, pooled: bool = True) ->
         datasets=DatasetRepository(engine),
         jobs=JobRepository(engine),
         models=ModelRepository(engine),
+        idempotency=IdempotencyRepository(engine),
     )

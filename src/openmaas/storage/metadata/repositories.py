@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from openmaas.domain.entities import ApiKey, Dataset, Job, JobEvent, ModelVersion, RegisteredModel
 from openmaas.domain.ids import now
@@ -87,12 +88,58 @@ def _dataset(r: Mapping[str, Any]) -> Dataset:
     )
 
 
+def _claim_key(conn: Connection, tenant_id: str, scope: str, idempotency: tuple[str, str], resource_id: str) -> None:
+    # A duplicate key raises IntegrityError, which rolls back the caller's whole transaction: the
+    # resource is created together with its key or not at all (no savepoint, which pysqlite mishandles).
+    key, fingerprint = idempotency
+    conn.execute(
+        insert(t.idempotency_keys).values(
+            tenant_id=tenant_id,
+            scope=scope,
+            key=key,
+            fingerprint=fingerprint,
+            resource_id=resource_id,
+            created_at=now(),
+        )
+    )
+
+
+class IdempotencyRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def find(self, tenant_id: str, scope: str, key: str) -> tuple[str, str] | None:
+        """(fingerprint, resource id) of the first request made with this key."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.idempotency_keys.c.fingerprint, t.idempotency_keys.c.resource_id).where(
+                    t.idempotency_keys.c.tenant_id == tenant_id,
+                    t.idempotency_keys.c.scope == scope,
+                    t.idempotency_keys.c.key == key,
+                )
+            ).first()
+        return (row[0], row[1]) if row else None
+
+
 class DatasetRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add(self, d: Dataset) -> None:
+    def add(self, d: Dataset, idempotency: tuple[str, str] | None = None) -> None:
+        """Insert; with (key, fingerprint), record the Idempotency-Key in the same transaction.
+
+        Raises AlreadyExists when the key was taken meanwhile."""
+        try:
+            self._add(d, idempotency)
+        except IntegrityError:
+            if idempotency is None:
+                raise
+            raise AlreadyExists(f"idempotency key {idempotency[0]!r} is already used") from None
+
+    def _add(self, d: Dataset, idempotency: tuple[str, str] | None) -> None:
         with self.engine.begin() as conn:
+            if idempotency is not None:
+                _claim_key(conn, d.tenant_id, "datasets", idempotency, d.id)
             conn.execute(
                 insert(t.datasets).values(
                     id=d.id,
@@ -156,6 +203,8 @@ def _job(r: Mapping[str, Any]) -> Job:
         model_version=r["model_version"],
         metrics=dict(r["metrics"] or {}),
         cancel_requested=r["cancel_requested"],
+        attempts=r["attempts"],
+        priority=r["priority"],
     )
 
 
@@ -163,8 +212,21 @@ class JobRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Job, idempotency: tuple[str, str] | None = None) -> None:
+        """Insert; with (key, fingerprint), record the Idempotency-Key in the same transaction.
+
+        Raises AlreadyExists when the key was taken meanwhile."""
+        try:
+            self._add(job, idempotency)
+        except IntegrityError:
+            if idempotency is None:
+                raise
+            raise AlreadyExists(f"idempotency key {idempotency[0]!r} is already used") from None
+
+    def _add(self, job: Job, idempotency: tuple[str, str] | None) -> None:
         with self.engine.begin() as conn:
+            if idempotency is not None:
+                _claim_key(conn, job.tenant_id, "jobs", idempotency, job.id)
             conn.execute(
                 insert(t.jobs).values(
                     id=job.id,
@@ -176,6 +238,8 @@ class JobRepository:
                     status=job.status.value,
                     metrics={},
                     cancel_requested=False,
+                    attempts=0,
+                    priority=job.priority,
                     created_at=job.created_at,
                 )
             )
@@ -211,6 +275,46 @@ class JobRepository:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.jobs.c.id).where(t.jobs.c.status == status.value).order_by(t.jobs.c.id)).all()
         return [r[0] for r in rows]
+
+    def queued(self) -> list[tuple[str, str, int]]:
+        """(id, tenant, priority) of queued jobs, oldest first: the scheduler's input."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.jobs.c.id, t.jobs.c.tenant_id, t.jobs.c.priority)
+                .where(t.jobs.c.status == JobStatus.QUEUED.value)
+                .order_by(t.jobs.c.created_at, t.jobs.c.id)
+            ).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def last_started_by_tenant(self) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.jobs.c.tenant_id, func.max(t.jobs.c.started_at))
+                .where(t.jobs.c.started_at.is_not(None))
+                .group_by(t.jobs.c.tenant_id)
+            ).all()
+        return {tenant: float(started) for tenant, started in rows}
+
+    def running_by_tenant(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.jobs.c.tenant_id, func.count())
+                .where(t.jobs.c.status == JobStatus.RUNNING.value)
+                .group_by(t.jobs.c.tenant_id)
+            ).all()
+        return {tenant: int(count) for tenant, count in rows}
+
+    def requeue_interrupted(self, job_id: str, reason: str) -> bool:
+        """running → queued after a clean shutdown; the attempt is given back (the job did not fail)."""
+        return self.transition(
+            job_id, JobStatus.QUEUED, only_from=[JobStatus.RUNNING], reason=reason, attempts=t.jobs.c.attempts - 1
+        )
+
+    def claim(self, job_id: str) -> bool:
+        """queued → running, counting the attempt."""
+        return self.transition(
+            job_id, JobStatus.RUNNING, only_from=[JobStatus.QUEUED], started_at=now(), attempts=t.jobs.c.attempts + 1
+        )
 
     def count_by_status(self) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -71,6 +71,8 @@ jobs = Table(
     Column("metrics", JSON, nullable=False, default=dict),
     Column("model_version", Integer, nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("priority", Integer, nullable=False, default=0, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
@@ -126,4 +128,15 @@ model_aliases = Table(
     Column("model_id", Integer, ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True),
     Column("alias", String(64), primary_key=True),
     Column("version", Integer, nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("scope", String(32), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
 )

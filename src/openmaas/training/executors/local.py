@@ -12,9 +12,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from openmaas.domain.ids import now
 from openmaas.domain.jobs import JobStatus
 from openmaas.storage.metadata.repositories import JobRepository
+from openmaas.training.scheduling import QueuedJob, pick_next
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,10 @@ class LocalProcessExecutor:
         env: dict[str, str],
         log_dir: Path,
         max_concurrent: int = 1,
+        max_attempts: int = 3,
         poll_seconds: float = 0.2,
     ) -> None:
+        self.max_attempts = max_attempts
         self.jobs = jobs
         self.env = env
         self.log_dir = log_dir
@@ -54,15 +56,26 @@ class LocalProcessExecutor:
 
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._fail_orphans)
+        await asyncio.to_thread(self._requeue_orphans)
         self._task = asyncio.create_task(self._run(), name="job-executor")
 
-    def _fail_orphans(self) -> None:
-        # A job left `running` by a previous server process has no worker any more.
+    def _requeue_orphans(self) -> None:
+        # A job left `running` by a previous server process lost its worker with it (workers die with
+        # their server): it goes back to the queue and resumes from its last checkpoint.
         for job_id in self.jobs.ids_in(JobStatus.RUNNING):
-            reason = "interrupted: the server stopped while the job was running"
-            if self.jobs.transition(job_id, JobStatus.FAILED, reason=reason):
-                self.jobs.add_event(job_id, "failed", {"reason": reason})
+            self._retry_or_fail(job_id, "interrupted: the server stopped while the job was running")
+
+    def _retry_or_fail(self, job_id: str, reason: str) -> None:
+        job = self.jobs.get(None, job_id)
+        if job is None or job.status is not JobStatus.RUNNING:
+            return
+        if job.attempts < self.max_attempts:
+            if self.jobs.transition(job_id, JobStatus.QUEUED, only_from=[JobStatus.RUNNING], reason=reason):
+                self.jobs.add_event(job_id, "retrying", {"reason": reason, "attempt": job.attempts})
+            return
+        final = f"{reason} (after {job.attempts} attempt{'s' if job.attempts != 1 else ''})"
+        if self.jobs.transition(job_id, JobStatus.FAILED, reason=final):
+            self.jobs.add_event(job_id, "failed", {"reason": final})
 
     async def stop(self) -> None:
         if self._task:
@@ -107,10 +120,14 @@ class LocalProcessExecutor:
                 break
 
     def _start_next(self) -> bool:
-        for job_id in self.jobs.ids_in(JobStatus.QUEUED):
-            if self.jobs.transition(job_id, JobStatus.RUNNING, started_at=now()):
-                self._spawn(job_id)
+        queued = [QueuedJob(*row) for row in self.jobs.queued()]
+        while queued:
+            job = pick_next(queued, self.jobs.running_by_tenant(), self.jobs.last_started_by_tenant())
+            assert job is not None
+            if self.jobs.claim(job.id):
+                self._spawn(job.id)
                 return True
+            queued.remove(job)  # claimed or cancelled meanwhile
         return False
 
     def _spawn(self, job_id: str) -> None:
@@ -133,8 +150,7 @@ class LocalProcessExecutor:
         if job is None or job.status.is_terminal:
             return
         if job.cancel_requested:
-            target, reason, event = JobStatus.CANCELLED, "cancelled by the user", "cancelled"
-        else:
-            target, reason, event = JobStatus.FAILED, describe_exit(code if code is not None else -9), "failed"
-        if self.jobs.transition(job_id, target, reason=reason):
-            self.jobs.add_event(job_id, event, {"reason": reason})
+            if self.jobs.transition(job_id, JobStatus.CANCELLED, reason="cancelled by the user"):
+                self.jobs.add_event(job_id, "cancelled", {"reason": "cancelled by the user"})
+            return
+        self._retry_or_fail(job_id, describe_exit(code if code is not None else -9))
