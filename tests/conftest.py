@@ -41,7 +41,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> Server:
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restarted server keeps its address
         env = {**os.environ, "OPENMAAS_ADMIN_KEY": ADMIN_KEY, "OPENMAAS_JOB_POLL_SECONDS": "0.05", **self.env}
         log = (self.data_dir / "server.log").open("ab")
         self.data_dir.mkdir(parents=True, exist_ok=True)

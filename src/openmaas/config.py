@@ -16,6 +16,8 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; defaults to a SQLite file under data_dir."
     )
     admin_key: str | None = Field(default=None, description="The bootstrap admin key; generated if unset.")
+    rate_limit_window_s: int = Field(default=60, ge=1, description="The limits' window; per minute unless testing.")
+    redis_url: str | None = Field(default=None, description="Share rate-limit counters through Redis.")
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -88,7 +88,7 @@ def test_migrations_are_idempotent(store: MetadataStore) -> None:
     again = open_store(str(store.engine.url.render_as_string(hide_password=False)))
     again.close()
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0002"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0003"
 
 
 def test_datasets_are_scoped_to_their_tenant(store: MetadataStore) -> None:

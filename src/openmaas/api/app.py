@@ -11,7 +11,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from openmaas import __version__
-from openmaas.api import native, openai
+from openmaas.api import admin, native, openai
 from openmaas.api.deps import Services
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.metrics import Metrics, MetricsMiddleware
@@ -25,8 +25,12 @@ from openmaas.services.foundation import ensure_foundation_models
 from openmaas.services.idempotency import Idempotency
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
+from openmaas.services.limits import RateLimiter
 from openmaas.services.registry import RegistryService
+from openmaas.services.tenancy import TenancyService
+from openmaas.services.usage import UsageRecorder, UsageService
 from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.counters import Counters, LocalCounters, RedisCounters
 from openmaas.storage.metadata import open_store
 from openmaas.training.checkpoints import CheckpointStore
 from openmaas.training.executors import LocalProcessExecutor
@@ -52,7 +56,10 @@ def create_app(settings: Settings) -> FastAPI:
         artifacts = LocalArtifactStore(settings.artifacts_dir)
         artifacts.clean_temporary()  # before any worker starts: nothing else is writing
         ensure_foundation_models(store, artifacts)
-        auth = AuthService(store.keys)
+        auth = AuthService(store.keys, store.api_keys)
+        counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else LocalCounters()
+        limiter = RateLimiter(counters, settings.rate_limit_window_s)
+        recorder = UsageRecorder(store.usage)
         new_key = auth.bootstrap(settings.admin_key, settings.admin_key_file)
         if new_key:
             _announce_key(new_key, settings)
@@ -62,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
             log_dir=settings.data_dir / "logs" / "jobs",
             max_concurrent=settings.max_concurrent_jobs,
             max_attempts=settings.job_max_attempts,
+            tenant_limits=store.tenants.limits_by_tenant,
             poll_seconds=settings.job_poll_seconds,
         )
         metrics.watch_jobs(store.jobs.count_by_status)
@@ -76,7 +84,12 @@ def create_app(settings: Settings) -> FastAPI:
         registry = RegistryService(store, artifacts)
         idempotency = Idempotency(store.idempotency)
         inference = InferenceService(
-            registry, pool, max_inputs=settings.max_predict_inputs, request_timeout_s=settings.request_timeout_s
+            registry,
+            pool,
+            max_inputs=settings.max_predict_inputs,
+            limiter=limiter,
+            usage=recorder,
+            request_timeout_s=settings.request_timeout_s,
         )
         app.state.services = Services(
             settings=settings,
@@ -86,6 +99,9 @@ def create_app(settings: Settings) -> FastAPI:
             registry=registry,
             inference=inference,
             artifacts=ArtifactService(registry, inference, artifacts, settings.data_dir / "cache" / "exports"),
+            tenancy=TenancyService(store),
+            usage=UsageService(store.usage),
+            limiter=limiter,
         )
         await executor.start()
         log.info("OpenMaaS ready: data in %s", settings.data_dir)
@@ -94,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await executor.stop()
             await pool.close()
+            await recorder.close()
             store.close()
 
     metrics = Metrics()
@@ -112,4 +129,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(native.router)
     app.include_router(openai.router)
+    app.include_router(admin.router)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -16,7 +17,10 @@ from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
+from openmaas.services.limits import RateLimiter
 from openmaas.services.registry import RegistryService
+from openmaas.services.tenancy import TenancyService
+from openmaas.services.usage import UsageService
 
 
 @dataclass
@@ -28,6 +32,9 @@ class Services:
     registry: RegistryService
     inference: InferenceService
     artifacts: ArtifactService
+    tenancy: TenancyService
+    usage: UsageService
+    limiter: RateLimiter
 
 
 def get_services(request: Request) -> Services:
@@ -38,11 +45,34 @@ def get_services(request: Request) -> Services:
 async def get_principal(
     request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Principal:
-    auth = get_services(request).auth
-    return auth.cached(authorization) or await asyncio.to_thread(auth.authenticate, authorization)
+    """Authenticate the key and count the request against its requests-per-minute limits."""
+    services = get_services(request)
+    auth = services.auth
+    principal = auth.cached(authorization) or await asyncio.to_thread(auth.authenticate, authorization)
+    headers = services.limiter.admit_request(principal)
+    if headers:
+        add_response_headers(request, headers)
+    return principal
+
+
+def add_response_headers(request: Request, headers: dict[str, str]) -> None:
+    request.state.response_headers = {**getattr(request.state, "response_headers", {}), **headers}
+
+
+def scoped(scope: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.may(scope):
+            raise PermissionDenied(f"this API key lacks the {scope!r} scope", code="missing_scope")
+        return principal
+
+    return dependency
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
+Reader = Annotated[Principal, Depends(scoped("read"))]
+Trainer = Annotated[Principal, Depends(scoped("train"))]
+Inferrer = Annotated[Principal, Depends(scoped("infer"))]
+Admin = Annotated[Principal, Depends(scoped("admin"))]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 

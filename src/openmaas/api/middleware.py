@@ -1,4 +1,5 @@
-"""ASGI middleware: every response carries x-request-id (the client's, or a new one)."""
+"""ASGI middleware: every response carries x-request-id (the client's, or a new one) and the headers a
+handler left in `request.state.response_headers` (rate-limit status)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,12 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+                extra = scope.get("state", {}).get("response_headers", {})
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id),
+                    *((name.encode(), value.encode()) for name, value in extra.items()),
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

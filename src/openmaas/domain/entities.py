@@ -10,17 +10,34 @@ from openmaas.domain.jobs import JobStatus
 SYSTEM_TENANT = "openmaas"  # owns the foundation models, which every tenant may read
 
 
+SCOPES = ("admin", "train", "infer", "read")
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the tenant and the key. Scopes arrive with tenancy; the seam is here."""
+    """Who is calling: the tenant, the key, what the key may do and the limits that apply to it."""
 
     tenant_id: str
     key_id: str
-    scopes: frozenset[str] = frozenset({"admin", "train", "infer", "read"})
+    scopes: frozenset[str] = frozenset(SCOPES)
+    key_limits: dict[str, int] = field(default_factory=dict)
+    tenant_limits: dict[str, int] = field(default_factory=dict)
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.scopes
+
+    def may(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    limits: dict[str, int]
+    disabled: bool
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,32 @@ class ApiKey:
     scopes: tuple[str, ...]
     created_at: float
     revoked: bool = False
+    expires_at: float | None = None
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    tenant_id: str
+    key_id: str | None
+    kind: str  # "inference" or "training"
+    model: str | None
+    version: int | None
+    items: int
+    tokens: int
+    seconds: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    tenant_id: str
+    key_id: str | None
+    action: str
+    target: str
+    details: dict[str, Any]
+    created_at: float
 
 
 @dataclass(frozen=True)

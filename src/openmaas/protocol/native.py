@@ -156,3 +156,70 @@ class Deleted(BaseModel):
     id: str
     object: str
     deleted: bool = True
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    limits: dict[str, Any] = Field(default_factory=dict)
+
+
+class TenantUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limits: dict[str, Any] | None = None
+    disabled: bool | None = None
+
+
+class TenantOut(BaseModel):
+    id: str
+    object: Literal["tenant"] = "tenant"
+    name: str
+    limits: dict[str, int]
+    disabled: bool
+    created_at: int
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[str] = Field(default_factory=lambda: ["read", "train", "infer"])
+    expires_at: float | None = Field(None, description="Unix seconds.")
+    limits: dict[str, Any] = Field(default_factory=dict)
+
+
+class KeyOut(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    tenant_id: str
+    prefix: str
+    scopes: list[str]
+    limits: dict[str, int]
+    created_at: int
+    expires_at: float | None
+    revoked: bool
+    key: str | None = Field(None, description="The secret: shown once, at creation.")
+
+
+class AuditOut(BaseModel):
+    id: int
+    object: Literal["audit.entry"] = "audit.entry"
+    tenant_id: str
+    key_id: str | None
+    action: str
+    target: str
+    details: dict[str, Any]
+    created_at: float
+
+
+class UsageRow(BaseModel):
+    kind: str
+    records: int
+    items: int
+    tokens: int
+    seconds: float
+    model: str | None = None
+    key: str | None = None
+    day: str | None = None
+    tenant: str | None = None

@@ -10,15 +10,16 @@ import secrets
 import time
 from pathlib import Path
 
-from openmaas.domain.entities import ApiKey, Principal
+from openmaas.domain.entities import SCOPES, ApiKey, Principal
 from openmaas.domain.ids import new_id, now
-from openmaas.errors import Unauthenticated
+from openmaas.errors import PermissionDenied, Unauthenticated
 from openmaas.storage.metadata.repositories import KeyRepository
+from openmaas.storage.metadata.tenancy import ApiKeyRepository
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
-ALL_SCOPES = ("admin", "train", "infer", "read")
+ALL_SCOPES = SCOPES
 KEY_PREFIX = "om-"
 PREFIX_LENGTH = 12
 
@@ -37,8 +38,9 @@ class AuthService:
     # working within this many seconds on every server process.
     CACHE_SECONDS = 10.0
 
-    def __init__(self, keys: KeyRepository) -> None:
+    def __init__(self, keys: KeyRepository, api_keys: ApiKeyRepository) -> None:
         self.keys = keys
+        self.api_keys = api_keys
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     def bootstrap(self, configured_key: str | None, key_file: Path) -> str | None:
@@ -85,11 +87,28 @@ class AuthService:
     def authenticate(self, authorization: str | None) -> Principal:
         token = self.token_of(authorization)
         wanted = hash_key(token)
-        for key, stored_hash in self.keys.find_by_prefix(token[:PREFIX_LENGTH]):
-            if hmac.compare_digest(stored_hash, wanted) and not key.revoked:
-                principal = Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
-                if len(self._verified) > 10_000:
-                    self._verified.clear()
-                self._verified[wanted] = (principal, time.monotonic() + self.CACHE_SECONDS)
-                return principal
+        for key, stored_hash, tenant in self.api_keys.with_tenant(token[:PREFIX_LENGTH]):
+            if not hmac.compare_digest(stored_hash, wanted):
+                continue
+            if key.revoked:
+                raise Unauthenticated("this API key was revoked", code="revoked_api_key")
+            if key.expires_at is not None and key.expires_at <= time.time():
+                raise Unauthenticated("this API key has expired", code="expired_api_key")
+            if tenant.disabled:
+                raise PermissionDenied(f"tenant {tenant.name!r} is disabled", code="tenant_disabled")
+            principal = Principal(
+                tenant_id=key.tenant_id,
+                key_id=key.id,
+                scopes=frozenset(key.scopes),
+                key_limits=key.limits,
+                tenant_limits=tenant.limits,
+            )
+            if len(self._verified) > 10_000:
+                self._verified.clear()
+            self._verified[wanted] = (principal, time.monotonic() + self.CACHE_SECONDS)
+            return principal
         raise Unauthenticated("invalid API key")
+
+    def forget(self) -> None:
+        """Drop remembered keys (after a revocation or a tenant change in this process)."""
+        self._verified.clear()

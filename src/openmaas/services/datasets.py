@@ -63,6 +63,14 @@ class DatasetService:
             json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n"
             for text, label in zip(cleaned.texts, cleaned.labels, strict=True)
         ).encode()
+        quota = principal.tenant_limits.get("storage_bytes")
+        if quota is not None and self.store.usage.stored_bytes(principal.tenant_id) + len(canonical) > quota:
+            raise PayloadTooLarge(
+                f"storing this dataset ({len(canonical)} bytes) would exceed the tenant's storage quota of "
+                f"{quota} bytes; delete datasets or ask for a larger quota",
+                param="file",
+                code="storage_quota_exceeded",
+            )
         # Blob first, row second: a crash in between leaves an unreferenced blob, never half a dataset.
         sha256 = self.artifacts.put_bytes(canonical)
         failpoint("dataset_after_blob")

@@ -16,7 +16,9 @@ from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueueClosed, QueueFull, RequestTooLarge
 from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
 from openmaas.runtime.predictors import EmbeddingPredictor
+from openmaas.services.limits import RateLimiter
 from openmaas.services.registry import RegistryService
+from openmaas.services.usage import UsageRecorder
 
 RESOLVE_SECONDS = 1.0
 
@@ -25,6 +27,7 @@ RESOLVE_SECONDS = 1.0
 class Prediction:
     version: ModelVersion
     predictions: list[dict[str, Any]]
+    rate_limit: dict[str, str]  # the tokens budget after this call, as x-ratelimit-*-tokens values
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Embeddings:
     version: ModelVersion
     vectors: np.ndarray
     prompt_tokens: int
+    rate_limit: dict[str, str]
 
 
 def check_texts(
@@ -58,8 +62,17 @@ def check_texts(
 
 class InferenceService:
     def __init__(
-        self, registry: RegistryService, pool: ModelPool, *, max_inputs: int, request_timeout_s: float = 60.0
+        self,
+        registry: RegistryService,
+        pool: ModelPool,
+        *,
+        max_inputs: int,
+        limiter: RateLimiter,
+        usage: UsageRecorder,
+        request_timeout_s: float = 60.0,
     ) -> None:
+        self.limiter = limiter
+        self.usage = usage
         self.registry = registry
         self.pool = pool
         self.max_inputs = max_inputs
@@ -153,14 +166,36 @@ class InferenceService:
     async def predict(self, principal: Principal, ref: str, inputs: Any) -> Prediction:
         texts = check_texts(inputs, "inputs", self.max_inputs)
         version = await self._resolve_for(principal, ref, "text-classification", "use POST /v1/embeddings for it")
+        self.limiter.check_tokens(principal)
+        started = time.perf_counter()
         served = await self.acquire(version)
-        return Prediction(version, await self._run(served, texts))
+        predictions = await self._run(served, texts)
+        # A classifier's budget counts inputs ("items"): the tokenizer of a bag-of-words model is ours, not a
+        # billing unit.
+        rate_limit = await self._meter(principal, version, len(texts), len(texts), started)
+        return Prediction(version, predictions, rate_limit)
+
+    async def _meter(
+        self, principal: Principal, version: ModelVersion, items: int, tokens: int, started: float
+    ) -> dict[str, str]:
+        headers = self.limiter.charge_tokens(principal, tokens)
+        await self.usage.record(
+            principal,
+            model=version.model,
+            version=version.version,
+            items=items,
+            tokens=tokens if version.task == "embeddings" else 0,
+            seconds=time.perf_counter() - started,
+        )
+        return headers
 
     async def embed(
         self, principal: Principal, ref: str, inputs: Any, *, truncate: bool = True, dimensions: int | None = None
     ) -> Embeddings:
         texts = check_texts(inputs, "input", self.max_inputs, allow_single=True, allow_empty=False)
         version = await self._resolve_for(principal, ref, "embeddings", "it answers POST /v1/models/{ref}/predict")
+        self.limiter.check_tokens(principal)
+        started = time.perf_counter()
         served = await self.acquire(version)
         predictor = served.predictor
         assert isinstance(predictor, EmbeddingPredictor)
@@ -186,4 +221,6 @@ class InferenceService:
             # Shortened like OpenAI's `dimensions`: keep the leading components, then renormalise.
             vectors = vectors[:, :dimensions]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return Embeddings(version, vectors, int(sum(tokens for _, tokens in results)))
+        prompt_tokens = int(sum(tokens for _, tokens in results))
+        rate_limit = await self._meter(principal, version, len(texts), prompt_tokens, started)
+        return Embeddings(version, vectors, prompt_tokens, rate_limit)

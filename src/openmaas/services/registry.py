@@ -86,6 +86,7 @@ class RegistryService:
         deleted = self.store.models.delete_version(principal.tenant_id, name, version)
         if deleted is None:
             raise NotFound(f"model {name!r} has no version {version}", param="version", code="model_not_found")
+        self.store.audit.record(principal.tenant_id, principal.key_id, "model.version.delete", f"{name}:{version}", {})
         self._forget(deleted)
         return deleted
 
@@ -133,6 +134,13 @@ class RegistryService:
         deleted = self.store.models.delete_model(principal.tenant_id, name)
         if deleted is None:
             raise NotFound(f"no model {name!r}", param="model", code="model_not_found")
+        self.store.audit.record(
+            principal.tenant_id,
+            principal.key_id,
+            "model.delete",
+            name,
+            {"versions": [v.version for v in deleted.versions]},
+        )
         for version in deleted.versions:
             self._forget(version)
         return deleted

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from openmaas.config import Settings
+from openmaas.domain.entities import UsageRecord
+from openmaas.domain.ids import now
 from openmaas.domain.jobs import JobStatus
 from openmaas.failpoints import failpoint
 from openmaas.recipes import get_recipe
@@ -194,6 +196,14 @@ def train(
     emit("succeeded", {"model": job.model, "version": version.version, "stopped_reason": result.stopped_reason})
 
 
+def record_compute(store: MetadataStore, job_id: str, seconds: float) -> None:
+    """Meter this worker's compute time (each attempt of a job counts what it used)."""
+    job = store.jobs.get(None, job_id)
+    if job is not None:
+        record = UsageRecord(job.tenant_id, None, "training", job.model, job.model_version, 0, 0, seconds, now())
+        store.usage.add_many([record])
+
+
 def main(job_id: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     die_with_parent()
@@ -202,6 +212,7 @@ def main(job_id: str) -> int:
     stop = _StopFlag(store, job_id)
     artifacts = LocalArtifactStore(settings.artifacts_dir)
     checkpoints = CheckpointStore(settings.checkpoints_dir, keep=settings.checkpoints_kept)
+    began = time.perf_counter()
     try:
         train(store, artifacts, checkpoints, job_id, stop)
     except loop.Cancelled:
@@ -219,6 +230,7 @@ def main(job_id: str) -> int:
             store.jobs.add_event(job_id, "failed", {"reason": reason})
         return 1
     finally:
+        record_compute(store, job_id, time.perf_counter() - began)
         store.close()
     return 0
 

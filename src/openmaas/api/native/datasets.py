@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
-from openmaas.api.deps import Caller, IdempotencyKey, Svc
+from openmaas.api.deps import IdempotencyKey, Reader, Svc, Trainer
 from openmaas.domain.entities import Dataset
 from openmaas.errors import PayloadTooLarge
 from openmaas.protocol.native import DatasetOut, Deleted
@@ -33,7 +33,7 @@ def dataset_out(d: Dataset) -> DatasetOut:
 @router.post("/v1/datasets", status_code=201, response_model=DatasetOut)
 def upload_dataset(
     request: Request,
-    caller: Caller,
+    caller: Trainer,
     svc: Svc,
     file: Annotated[UploadFile, File(description="CSV, TSV or JSONL, UTF-8")],
     name: Annotated[str | None, Form()] = None,
@@ -60,7 +60,7 @@ def upload_dataset(
 
 @router.get("/v1/datasets", response_model=ListOf[DatasetOut])
 def list_datasets(
-    caller: Caller,
+    caller: Reader,
     svc: Svc,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -70,11 +70,11 @@ def list_datasets(
 
 
 @router.get("/v1/datasets/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, caller: Caller, svc: Svc) -> DatasetOut:
+def get_dataset(dataset_id: str, caller: Reader, svc: Svc) -> DatasetOut:
     return dataset_out(svc.datasets.get(caller, dataset_id))
 
 
 @router.delete("/v1/datasets/{dataset_id}", response_model=Deleted)
-def delete_dataset(dataset_id: str, caller: Caller, svc: Svc) -> Deleted:
+def delete_dataset(dataset_id: str, caller: Trainer, svc: Svc) -> Deleted:
     svc.datasets.delete(caller, dataset_id)
     return Deleted(id=dataset_id, object="dataset")

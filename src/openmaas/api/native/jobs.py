@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from openmaas.api.deps import Caller, IdempotencyKey, Services, Svc
+from openmaas.api.deps import IdempotencyKey, Reader, Services, Svc, Trainer
 from openmaas.domain.entities import Job, JobEvent, Principal
 from openmaas.domain.jobs import JobStatus
 from openmaas.protocol.native import CheckpointOut, JobCreate, JobEventOut, JobOut
@@ -43,7 +43,7 @@ def job_out(job: Job) -> JobOut:
 
 
 @router.post("/v1/jobs", status_code=201, response_model=JobOut)
-def create_job(body: JobCreate, caller: Caller, svc: Svc, idempotency_key: IdempotencyKey = None) -> JobOut:
+def create_job(body: JobCreate, caller: Trainer, svc: Svc, idempotency_key: IdempotencyKey = None) -> JobOut:
     job = svc.jobs.create(
         caller,
         dataset_id=body.dataset,
@@ -58,7 +58,7 @@ def create_job(body: JobCreate, caller: Caller, svc: Svc, idempotency_key: Idemp
 
 @router.get("/v1/jobs", response_model=ListOf[JobOut])
 def list_jobs(
-    caller: Caller,
+    caller: Reader,
     svc: Svc,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -69,14 +69,14 @@ def list_jobs(
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: str, caller: Caller, svc: Svc) -> JobOut:
+def get_job(job_id: str, caller: Reader, svc: Svc) -> JobOut:
     return job_out(svc.jobs.get(caller, job_id))
 
 
 @router.get("/v1/jobs/{job_id}/events", response_model=ListOf[JobEventOut])
 async def job_events(
     job_id: str,
-    caller: Caller,
+    caller: Reader,
     svc: Svc,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -125,10 +125,10 @@ async def stream_events(svc: Services, caller: Principal, job_id: str, first: li
 
 
 @router.get("/v1/jobs/{job_id}/checkpoints", response_model=ListOf[CheckpointOut])
-def job_checkpoints(job_id: str, caller: Caller, svc: Svc) -> ListOf[CheckpointOut]:
+def job_checkpoints(job_id: str, caller: Reader, svc: Svc) -> ListOf[CheckpointOut]:
     return ListOf[CheckpointOut](data=[CheckpointOut(**c) for c in svc.jobs.list_checkpoints(caller, job_id)])
 
 
 @router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: str, caller: Caller, svc: Svc) -> JobOut:
+def cancel_job(job_id: str, caller: Trainer, svc: Svc) -> JobOut:
     return job_out(svc.jobs.cancel(caller, job_id))

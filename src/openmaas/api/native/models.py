@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import FileResponse
 
-from openmaas.api.deps import Caller, Svc, require_admin
+from openmaas.api.deps import Admin, Inferrer, Reader, Svc, Trainer, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, RegisteredModel
@@ -63,18 +63,18 @@ def model_out(m: RegisteredModel, *, with_versions: bool) -> ModelOut:
 
 
 @router.get("/v1/models", response_model=ListOf[ModelOut], response_model_exclude_none=True)
-def list_models(caller: Caller, svc: Svc) -> ListOf[ModelOut]:
+def list_models(caller: Reader, svc: Svc) -> ListOf[ModelOut]:
     return ListOf[ModelOut](data=[model_out(m, with_versions=False) for m in svc.registry.list(caller)])
 
 
 @router.post("/v1/models/import", status_code=201, response_model=VersionOut)
-def import_model(body: ModelImport, caller: Caller, svc: Svc) -> VersionOut:
+def import_model(body: ModelImport, caller: Admin, svc: Svc) -> VersionOut:
     return version_out(svc.registry.import_directory(caller, body.path, body.name))
 
 
 @router.get("/v1/models/{ref}/artifact", response_class=FileResponse)
 async def download_artifact(
-    ref: str, caller: Caller, svc: Svc, format: Literal["safetensors", "onnx"] = "safetensors"
+    ref: str, caller: Reader, svc: Svc, format: Literal["safetensors", "onnx"] = "safetensors"
 ) -> FileResponse:
     version, path = await svc.artifacts.export(caller, ref, format)
     return FileResponse(
@@ -83,8 +83,7 @@ async def download_artifact(
 
 
 @router.post("/v1/models/{ref}/load", response_model=LoadedOut)
-async def load_model(ref: str, caller: Caller, svc: Svc, body: LoadRequest | None = None) -> LoadedOut:
-    require_admin(caller)
+async def load_model(ref: str, caller: Admin, svc: Svc, body: LoadRequest | None = None) -> LoadedOut:
     settings = None
     if body is not None:
         batch_size = body.max_batch_size or svc.settings.max_batch_size
@@ -94,8 +93,7 @@ async def load_model(ref: str, caller: Caller, svc: Svc, body: LoadRequest | Non
 
 
 @router.post("/v1/models/{ref}/unload", response_model=Deleted)
-def unload_model(ref: str, caller: Caller, svc: Svc) -> Deleted:
-    require_admin(caller)
+def unload_model(ref: str, caller: Admin, svc: Svc) -> Deleted:
     version = svc.inference.unload(caller, ref)
     return Deleted(id=f"{version.model}:{version.version}", object="model.loaded")
 
@@ -113,28 +111,28 @@ def loaded_out(served: ServedModel) -> LoadedOut:
 
 
 @router.get("/v1/models/{name}", response_model=ModelOut)
-def get_model(name: str, caller: Caller, svc: Svc) -> ModelOut:
+def get_model(name: str, caller: Reader, svc: Svc) -> ModelOut:
     return model_out(svc.registry.get(caller, name), with_versions=True)
 
 
 @router.put("/v1/models/{name}/aliases/{alias}", response_model=ModelOut)
-def set_alias(name: str, alias: str, body: AliasSet, caller: Caller, svc: Svc) -> ModelOut:
+def set_alias(name: str, alias: str, body: AliasSet, caller: Trainer, svc: Svc) -> ModelOut:
     return model_out(svc.registry.set_alias(caller, name, alias, body.version), with_versions=True)
 
 
 @router.delete("/v1/models/{name}/aliases/{alias}", response_model=ModelOut)
-def delete_alias(name: str, alias: str, caller: Caller, svc: Svc) -> ModelOut:
+def delete_alias(name: str, alias: str, caller: Trainer, svc: Svc) -> ModelOut:
     return model_out(svc.registry.delete_alias(caller, name, alias), with_versions=True)
 
 
 @router.delete("/v1/models/{name}/versions/{version}", response_model=Deleted)
-def delete_version(name: str, version: int, caller: Caller, svc: Svc) -> Deleted:
+def delete_version(name: str, version: int, caller: Trainer, svc: Svc) -> Deleted:
     svc.registry.delete_version(caller, name, version)
     return Deleted(id=f"{name}:{version}", object="model.version")
 
 
 @router.delete("/v1/models/{name}", response_model=Deleted)
-def delete_model(name: str, caller: Caller, svc: Svc) -> Deleted:
+def delete_model(name: str, caller: Trainer, svc: Svc) -> Deleted:
     svc.registry.delete_model(caller, name)
     return Deleted(id=name, object="model")
 
@@ -146,12 +144,13 @@ def delete_model(name: str, caller: Caller, svc: Svc) -> Deleted:
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}},
 )
 async def predict(
-    ref: str, request: Request, caller: Caller, svc: Svc, body: Annotated[Any, Body()] = None
+    ref: str, request: Request, caller: Inferrer, svc: Svc, body: Annotated[Any, Body()] = None
 ) -> FastJSONResponse:
     if not isinstance(body, dict) or "inputs" not in body:
         raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
     request.state.model = ref.partition(":")[0]
     result = await unless_disconnected(request, svc.inference.predict(caller, ref, body["inputs"]))
+    add_response_headers(request, result.rate_limit)
     return FastJSONResponse(
         {"model": result.version.model, "version": result.version.version, "predictions": result.predictions}
     )

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 from fastapi import APIRouter, Request
 
-from openmaas.api.deps import Caller, Svc
+from openmaas.api.deps import Inferrer, Svc, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.protocol.openai import EmbeddingRequest
@@ -16,10 +16,11 @@ router = APIRouter(tags=["openai"])
 
 
 @router.post("/v1/embeddings", response_class=FastJSONResponse)
-async def create_embeddings(body: EmbeddingRequest, request: Request, caller: Caller, svc: Svc) -> FastJSONResponse:
+async def create_embeddings(body: EmbeddingRequest, request: Request, caller: Inferrer, svc: Svc) -> FastJSONResponse:
     request.state.model = body.model.partition(":")[0]
     work = svc.inference.embed(caller, body.model, body.input, truncate=body.truncate, dimensions=body.dimensions)
     result = await unless_disconnected(request, work)
+    add_response_headers(request, result.rate_limit)
     vectors = result.vectors.astype("<f4", copy=False)
     if body.encoding_format == "base64":
         encoded: list[object] = [base64.b64encode(np.ascontiguousarray(row).tobytes()).decode() for row in vectors]

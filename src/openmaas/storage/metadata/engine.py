@@ -19,6 +19,12 @@ from openmaas.storage.metadata.repositories import (
     KeyRepository,
     ModelRepository,
 )
+from openmaas.storage.metadata.tenancy import (
+    ApiKeyRepository,
+    AuditRepository,
+    TenantRepository,
+    UsageRepository,
+)
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -63,6 +69,10 @@ class MetadataStore:
     jobs: JobRepository
     models: ModelRepository
     idempotency: IdempotencyRepository
+    tenants: TenantRepository
+    api_keys: ApiKeyRepository
+    usage: UsageRepository
+    audit: AuditRepository
 
     def close(self) -> None:
         self.engine.dispose()
@@ -79,4 +89,8 @@ def open_store(url: str, *, run_migrations: bool = True, pooled: bool = True) ->
         jobs=JobRepository(engine),
         models=ModelRepository(engine),
         idempotency=IdempotencyRepository(engine),
+        tenants=TenantRepository(engine),
+        api_keys=ApiKeyRepository(engine),
+        usage=UsageRepository(engine),
+        audit=AuditRepository(engine),
     )

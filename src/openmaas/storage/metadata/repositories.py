@@ -46,27 +46,11 @@ class KeyRepository:
                     hash=key_hash,
                     scopes=list(key.scopes),
                     created_at=key.created_at,
+                    expires_at=key.expires_at,
+                    limits=key.limits,
                     revoked=key.revoked,
                 )
             )
-
-    def find_by_prefix(self, prefix: str) -> list[tuple[ApiKey, str]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.api_keys).where(t.api_keys.c.prefix == prefix)).mappings().all()
-        return [
-            (
-                ApiKey(
-                    id=r["id"],
-                    tenant_id=r["tenant_id"],
-                    prefix=r["prefix"],
-                    scopes=tuple(r["scopes"]),
-                    created_at=r["created_at"],
-                    revoked=r["revoked"],
-                ),
-                r["hash"],
-            )
-            for r in rows
-        ]
 
     def has_hash(self, key_hash: str) -> bool:
         with self.engine.connect() as conn:

@@ -40,6 +40,7 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=True),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("limits", JSON, nullable=False, default=dict, server_default="{}"),
 )
 
 datasets = Table(
@@ -138,5 +139,33 @@ idempotency_keys = Table(
     Column("key", String(255), primary_key=True),
     Column("fingerprint", String(64), nullable=False),
     Column("resource_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("key_id", String(64), nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("model", String(128), nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("items", Integer, nullable=False, default=0),
+    Column("tokens", Integer, nullable=False, default=0),
+    Column("seconds", Float, nullable=False, default=0.0),
+    Column("created_at", Float, nullable=False),
+    Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("key_id", String(64), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(256), nullable=False),
+    Column("details", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
 )

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,9 @@ class LocalProcessExecutor:
         max_concurrent: int = 1,
         max_attempts: int = 3,
         poll_seconds: float = 0.2,
+        tenant_limits: Callable[[], dict[str, dict[str, int]]] = dict,
     ) -> None:
+        self.tenant_limits = tenant_limits
         self.max_attempts = max_attempts
         self.jobs = jobs
         self.env = env
@@ -120,9 +123,16 @@ class LocalProcessExecutor:
                 break
 
     def _start_next(self) -> bool:
-        queued = [QueuedJob(*row) for row in self.jobs.queued()]
+        running = self.jobs.running_by_tenant()
+        limits = self.tenant_limits()
+        queued = [
+            job
+            for job in (QueuedJob(*row) for row in self.jobs.queued())
+            # A tenant at its concurrent_jobs limit keeps its jobs queued until one of them ends.
+            if running.get(job.tenant_id, 0) < limits.get(job.tenant_id, {}).get("concurrent_jobs", float("inf"))
+        ]
         while queued:
-            job = pick_next(queued, self.jobs.running_by_tenant(), self.jobs.last_started_by_tenant())
+            job = pick_next(queued, running, self.jobs.last_started_by_tenant())
             assert job is not None
             if self.jobs.claim(job.id):
                 self._spawn(job.id)
