@@ -42,3 +42,17 @@ def test_cli_reports_api_errors_cleanly(server: Server) -> None:
         [sys.executable, "-m", "openmaas", "models", "list"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1 and "401" in done.stderr and "invalid API key" in done.stderr
+
+
+def test_tenant_and_key_walkthrough(server: Server) -> None:
+    tenant = openmaas(server, "tenants", "create", "cli-team", "--limit", "requests_per_minute=600", "--quiet").strip()
+    assert tenant.startswith("tn_")
+    key = openmaas(server, "keys", "create", tenant, "--scope", "read", "--scope", "infer").strip().splitlines()[-1]
+    assert key.startswith("om-")
+    env = {**os.environ, "OPENMAAS_URL": server.url, "OPENMAAS_API_KEY": key}
+    done = subprocess.run(
+        [sys.executable, "-m", "openmaas", "datasets", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "5160" not in done.stdout  # the default tenant's datasets are not visible
+    assert "cli-team" in openmaas(server, "tenants", "list")
+    assert "read, infer" in openmaas(server, "keys", "list", tenant)

@@ -21,6 +21,10 @@ models_app = typer.Typer(help="Browse the model registry.", no_args_is_help=True
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
+tenants_app = typer.Typer(help="Tenants (admin key).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of a tenant (admin key).", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -229,6 +233,97 @@ def models_alias(name: str, alias: str, version: int, url: UrlOption = None, api
     """Point ALIAS (e.g. production) of model NAME at VERSION."""
     model = _run(lambda: _client(url, api_key).set_alias(name, alias, version))
     console.print(f"{name}:{alias} → {model['aliases'][alias]}")
+
+
+def _limits(items: list[str] | None) -> dict[str, int]:
+    limits = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not value.isdigit():
+            raise typer.BadParameter(f"expected NAME=INTEGER, got {item!r}", param_hint="--limit")
+        limits[name] = int(value)
+    return limits
+
+
+LimitOption = Annotated[
+    list[str] | None,
+    typer.Option("--limit", help="requests_per_minute=N, tokens_per_minute=N, concurrent_jobs=N, storage_bytes=N"),
+]
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: str,
+    limit: LimitOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the tenant id.")] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    tenant = _run(lambda: _client(url, api_key).create_tenant(name, _limits(limit)))
+    if quiet:
+        print(tenant["id"])
+    else:
+        _print_json(tenant)
+
+
+@tenants_app.command("list")
+def tenants_list(url: UrlOption = None, api_key: KeyOption = None) -> None:
+    table = Table("id", "name", "limits", "disabled")
+    for t in _run(lambda: _client(url, api_key).list_tenants()):
+        table.add_row(t["id"], t["name"], json.dumps(t["limits"]), str(t["disabled"]))
+    console.print(table)
+
+
+@tenants_app.command("update")
+def tenants_update(
+    tenant_id: str,
+    limit: LimitOption = None,
+    disable: Annotated[bool | None, typer.Option("--disable/--enable")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    limits = _limits(limit) if limit else None
+    _print_json(_run(lambda: _client(url, api_key).update_tenant(tenant_id, limits=limits, disabled=disable)))
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant_id: str,
+    scope: Annotated[list[str] | None, typer.Option("--scope", help="admin, train, infer or read")] = None,
+    limit: LimitOption = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Create a key; its secret is printed once."""
+    scopes = scope or ["read", "train", "infer"]
+    key = _run(lambda: _client(url, api_key).create_key(tenant_id, scopes, limits=_limits(limit)))
+    console.print(f"key {key['id']} ({', '.join(key['scopes'])}): shown only now\n")
+    print(key["key"])
+
+
+@keys_app.command("list")
+def keys_list(tenant_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    table = Table("id", "prefix", "scopes", "limits", "revoked")
+    for k in _run(lambda: _client(url, api_key).list_keys(tenant_id)):
+        table.add_row(k["id"], k["prefix"], ", ".join(k["scopes"]), json.dumps(k["limits"]), str(k["revoked"]))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    key = _run(lambda: _client(url, api_key).revoke_key(key_id))
+    console.print(f"key {key['id']} revoked")
+
+
+@app.command()
+def usage(
+    group_by: Annotated[str | None, typer.Option(help="model, key, day or tenant")] = None,
+    all_tenants: Annotated[bool, typer.Option("--all-tenants")] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Usage of your tenant (or every tenant's, with an admin key)."""
+    _print_json(_run(lambda: _client(url, api_key).usage(group_by=group_by, all_tenants=all_tenants)))
 
 
 @app.command()

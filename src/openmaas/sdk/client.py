@@ -185,6 +185,53 @@ class Client:
         body = {"model": model, "input": inputs if isinstance(inputs, str) else list(inputs), **options}
         return self._request("POST", "/v1/embeddings", json=body)
 
+    # tenancy (admin keys)
+    def create_tenant(self, name: str, limits: dict[str, int] | None = None) -> dict[str, Any]:
+        return self._request("POST", "/v1/tenants", json={"name": name, "limits": limits or {}})
+
+    def list_tenants(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/tenants")["data"]
+
+    def update_tenant(
+        self, tenant_id: str, *, limits: dict[str, int] | None = None, disabled: bool | None = None
+    ) -> dict[str, Any]:
+        body = {k: v for k, v in {"limits": limits, "disabled": disabled}.items() if v is not None}
+        return self._request("PATCH", f"/v1/tenants/{tenant_id}", json=body)
+
+    def create_key(
+        self,
+        tenant_id: str,
+        scopes: Sequence[str],
+        *,
+        expires_at: float | None = None,
+        limits: dict[str, int] | None = None,
+    ) -> dict[str, Any]:
+        body = {"scopes": list(scopes), "expires_at": expires_at, "limits": limits or {}}
+        return self._request("POST", f"/v1/tenants/{tenant_id}/keys", json=body)
+
+    def list_keys(self, tenant_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/tenants/{tenant_id}/keys")["data"]
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/keys/{key_id}")
+
+    def usage(
+        self,
+        *,
+        group_by: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        all_tenants: bool = False,
+    ) -> list[dict[str, Any]]:
+        params = {"group_by": group_by, "start": start, "end": end, "tenant": "all" if all_tenants else None}
+        return self._request("GET", "/v1/usage", params={k: v for k, v in params.items() if v is not None})["data"]
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/audit")["data"]
+
+    def job_checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/jobs/{job_id}/checkpoints")["data"]
+
     # inference
     def predict(self, model: str, inputs: Sequence[str]) -> dict[str, Any]:
         return self._request("POST", f"/v1/models/{model}/predict", json={"inputs": list(inputs)})
