@@ -8,21 +8,22 @@
    which includes the ONNX export it derived; the content-addressed blobs if there is no cache) and checks
    them against the version's manifest.
 3. Offline limit: the same files loaded in this process with the recipe's own loader and the version's
-   runtime, `predict_proba` on 256 texts a call (which the MiniLM recipe cuts into length-sorted batches of
-   32), featurisation / tokenisation included, on every core: texts/s without HTTP or JSON, the most a server
-   could deliver here. Also printed: batches as they come (64 texts for bow-mlp, 32 for MiniLM, unsorted),
-   which is what a server batching concurrent requests gets.
+   runtime, featurisation / tokenisation included, on every core, no HTTP or JSON: texts/s of `predict_proba`
+   on consecutive real texts, 1 a call, a batch as it comes (64 for bow-mlp, 32 for MiniLM; what a server
+   that batches concurrent requests runs) and 256 a call (which the MiniLM recipe cuts into length-sorted
+   batches of 32). The limit is the best of the three: the most a server could deliver on this machine.
 4. Peers serve the identical files in their own processes: plain FastAPI + uvicorn (one forward pass per
    request) and LitServe with dynamic batching (bench/peers/). Their answers are checked against the
    in-process model before they are measured.
 5. A closed-loop load generator (asyncio, raw HTTP/1.1 keep-alive sockets, one connection per concurrent
    client, one real SMS text per request, cycling through the dataset) drives each server at each
-   concurrency for a fixed duration after a warm-up and records every request's latency; a non-200 answer
-   or a connection error counts as an error.
+   concurrency for a fixed duration after a warm-up and records every request's latency; a non-200 answer,
+   a 200 without predictions, a connection error or a 30 s timeout counts as an error.
 
 Prints requests/s, p50/p95/p99 latency, errors, served / offline, OpenMaaS / peer at the same concurrency,
 and the OpenMaaS server's resident memory (VmRSS of its pid) idle and after each model's first prediction.
-The load generator shares the machine's cores with the server it measures; its CPU use is printed per row.
+The load generator shares the machine's cores with the server it measures; its CPU use, the machine's, and
+the machine's just before the row with no load applied (other work that would skew the row) are printed too.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ HOST = "127.0.0.1"
 WARMUP_SECONDS = 1.0
 REQUEST_TIMEOUT = 30.0
 START_TIMEOUT = 180.0
-OFFLINE_CHUNK = 256  # texts per predict_proba call for the offline limit
+OFFLINE_CHUNK = 256  # the largest predict_proba call of the offline limit
 LITSERVE_MAX_BATCH = 32
 LITSERVE_BATCH_TIMEOUT = 0.005
 SERVERS = ("OpenMaaS", "FastAPI", "LitServe")
@@ -78,7 +79,7 @@ class ModelSpec:
     title: str
     recipe: str
     hyperparameters: dict[str, Any]
-    batch: int  # texts per call for the "as they come" offline figure
+    batch: int  # texts per predict_proba call of the "batch as it comes" offline figure
 
     @property
     def registry_name(self) -> str:
@@ -103,9 +104,16 @@ def free_port() -> int:
 
 def cpu_times() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, all cores, from /proc/stat."""
-    values = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already counted in user and nice)
+    values = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
     idle = values[3] + values[4]  # idle + iowait
     return sum(values) - idle, sum(values)
+
+
+def busy_fraction(since: tuple[float, float]) -> float:
+    """Busy fraction of all the machine's cores since an earlier `cpu_times()`."""
+    busy, total = cpu_times()
+    return (busy - since[0]) / max(total - since[1], 1.0)
 
 
 def rss_mb(pid: int) -> float:
@@ -132,16 +140,21 @@ class Service:
     def pid(self) -> int:
         return self.process.pid
 
-    def wait_ready(self, url: str, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
-            with suppress(httpx.TransportError):
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+    def wait_ready(self, url: str, timeout: float = START_TIMEOUT) -> Service:
+        """Wait for `url` to answer 200; stop the service and raise if it exits, fails or takes too long."""
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+                with suppress(httpx.TransportError):
+                    if httpx.get(url, timeout=2.0).status_code == 200:
+                        return self
+                time.sleep(0.2)
+            raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+        except BaseException:
+            self.stop()
+            raise
 
     def log_tail(self, lines: int = 40) -> str:
         if not self._log.closed:
@@ -169,8 +182,7 @@ def start_openmaas(data_dir: Path, port: int, logs: Path) -> Service:
     env = {**os.environ, "OPENMAAS_ADMIN_KEY": KEY, "OPENMAAS_JOB_POLL_SECONDS": "0.05"}
     command = [sys.executable, "-m", "openmaas", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     service = Service("OpenMaaS", [*command, "--log-level", "warning"], logs / "openmaas.log", env)
-    service.wait_ready(f"http://{HOST}:{port}/healthz")
-    return service
+    return service.wait_ready(f"http://{HOST}:{port}/healthz")
 
 
 def start_peer(server: str, trained: Trained, port: int, logs: Path) -> Service:
@@ -189,12 +201,7 @@ def start_peer(server: str, trained: Trained, port: int, logs: Path) -> Service:
         *("--port", str(port), *extra),
     ]
     service = Service(server, command, logs / f"{server.lower()}-{trained.spec.key}.log")
-    try:
-        service.wait_ready(f"http://{HOST}:{port}{health}")
-    except BaseException:
-        service.stop()
-        raise
-    return service
+    return service.wait_ready(f"http://{HOST}:{port}{health}")
 
 
 # ---------------------------------------------------------------- models
@@ -335,6 +342,7 @@ class LoadResult:
     errors: Counter[str]  # what went wrong ("HTTP 503", "ConnectionRefusedError", ...) → how often
     client_cpu: float  # this process's CPU seconds per wall second over the whole run
     machine_cpu: float  # busy fraction of all the machine's cores over the whole run
+    background_cpu: float  # the same, in the half second before the run, with no load: other work on the machine
 
     @property
     def throughput(self) -> float:
@@ -363,14 +371,23 @@ class LoadGenerator:
     stop_at: float = 0.0
 
     async def run(self) -> LoadResult:
-        started, cpu, (busy, total) = time.perf_counter(), time.process_time(), cpu_times()
+        quiet = cpu_times()
+        await asyncio.sleep(0.5)
+        background_cpu = busy_fraction(quiet)
+        started, cpu, machine = time.perf_counter(), time.process_time(), cpu_times()
         self.measure_from = started + self.warmup
         self.stop_at = self.measure_from + self.duration
         await asyncio.gather(*(self._client(index) for index in range(self.concurrency)))
         client_cpu = (time.process_time() - cpu) / (time.perf_counter() - started)
-        busy_after, total_after = cpu_times()
-        machine_cpu = (busy_after - busy) / max(total_after - total, 1.0)
-        return LoadResult(self.concurrency, self.duration, self.latencies, self.errors, client_cpu, machine_cpu)
+        return LoadResult(
+            self.concurrency,
+            self.duration,
+            self.latencies,
+            self.errors,
+            client_cpu,
+            busy_fraction(machine),
+            background_cpu,
+        )
 
     async def _client(self, index: int) -> None:
         streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -448,13 +465,14 @@ def format_row(row: Row, ours: LoadResult | None) -> str:
     return (
         f"{row.model:<18}{row.server:<10}{r.concurrency:>5}{r.throughput:>10,.1f}"
         f"{r.percentile_ms(50):>9.1f}{r.percentile_ms(95):>9.1f}{r.percentile_ms(99):>9.1f}{r.errors.total():>8}"
-        f"{r.throughput / row.offline:>10.2f}{versus:>12.2f}{r.client_cpu * 100:>10.0f}%{r.machine_cpu * 100:>10.0f}%"
+        f"{r.throughput / row.offline:>10.2f}{versus:>12.2f}{r.client_cpu * 100:>10.0f}%"
+        f"{r.machine_cpu * 100:>10.0f}%{r.background_cpu * 100:>9.0f}%"
     )
 
 
 HEADER = (
     f"{'model':<18}{'server':<10}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
-    f"{'/offline':>10}{'OpenMaaS/x':>12}{'client CPU':>11}{'all CPUs':>11}"
+    f"{'/offline':>10}{'OpenMaaS/x':>12}{'client CPU':>11}{'all CPUs':>11}{'bg CPU':>10}"
 )
 
 
@@ -469,9 +487,14 @@ def ours_for(rows: Sequence[Row], row: Row) -> LoadResult | None:
     return None
 
 
+def describe_offline(rates: dict[int, float]) -> str:
+    sizes = ", ".join(f"{rate:,.0f} at {size} a call" for size, rate in rates.items())
+    return f"limit {max(rates.values()):,.0f} texts/s ({sizes})"
+
+
 def print_report(
     rows: Sequence[Row],
-    offline: dict[str, tuple[float, int, float]],
+    offline: dict[str, dict[int, float]],
     memory: Sequence[tuple[str, float, str]],
     notes: Sequence[str],
     duration: float,
@@ -485,14 +508,13 @@ def print_report(
     )
     print(
         f"The load generator (asyncio, raw HTTP/1.1 keep-alive sockets) shares these {cores} cores with the server "
-        "it measures; 'client CPU' is its own CPU use (100% = one core), 'all CPUs' the whole machine's (100% = "
-        f"every core busy). Load average when the run started: {load_average:.2f}."
+        "it measures. 'client CPU': its own CPU use (100% = one core); 'all CPUs': the whole machine's during the "
+        "row (100% = every core busy); 'bg CPU': the machine's in the half second before the row, with no load "
+        "applied (other work on the machine, or the idle server itself: LitServe's processes poll their queues)."
     )
-    for title, (limit, batch, as_they_come) in offline.items():
-        print(
-            f"Offline limit, {title}: {limit:,.0f} texts/s (same files in-process, predict_proba on {OFFLINE_CHUNK} "
-            f"texts a call); {as_they_come:,.0f} texts/s on unsorted batches of {batch}."
-        )
+    print(f"Load average (1 min) when the run started: {load_average:.2f}.")
+    for title, rates in offline.items():
+        print(f"Offline, {title}: {describe_offline(rates)}.")
     print("/offline = req/s ÷ offline limit; OpenMaaS/x = OpenMaaS req/s ÷ this row's req/s at the same concurrency.")
     print(
         f"Peers: plain FastAPI (sync endpoint, one forward pass per request); LitServe (max_batch_size "
@@ -556,7 +578,7 @@ class Run:
     server: Service
     port: int
     rows: list[Row] = field(default_factory=list)
-    offline: dict[str, tuple[float, int, float]] = field(default_factory=dict)
+    offline: dict[str, dict[int, float]] = field(default_factory=dict)  # title → {texts a call: texts/s}
     memory: list[tuple[str, float, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -593,44 +615,48 @@ class Run:
         spec = model.spec
         model.model = get_loader(model.recipe).load(model.directory, "cpu", model.runtime)
         seconds = min(self.args.duration, 5.0)
-        rate = offline_rate(model.model, self.texts, OFFLINE_CHUNK, seconds)
-        as_they_come = offline_rate(model.model, self.texts, spec.batch, seconds)
-        self.offline[spec.title] = (rate, spec.batch, as_they_come)
-        print(
-            f"{spec.title}: offline limit {rate:,.0f} texts/s ({OFFLINE_CHUNK} a call); "
-            f"{as_they_come:,.0f} texts/s on unsorted batches of {spec.batch}",
-            flush=True,
-        )
+        rates = {size: offline_rate(model.model, self.texts, size, seconds) for size in (1, spec.batch, OFFLINE_CHUNK)}
+        self.offline[spec.title] = rates
+        rate = max(rates.values())
+        print(f"{spec.title}: offline {describe_offline(rates)}", flush=True)
         for name in SERVERS[:1] if self.args.skip_peers else SERVERS:
-            peer = None
             if name == "OpenMaaS":
-                port, path = self.port, f"/v1/models/{spec.registry_name}/predict"
-            else:
-                port, path = free_port(), "/predict"
-                try:
-                    peer = start_peer(name, model, port, self.logs)
-                except RuntimeError as error:
-                    self.notes.append(f"{name} serving {spec.title} did not start, skipped: {error}")
-                    print(f"  {name}: did not start, skipped (see the end)", flush=True)
-                    continue
+                self.measure_server(self.server, model, self.port, f"/v1/models/{spec.registry_name}/predict", rate)
+                continue
+            port = free_port()
             try:
-                self.measure_server(name, model, port, path, rate)
+                peer = start_peer(name, model, port, self.logs)
+            except RuntimeError as error:
+                self.notes.append(f"{name} serving {spec.title} did not start, not measured: {error}")
+                print(f"  {name}: did not start, not measured (see the end)", flush=True)
+                continue
+            try:
+                self.measure_server(peer, model, port, "/predict", rate)
             finally:
-                if peer is not None:
-                    peer.stop()
-                    if any(r.result.errors for r in self.rows if r.server == name and r.model == spec.title):
-                        self.notes.append(f"{name} log, serving {spec.title} (tail):\n{peer.log_tail(20)}")
+                peer.stop()
         model.model = None
 
-    def measure_server(self, name: str, model: Trained, port: int, path: str, offline: float) -> None:
+    def measure_server(self, service: Service, model: Trained, port: int, path: str, offline: float) -> None:
+        """Check the server's answers against the in-process model, then load it at every concurrency."""
+        name, title = service.name, model.spec.title
         sample = self.texts[:: max(1, len(self.texts) // 20)][:20]
-        difference = max_difference(f"http://{HOST}:{port}{path}", model, sample)
+        try:
+            difference = max_difference(f"http://{HOST}:{port}{path}", model, sample)
+        except httpx.HTTPError as error:
+            self.notes.append(
+                f"{name} serving {title} failed the answer check ({type(error).__name__}: {error}; server "
+                f"{service.status()}), not measured. Its log (tail):\n{service.log_tail(20)}"
+            )
+            print(f"  {name}: failed the answer check, not measured (see the end)", flush=True)
+            return
         verdict = "match" if difference < 1e-4 else "DIFFER from"
         print(f"  {name}: answers {verdict} the in-process model (max |Δp| {difference:.1e})", flush=True)
         for concurrency in self.args.concurrency:
             result = measure(port, path, self.texts, concurrency, self.args.duration)
-            self.rows.append(Row(model.spec.title, name, result, offline))
+            self.rows.append(Row(title, name, result, offline))
             print("  " + format_row(self.rows[-1], ours_for(self.rows, self.rows[-1])), flush=True)
+        if service is not self.server and any(r.result.errors for r in self.rows[-len(self.args.concurrency) :]):
+            self.notes.append(f"{name} log, serving {title} (tail):\n{service.log_tail(20)}")
 
 
 def main() -> None:

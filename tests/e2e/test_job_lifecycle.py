@@ -61,7 +61,8 @@ def test_progress_streams_as_server_sent_events(server: Server, client: Client, 
             if line.startswith(":"):
                 continue
             if not line:
-                events.append(block)
+                if block:  # a keep-alive comment is followed by a blank line too
+                    events.append(block)
                 block = {}
                 continue
             field, _, value = line.partition(": ")

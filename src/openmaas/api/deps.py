@@ -48,7 +48,9 @@ async def get_principal(
     """Authenticate the key and count the request against its requests-per-minute limits."""
     services = get_services(request)
     auth = services.auth
-    principal = auth.cached(authorization) or await asyncio.to_thread(auth.authenticate, authorization)
+    principal = auth.cached(authorization)
+    if principal is None:
+        principal = await asyncio.to_thread(auth.authenticate, authorization)
     headers = services.limiter.admit_request(principal)
     if headers:
         add_response_headers(request, headers)

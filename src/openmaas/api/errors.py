@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,7 +37,7 @@ async def _ours(_request: Request, error: Exception) -> FastJSONResponse:
 
 async def _validation(_request: Request, error: Exception) -> FastJSONResponse:
     assert isinstance(error, RequestValidationError)
-    first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+    first: dict[str, Any] = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request", "type": ""}
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
     param = ".".join(loc) or None
     if first.get("type") == "json_invalid":

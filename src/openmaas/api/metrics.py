@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -24,7 +24,7 @@ class _JobStates(Collector):
     def __init__(self, count_by_status: Callable[[], dict[str, int]]) -> None:
         self.count_by_status = count_by_status
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("openmaas_training_jobs", "Training jobs by state", labels=["state"])
         for state, count in sorted(self.count_by_status().items()):
             family.add_metric([state], count)

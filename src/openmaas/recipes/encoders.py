@@ -13,13 +13,16 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from openmaas.recipes.base import InputTooLong
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -99,7 +102,7 @@ def in_length_buckets(texts: list[str], run: Any, size: int = 32) -> np.ndarray:
     return out
 
 
-def load_encoder(directory: Path) -> nn.Module:
+def load_encoder(directory: Path) -> PreTrainedModel:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -116,7 +119,7 @@ def accepts_token_types(encoder: nn.Module) -> bool:
 class SentenceEncoder(nn.Module):
     """Encoder → mean pooling over real tokens → L2 normalisation (the all-MiniLM-L6-v2 recipe)."""
 
-    def __init__(self, encoder: nn.Module, uses_token_types: bool) -> None:
+    def __init__(self, encoder: PreTrainedModel, uses_token_types: bool) -> None:
         super().__init__()
         self.encoder = encoder
         self.uses_token_types = uses_token_types

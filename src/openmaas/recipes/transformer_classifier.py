@@ -45,7 +45,9 @@ class Hyperparameters(CommonHyperparameters):
     base_model: str = Field("all-minilm-l6-v2", description="A foundation model to start from.")
     train_base: bool = Field(False, description="Fine-tune the encoder too (slow on a CPU).")
     max_length: int | None = Field(None, ge=8, le=4096, description="Token limit; default: the model's own.")
-    learning_rate: float | None = Field(None, gt=0, le=10, description="Default: 1e-2 (head) or 2e-5 (whole).")
+    learning_rate: float | None = Field(  # type: ignore[assignment]  # None only until _defaults picks by train_base
+        None, gt=0, le=10, description="Default: 1e-2 (head) or 2e-5 (whole)."
+    )
 
     @field_validator("base_model")
     @classmethod
@@ -78,16 +80,19 @@ class TransformerClassifierPlan:
         self.head = ClassifierHead(self.sentence.dimensions, len(labels)).to(device)
         self.model = EncoderClassifier(self.sentence, self.head).to(device)
         self.loss_fn = nn.CrossEntropyLoss()
+        lr = hp.learning_rate
+        assert lr is not None  # set by Hyperparameters._defaults
+        self.optimizer: torch.optim.Optimizer
         if hp.train_base:
             self.train_data: Any = list(train.texts)
             self.validation_data: Any = list(validation.texts)
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=hp.learning_rate)
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr)
         else:
             self._embedder: EmbeddingInference | None = None
             self.sentence.requires_grad_(False)
             self.train_data = self._embed(train.texts)
             self.validation_data = self._embed(validation.texts)
-            self.optimizer = torch.optim.Adam(self.head.parameters(), lr=hp.learning_rate)
+            self.optimizer = torch.optim.Adam(self.head.parameters(), lr=lr)
         self.train_targets = torch.tensor(list(train.targets), dtype=torch.long)
         self.validation_targets = torch.tensor(list(validation.targets), dtype=torch.long)
 

@@ -126,7 +126,7 @@ class Client:
         last = after
         while True:
             headers = {"Last-Event-ID": str(last)} if last else {}
-            params = {"stream": "true", "after": last}
+            params: dict[str, str | int] = {"stream": "true", "after": last}
             timeout = httpx.Timeout(self._http.timeout.connect, read=60.0)
             with self._http.stream(
                 "GET", f"/v1/jobs/{job_id}/events", params=params, headers=headers, timeout=timeout

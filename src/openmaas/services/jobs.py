@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from pydantic import ValidationError
@@ -111,11 +112,13 @@ class JobService:
             principal.tenant_id, after=after, limit=limit, statuses=[status] if status else None
         )
 
-    def events(self, principal: Principal, job_id: str, *, after: int, limit: int) -> tuple[list[JobEvent], bool]:
+    def events(
+        self, principal: Principal, job_id: str, *, after: int, limit: int
+    ) -> tuple[builtins.list[JobEvent], bool]:
         self.get(principal, job_id)
         return self.store.jobs.events(job_id, after=after, limit=limit)
 
-    def list_checkpoints(self, principal: Principal, job_id: str) -> list[dict[str, Any]]:
+    def list_checkpoints(self, principal: Principal, job_id: str) -> builtins.list[dict[str, Any]]:
         self.get(principal, job_id)
         out = []
         for path in self.checkpoints.list(job_id):

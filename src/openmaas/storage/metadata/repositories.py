@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, and_, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -57,7 +58,7 @@ class KeyRepository:
             return conn.execute(select(t.api_keys.c.id).where(t.api_keys.c.hash == key_hash)).first() is not None
 
 
-def _dataset(r: Mapping[str, Any]) -> Dataset:
+def _dataset(r: RowMapping) -> Dataset:
     return Dataset(
         id=r["id"],
         tenant_id=r["tenant_id"],
@@ -171,7 +172,7 @@ class DatasetRepository:
             return int(conn.execute(select(func.count()).where(t.datasets.c.sha256 == sha256)).scalar_one())
 
 
-def _job(r: Mapping[str, Any]) -> Job:
+def _job(r: RowMapping) -> Job:
     return Job(
         id=r["id"],
         tenant_id=r["tenant_id"],
@@ -255,12 +256,12 @@ class JobRepository:
         items, more = _page(list(rows), limit)
         return [_job(r) for r in items], more
 
-    def ids_in(self, status: JobStatus) -> list[str]:
+    def ids_in(self, status: JobStatus) -> builtins.list[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.jobs.c.id).where(t.jobs.c.status == status.value).order_by(t.jobs.c.id)).all()
         return [r[0] for r in rows]
 
-    def queued(self) -> list[tuple[str, str, int]]:
+    def queued(self) -> builtins.list[tuple[str, str, int]]:
         """(id, tenant, priority) of queued jobs, oldest first: the scheduler's input."""
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -369,10 +370,12 @@ class JobRepository:
         created = now()
         with self.engine.begin() as conn:
             result = conn.execute(insert(t.job_events).values(job_id=job_id, type=type_, data=data, created_at=created))
-            event_id = int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            assert key is not None  # always set after a single-row INSERT
+            event_id = int(key[0])
         return JobEvent(id=event_id, job_id=job_id, type=type_, data=data, created_at=created)
 
-    def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> tuple[list[JobEvent], bool]:
+    def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> tuple[builtins.list[JobEvent], bool]:
         with self.engine.connect() as conn:
             rows = (
                 conn.execute(
@@ -407,7 +410,7 @@ _VERSION_FIELDS = (
 )
 
 
-def _version(r: Mapping[str, Any], name: str, tenant_id: str, aliases: tuple[str, ...]) -> ModelVersion:
+def _version(r: RowMapping | Mapping[str, Any], name: str, tenant_id: str, aliases: tuple[str, ...]) -> ModelVersion:
     return ModelVersion(
         model=name,
         version=r["version"],
@@ -429,7 +432,7 @@ def _version(r: Mapping[str, Any], name: str, tenant_id: str, aliases: tuple[str
     )
 
 
-def _model_row(conn: Connection, tenant_id: str, name: str) -> Mapping[str, Any] | None:
+def _model_row(conn: Connection, tenant_id: str, name: str) -> RowMapping | None:
     return (
         conn.execute(
             select(t.registered_models).where(
@@ -476,7 +479,7 @@ class ModelRepository:
         with self.engine.begin() as conn:
             return _insert_version(conn, spec)
 
-    def _load(self, conn: Connection, row: Mapping[str, Any]) -> RegisteredModel:
+    def _load(self, conn: Connection, row: RowMapping) -> RegisteredModel:
         aliases = {
             a["alias"]: a["version"]
             for a in conn.execute(select(t.model_aliases).where(t.model_aliases.c.model_id == row["id"])).mappings()

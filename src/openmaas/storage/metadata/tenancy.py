@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import ColumnElement, Engine, RowMapping, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openmaas.domain.entities import ApiKey, AuditEntry, Tenant, UsageRecord
@@ -14,11 +14,11 @@ from openmaas.storage.metadata import tables as t
 from openmaas.storage.metadata.repositories import AlreadyExists
 
 
-def _tenant(r: Mapping[str, Any]) -> Tenant:
+def _tenant(r: RowMapping) -> Tenant:
     return Tenant(r["id"], r["name"], dict(r["limits"] or {}), bool(r["disabled"]), r["created_at"])
 
 
-def _key(r: Mapping[str, Any]) -> ApiKey:
+def _key(r: RowMapping) -> ApiKey:
     return ApiKey(
         id=r["id"],
         tenant_id=r["tenant_id"],
@@ -131,13 +131,14 @@ class UsageRepository:
         self, tenant_id: str | None, start: float | None, end: float | None, group_by: str | None
     ) -> list[dict[str, Any]]:
         u = t.usage_records
-        columns = {
+        columns_by_group: dict[str | None, list[ColumnElement[Any]]] = {
             "model": [u.c.model],
             "key": [u.c.key_id],
             "day": [func.floor(u.c.created_at / 86400).label("day")],
             "tenant": [u.c.tenant_id],
             None: [],
-        }[group_by]
+        }
+        columns = columns_by_group[group_by]
         query = select(
             *columns,
             func.count().label("records"),
