@@ -209,6 +209,35 @@ class OnnxRunner:
         return result
 
 
+class ServedGraph:
+    """A module served from a batch of token arrays: through ONNX Runtime (exported once to `onnx_path`,
+    then reused) when the runtime is `onnx`, else through PyTorch on `device`."""
+
+    def __init__(
+        self, module: nn.Module, uses_token_types: bool, output_name: str, runtime: str, device: str, onnx_path: Path
+    ) -> None:
+        self.device = device
+        self.onnx: OnnxRunner | None = None
+        self.onnx_path: Path | None = None
+        self.torch_module: nn.Module | None = None
+        if runtime == "onnx":
+            if not onnx_path.is_file():
+                export_onnx(module, uses_token_types, output_name, onnx_path)
+            self.onnx, self.onnx_path = OnnxRunner(onnx_path), onnx_path
+            self.memory_bytes = onnx_path.stat().st_size
+        else:
+            self.torch_module = module.to(device).eval()
+            self.memory_bytes = memory_bytes(module)
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        if self.onnx is not None:
+            return self.onnx(batch)
+        assert self.torch_module is not None
+        with torch.inference_mode():
+            result: np.ndarray = self.torch_module(**batch.tensors(self.device)).cpu().numpy()
+        return result
+
+
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from openmaas.recipes.encoders import (
     Batch,
-    OnnxRunner,
     SentenceEncoder,
+    ServedGraph,
     TextTokenizer,
     accepts_token_types,
-    export_onnx,
     in_length_buckets,
     load_encoder,
-    memory_bytes,
     read_max_length,
 )
 
@@ -38,19 +35,11 @@ class EmbeddingInference:
         self.device = device
         self.labels: tuple[str, ...] = ()
         sentence = SentenceEncoder(encoder, uses_token_types)
-        if runtime == "onnx":
-            path = onnx_path or directory / ONNX_FILE
-            if not path.is_file():
-                export_onnx(sentence, uses_token_types, "embeddings", path)
-            self.onnx: OnnxRunner | None = OnnxRunner(path)
-            self.onnx_path: Path | None = path
-            self.torch_model: SentenceEncoder | None = None
-            self.memory_bytes = path.stat().st_size
-        else:
-            self.onnx = None
-            self.onnx_path = None
-            self.torch_model = sentence.to(device).eval()
-            self.memory_bytes = memory_bytes(sentence)
+        self.graph = ServedGraph(
+            sentence, uses_token_types, "embeddings", runtime, device, onnx_path or directory / ONNX_FILE
+        )
+        self.memory_bytes = self.graph.memory_bytes
+        self.onnx_path = self.graph.onnx_path
 
     def embed_sorted(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed many texts in batches of similar length, so little compute goes to padding."""
@@ -63,12 +52,7 @@ class EmbeddingInference:
         return self.embed_sorted(texts, 32), batch.token_counts
 
     def _embed(self, batch: Batch) -> np.ndarray:
-        if self.onnx is not None:
-            return self.onnx(batch)
-        assert self.torch_model is not None
-        with torch.inference_mode():
-            vectors: np.ndarray = self.torch_model(**batch.tensors(self.device)).cpu().numpy()
-        return vectors
+        return self.graph(batch)
 
 
 class SentenceEmbeddingLoader:

@@ -22,14 +22,12 @@ from openmaas.recipes.base import CommonHyperparameters, Examples, ExportInfo, S
 from openmaas.recipes.encoders import (
     ClassifierHead,
     EncoderClassifier,
-    OnnxRunner,
     SentenceEncoder,
+    ServedGraph,
     TextTokenizer,
     accepts_token_types,
-    export_onnx,
     in_length_buckets,
     load_encoder,
-    memory_bytes,
     parameter_count,
     read_max_length,
 )
@@ -181,32 +179,15 @@ class TransformerClassifierInference:
         head = ClassifierHead(int(config["dimensions"]), len(self.labels))
         head.load_state_dict(load_file(str(directory / "head.safetensors")))
         model = EncoderClassifier(SentenceEncoder(encoder, uses_token_types), head, probabilities=True).eval()
-        self.device = device
-        if runtime == "onnx":
-            path = directory / ONNX_FILE
-            if not path.is_file():
-                export_onnx(model, uses_token_types, "probabilities", path)
-            self.onnx: OnnxRunner | None = OnnxRunner(path)
-            self.onnx_path: Path | None = path
-            self.torch_model: EncoderClassifier | None = None
-            self.memory_bytes = path.stat().st_size
-        else:
-            self.onnx = None
-            self.onnx_path = None
-            self.torch_model = model.to(device)
-            self.memory_bytes = memory_bytes(model)
+        self.graph = ServedGraph(model, uses_token_types, "probabilities", runtime, device, directory / ONNX_FILE)
+        self.memory_bytes = self.graph.memory_bytes
+        self.onnx_path = self.graph.onnx_path
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return in_length_buckets(list(texts), self._probabilities)
 
     def _probabilities(self, texts: list[str]) -> np.ndarray:
-        batch = self.tokenizer(texts)
-        if self.onnx is not None:
-            return self.onnx(batch)
-        assert self.torch_model is not None
-        with torch.inference_mode():
-            result: np.ndarray = self.torch_model(**batch.tensors(self.device)).cpu().numpy()
-        return result
+        return self.graph(self.tokenizer(texts))
 
 
 class TransformerClassifierRecipe:

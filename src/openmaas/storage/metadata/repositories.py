@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, Table, and_, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -89,6 +89,23 @@ def _claim_key(conn: Connection, tenant_id: str, scope: str, idempotency: tuple[
     )
 
 
+def _insert_owned(
+    engine: Engine, table: Table, values: dict[str, Any], scope: str, idempotency: tuple[str, str] | None
+) -> None:
+    """Insert a tenant's resource; with (key, fingerprint), its Idempotency-Key in the same transaction.
+
+    Raises AlreadyExists when the key was taken meanwhile."""
+    try:
+        with engine.begin() as conn:
+            if idempotency is not None:
+                _claim_key(conn, values["tenant_id"], scope, idempotency, values["id"])
+            conn.execute(insert(table).values(**values))
+    except IntegrityError:
+        if idempotency is None:
+            raise
+        raise AlreadyExists(f"idempotency key {idempotency[0]!r} is already used") from None
+
+
 class IdempotencyRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -111,34 +128,24 @@ class DatasetRepository:
         self.engine = engine
 
     def add(self, d: Dataset, idempotency: tuple[str, str] | None = None) -> None:
-        """Insert; with (key, fingerprint), record the Idempotency-Key in the same transaction.
-
-        Raises AlreadyExists when the key was taken meanwhile."""
-        try:
-            self._add(d, idempotency)
-        except IntegrityError:
-            if idempotency is None:
-                raise
-            raise AlreadyExists(f"idempotency key {idempotency[0]!r} is already used") from None
-
-    def _add(self, d: Dataset, idempotency: tuple[str, str] | None) -> None:
-        with self.engine.begin() as conn:
-            if idempotency is not None:
-                _claim_key(conn, d.tenant_id, "datasets", idempotency, d.id)
-            conn.execute(
-                insert(t.datasets).values(
-                    id=d.id,
-                    tenant_id=d.tenant_id,
-                    name=d.name,
-                    format=d.format,
-                    sha256=d.sha256,
-                    bytes=d.bytes,
-                    rows=d.rows,
-                    labels=d.labels,
-                    report=d.report,
-                    created_at=d.created_at,
-                )
-            )
+        _insert_owned(
+            self.engine,
+            t.datasets,
+            dict(
+                id=d.id,
+                tenant_id=d.tenant_id,
+                name=d.name,
+                format=d.format,
+                sha256=d.sha256,
+                bytes=d.bytes,
+                rows=d.rows,
+                labels=d.labels,
+                report=d.report,
+                created_at=d.created_at,
+            ),
+            "datasets",
+            idempotency,
+        )
 
     def get(self, tenant_id: str, dataset_id: str) -> Dataset | None:
         with self.engine.connect() as conn:
@@ -198,36 +205,26 @@ class JobRepository:
         self.engine = engine
 
     def add(self, job: Job, idempotency: tuple[str, str] | None = None) -> None:
-        """Insert; with (key, fingerprint), record the Idempotency-Key in the same transaction.
-
-        Raises AlreadyExists when the key was taken meanwhile."""
-        try:
-            self._add(job, idempotency)
-        except IntegrityError:
-            if idempotency is None:
-                raise
-            raise AlreadyExists(f"idempotency key {idempotency[0]!r} is already used") from None
-
-    def _add(self, job: Job, idempotency: tuple[str, str] | None) -> None:
-        with self.engine.begin() as conn:
-            if idempotency is not None:
-                _claim_key(conn, job.tenant_id, "jobs", idempotency, job.id)
-            conn.execute(
-                insert(t.jobs).values(
-                    id=job.id,
-                    tenant_id=job.tenant_id,
-                    model=job.model,
-                    dataset_id=job.dataset_id,
-                    recipe=job.recipe,
-                    hyperparameters=job.hyperparameters,
-                    status=job.status.value,
-                    metrics={},
-                    cancel_requested=False,
-                    attempts=0,
-                    priority=job.priority,
-                    created_at=job.created_at,
-                )
-            )
+        _insert_owned(
+            self.engine,
+            t.jobs,
+            dict(
+                id=job.id,
+                tenant_id=job.tenant_id,
+                model=job.model,
+                dataset_id=job.dataset_id,
+                recipe=job.recipe,
+                hyperparameters=job.hyperparameters,
+                status=job.status.value,
+                metrics={},
+                cancel_requested=False,
+                attempts=0,
+                priority=job.priority,
+                created_at=job.created_at,
+            ),
+            "jobs",
+            idempotency,
+        )
 
     def get(self, tenant_id: str | None, job_id: str) -> Job | None:
         """Read a job; `tenant_id=None` is for the executor and worker, which act for every tenant."""
