@@ -29,7 +29,7 @@ class Settings(BaseSettings):
 
     max_predict_inputs: int = 2048
     max_batch_size: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_queue_size: int = 4096
     request_timeout_s: float = 60.0
     model_memory_mb: int = 4096

@@ -118,3 +118,20 @@ async def test_closing_fails_waiting_requests() -> None:
 def test_settings_are_validated_at_construction(batch: int, wait: float, size: int) -> None:
     with pytest.raises(ValueError):
         BatchQueue(lambda items: items, max_batch_size=batch, max_wait_ms=wait, max_queue_size=size)
+
+
+async def test_without_a_wait_a_lone_request_runs_at_once_and_batches_form_while_the_model_is_busy() -> None:
+    run = Recorder()
+    queue = BatchQueue(run, max_batch_size=16, max_wait_ms=0, max_queue_size=64)
+    started = time.monotonic()
+    assert await queue.submit([1]) == [10]
+    assert time.monotonic() - started < 0.05
+    run.gate.clear()
+    busy = asyncio.ensure_future(queue.submit([2]))
+    await asyncio.sleep(0.02)  # [2] is running; the next ten requests queue up behind it
+    waiting = [asyncio.ensure_future(queue.submit([i])) for i in range(3, 13)]
+    await asyncio.sleep(0.02)
+    run.gate.set()
+    assert await busy == [20] and [await w for w in waiting] == [[i * 10] for i in range(3, 13)]
+    assert run.batches == [[1], [2], list(range(3, 13))]
+    await queue.close()

@@ -109,7 +109,7 @@ class LoadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int | None = Field(None, ge=1, le=4096)
-    max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    max_wait_ms: float = Field(0.0, ge=0, le=1000)
     max_queue_size: int = Field(4096, ge=1, le=1_000_000)
 
     @model_validator(mode="after")

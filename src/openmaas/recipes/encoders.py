@@ -86,7 +86,7 @@ class TextTokenizer:
         return self(texts).token_counts
 
 
-def in_length_buckets(texts: list[str], run: Any, size: int = 32) -> np.ndarray:
+def in_length_buckets(texts: list[str], run: Any, size: int = 8) -> np.ndarray:
     """Run `run(chunk) -> array` on chunks of similar length and restore the input order.
 
     One big batch pads every text to the longest one; sorted chunks spend almost nothing on padding.

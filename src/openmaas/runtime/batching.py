@@ -1,9 +1,12 @@
 """A standalone dynamic batch queue: concurrent requests' items run together, each caller gets its own slice.
 
-Items wait until `max_batch_size` of them are queued or the oldest has waited `max_wait_ms`; then one
-batch runs off the event loop in the queue's own thread (one forward pass at a time per model, which is
-what a CPU wants). A request's items may be split across batches; its results come back in order. The
-queue is bounded: a request that does not fit is refused at once (`QueueFull`) instead of piling up.
+A batch starts as soon as the model is free, with whatever is queued, up to `max_batch_size` items; while
+it runs, new requests gather for the next one. So a lone request never waits, and under load batches
+fill by themselves. `max_wait_ms` > 0 also holds a batch that is not full for up to that long, trading
+latency for fuller batches. Batches run off the event loop in the queue's own thread (one forward pass
+at a time per model, which is what a CPU wants). A request's items may be split across batches; its
+results come back in order. The queue is bounded: a request that does not fit is refused at once
+(`QueueFull`) instead of piling up.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class BatchQueue(Generic[In, Out]):
         run_batch: Callable[[list[In]], Sequence[Out]],
         *,
         max_batch_size: int = 32,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         max_queue_size: int = 1024,
         name: str = "model",
         stats: BatchStats | None = None,

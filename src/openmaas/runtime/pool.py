@@ -34,7 +34,7 @@ def key_of(version: ModelVersion) -> PoolKey:
 @dataclass(frozen=True)
 class BatchSettings:
     max_batch_size: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_queue_size: int = 4096
 
 

@@ -13,10 +13,10 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch loads only in the processes that train: the API server lists checkpoints without it
+    import torch
 
 
 @dataclass
@@ -58,6 +58,8 @@ def _fsync_tree(directory: Path) -> None:
 
 
 def _optimizer_to_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, Any] = {"param_groups": state_dict["param_groups"], "state": {}}
     for param_id, values in state_dict["state"].items():
@@ -104,6 +106,9 @@ class CheckpointStore:
         optimizer: dict[str, Any],
         epoch_generator: torch.Tensor,
     ) -> Path:
+        import torch
+        from safetensors.torch import save_file
+
         directory = self.directory(job_id)
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / f"step-{state.global_step:09d}"
@@ -140,6 +145,8 @@ class CheckpointStore:
 
     @staticmethod
     def load(path: Path) -> Checkpoint:
+        from safetensors.torch import load_file
+
         meta = json.loads((path / "state.json").read_text())
         rng = load_file(str(path / "rng.safetensors"))
         return Checkpoint(
