@@ -405,7 +405,6 @@ class LoadGenerator:
                 except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
                     failure, close = type(e).__name__, True
                 ended = time.perf_counter()
-                ok = failure is None
                 if self.measure_from <= ended <= self.stop_at:
                     if failure is None:
                         self.latencies.append(ended - began)
@@ -414,7 +413,7 @@ class LoadGenerator:
                 if close and streams is not None:
                     streams[1].close()
                     streams = None
-                if not ok:
+                if failure is not None:
                     await asyncio.sleep(0.01)  # no hot loop against a server that refuses or fails
         finally:
             if streams is not None:
@@ -465,7 +464,7 @@ def format_row(row: Row, ours: LoadResult | None) -> str:
     return (
         f"{row.model:<18}{row.server:<10}{r.concurrency:>5}{r.throughput:>10,.1f}"
         f"{r.percentile_ms(50):>9.1f}{r.percentile_ms(95):>9.1f}{r.percentile_ms(99):>9.1f}{r.errors.total():>8}"
-        f"{r.throughput / row.offline:>10.2f}{versus:>12.2f}{r.client_cpu * 100:>10.0f}%"
+        f"{r.throughput / row.offline:>10.3f}{versus:>12.2f}{r.client_cpu * 100:>10.0f}%"
         f"{r.machine_cpu * 100:>10.0f}%{r.background_cpu * 100:>9.0f}%"
     )
 

@@ -37,16 +37,21 @@ class Services:
     limiter: RateLimiter
 
 
-def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a sync dependency in its thread pool, a hop on every request.
+    return services_of(request)
 
 
 async def get_principal(
     request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Principal:
     """Authenticate the key and count the request against its requests-per-minute limits."""
-    services = get_services(request)
+    services = services_of(request)
     auth = services.auth
     principal = auth.cached(authorization)
     if principal is None:

@@ -86,6 +86,13 @@ class TextTokenizer:
         return self(texts).token_counts
 
 
+def chunk_size(device: str) -> int:
+    """How many texts one forward pass takes inside a batch. On a CPU, padding texts to a common length
+    costs more than the extra calls (measured with MiniLM on real SMS texts: one text a call 197 texts/s,
+    length-sorted chunks of 32 160/s, unsorted 32 70/s), so texts go one by one; a GPU wants them together."""
+    return 1 if device == "cpu" else 32
+
+
 def in_length_buckets(texts: list[str], run: Any, size: int = 8) -> np.ndarray:
     """Run `run(chunk) -> array` on chunks of similar length and restore the input order.
 
@@ -201,6 +208,9 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = os.cpu_count() or 1
+        # Idle intra-op threads sleep instead of spinning: in a server the spinning steals the cores that
+        # parse requests and tokenize the next batch.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 

@@ -12,15 +12,13 @@ from openmaas.recipes.encoders import (
     ServedGraph,
     TextTokenizer,
     accepts_token_types,
+    chunk_size,
     in_length_buckets,
     load_encoder,
     read_max_length,
 )
 
 ONNX_FILE = "openmaas-embeddings.onnx"
-# Texts of a batch run in length-sorted chunks of this size: on a CPU, padding a batch to its longest text
-# costs more than the extra calls (measured: 32 mixed SMS texts at once ran at half the rate of one by one).
-BUCKET = 8
 
 
 class EmbeddingInference:
@@ -43,6 +41,7 @@ class EmbeddingInference:
         )
         self.memory_bytes = self.graph.memory_bytes
         self.onnx_path = self.graph.onnx_path
+        self.chunk = chunk_size(device)
 
     def embed_sorted(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed many texts in batches of similar length, so little compute goes to padding."""
@@ -50,9 +49,9 @@ class EmbeddingInference:
 
     def embed(self, texts: list[str], *, truncate: bool = True) -> tuple[np.ndarray, list[int]]:
         batch = self.tokenizer(texts, truncate=truncate)  # checks every input's length before any compute
-        if len(texts) <= BUCKET:
+        if len(texts) <= self.chunk:
             return self._embed(batch), batch.token_counts
-        return self.embed_sorted(texts, BUCKET), batch.token_counts
+        return self.embed_sorted(texts, self.chunk), batch.token_counts
 
     def _embed(self, batch: Batch) -> np.ndarray:
         return self.graph(batch)

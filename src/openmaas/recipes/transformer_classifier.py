@@ -26,6 +26,7 @@ from openmaas.recipes.encoders import (
     ServedGraph,
     TextTokenizer,
     accepts_token_types,
+    chunk_size,
     in_length_buckets,
     load_encoder,
     parameter_count,
@@ -36,7 +37,6 @@ from openmaas.recipes.sentence_embedding import EmbeddingInference
 
 ENCODER_DIR = "encoder"
 ONNX_FILE = "openmaas-classifier.onnx"
-EMBED_BATCH = 64
 
 
 class Hyperparameters(CommonHyperparameters):
@@ -104,7 +104,7 @@ class TransformerClassifierPlan:
             onnx_path = Path(self._scratch.name) / "encoder.onnx"
             self._embedder = EmbeddingInference(self.base_directory, self.device, runtime, onnx_path=onnx_path)
             self._embedder.tokenizer = self.tokenizer
-        return torch.from_numpy(self._embedder.embed_sorted(list(texts), EMBED_BATCH))
+        return torch.from_numpy(self._embedder.embed_sorted(list(texts), self._embedder.chunk))
 
     def _batches(self, data: Any, targets: torch.Tensor, order: np.ndarray) -> Iterator[Any]:
         for start in range(0, len(order), self.hp.batch_size):
@@ -182,9 +182,10 @@ class TransformerClassifierInference:
         self.graph = ServedGraph(model, uses_token_types, "probabilities", runtime, device, directory / ONNX_FILE)
         self.memory_bytes = self.graph.memory_bytes
         self.onnx_path = self.graph.onnx_path
+        self.chunk = chunk_size(device)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return in_length_buckets(list(texts), self._probabilities)
+        return in_length_buckets(list(texts), self._probabilities, self.chunk)
 
     def _probabilities(self, texts: list[str]) -> np.ndarray:
         return self.graph(self.tokenizer(texts))
