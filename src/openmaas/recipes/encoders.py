@@ -6,11 +6,13 @@ Shared by the `sentence-embedding` and `transformer-classifier` recipes. Loading
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +95,11 @@ def chunk_size(device: str) -> int:
     return 1 if device == "cpu" else 32
 
 
+@functools.cache
+def _chunk_runner() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="chunk")
+
+
 def in_length_buckets(texts: list[str], run: Any, size: int = 8) -> np.ndarray:
     """Run `run(chunk) -> array` on chunks of similar length and restore the input order.
 
@@ -102,7 +109,9 @@ def in_length_buckets(texts: list[str], run: Any, size: int = 8) -> np.ndarray:
         result: np.ndarray = run(texts)
         return result
     order = np.argsort([len(text) for text in texts], kind="stable")
-    parts = [run([texts[i] for i in order[start : start + size]]) for start in range(0, len(texts), size)]
+    chunks = [[texts[i] for i in order[start : start + size]] for start in range(0, len(texts), size)]
+    # Small forward passes leave cores idle; running a few at once (the runtimes release the GIL) fills them.
+    parts = list(_chunk_runner().map(run, chunks))
     ordered = np.concatenate(parts)
     out = np.empty_like(ordered)
     out[order] = ordered
