@@ -48,8 +48,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataSt
         urls = _postgres_url()
     url = next(urls)
     opened = open_store(url)
-    opened.keys.ensure_tenant("t1", "one")
-    opened.keys.ensure_tenant("t2", "two")
+    opened.tenants.ensure("t1", "one")
+    opened.tenants.ensure("t2", "two")
     try:
         yield opened
     finally:

@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         artifacts = LocalArtifactStore(settings.artifacts_dir)
         artifacts.clean_temporary()  # before any worker starts: nothing else is writing
         ensure_foundation_models(store, artifacts)
-        auth = AuthService(store.keys, store.api_keys)
+        auth = AuthService(store.tenants, store.api_keys)
         counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else LocalCounters()
         limiter = RateLimiter(counters, settings.rate_limit_window_s)
         recorder = UsageRecorder(store.usage)

@@ -13,8 +13,7 @@ from pathlib import Path
 from openmaas.domain.entities import SCOPES, ApiKey, Principal
 from openmaas.domain.ids import new_id, now
 from openmaas.errors import PermissionDenied, Unauthenticated
-from openmaas.storage.metadata.repositories import KeyRepository
-from openmaas.storage.metadata.tenancy import ApiKeyRepository
+from openmaas.storage.metadata.tenancy import ApiKeyRepository, TenantRepository
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +37,16 @@ class AuthService:
     # working within this many seconds on every server process.
     CACHE_SECONDS = 10.0
 
-    def __init__(self, keys: KeyRepository, api_keys: ApiKeyRepository) -> None:
-        self.keys = keys
+    def __init__(self, tenants: TenantRepository, api_keys: ApiKeyRepository) -> None:
+        self.tenants = tenants
         self.api_keys = api_keys
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     def bootstrap(self, configured_key: str | None, key_file: Path) -> str | None:
         """Make sure an admin key exists. Returns a newly generated key (to print once), else None."""
-        self.keys.ensure_tenant(DEFAULT_TENANT, DEFAULT_TENANT)
+        self.tenants.ensure(DEFAULT_TENANT, DEFAULT_TENANT)
         if configured_key:
-            if not self.keys.has_hash(hash_key(configured_key)):
+            if not self.api_keys.has_hash(hash_key(configured_key)):
                 self._store(configured_key, ALL_SCOPES)
             return None
         if key_file.exists():
@@ -64,7 +63,7 @@ class AuthService:
         record = ApiKey(
             id=new_id("key"), tenant_id=DEFAULT_TENANT, prefix=key[:PREFIX_LENGTH], scopes=scopes, created_at=now()
         )
-        self.keys.add(record, hash_key(key))
+        self.api_keys.add(record, hash_key(key))
         return record
 
     @staticmethod

@@ -48,7 +48,7 @@ def safetensors_parameters(directory: Path) -> int:
 
 
 def ensure_foundation_models(store: MetadataStore, artifacts: LocalArtifactStore) -> None:
-    store.keys.ensure_tenant(SYSTEM_TENANT, SYSTEM_TENANT)
+    store.tenants.ensure(SYSTEM_TENANT, SYSTEM_TENANT)
     for name, spec in FOUNDATION_MODELS.items():
         if store.models.get(SYSTEM_TENANT, name) is not None:
             continue

@@ -99,7 +99,7 @@ class TenancyService:
             expires_at=expires_at,
             limits=check_limits(limits, ("requests_per_minute", "tokens_per_minute")),
         )
-        self.store.keys.add(key, hash_key(secret))
+        self.store.api_keys.add(key, hash_key(secret))
         self._audit(principal, "key.create", key.id, {"tenant": tenant_id, "scopes": list(key.scopes)})
         return key, secret
 

@@ -16,7 +16,6 @@ from openmaas.storage.metadata.repositories import (
     DatasetRepository,
     IdempotencyRepository,
     JobRepository,
-    KeyRepository,
     ModelRepository,
 )
 from openmaas.storage.metadata.tenancy import (
@@ -64,7 +63,6 @@ class MetadataStore:
     """The repositories over one engine."""
 
     engine: Engine
-    keys: KeyRepository
     datasets: DatasetRepository
     jobs: JobRepository
     models: ModelRepository
@@ -84,7 +82,6 @@ def open_store(url: str, *, run_migrations: bool = True, pooled: bool = True) ->
         migrate(engine)
     return MetadataStore(
         engine=engine,
-        keys=KeyRepository(engine),
         datasets=DatasetRepository(engine),
         jobs=JobRepository(engine),
         models=ModelRepository(engine),

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from openmaas.domain.entities import ApiKey, Dataset, Job, JobEvent, ModelVersion, RegisteredModel
+from openmaas.domain.entities import Dataset, Job, JobEvent, ModelVersion, RegisteredModel
 from openmaas.domain.ids import now
 from openmaas.domain.jobs import JobStatus, sources_of
 from openmaas.domain.refs import DEFAULT_ALIAS, ModelRef
@@ -24,38 +24,6 @@ class AlreadyExists(Exception):
 
 def _page(rows: list[Any], limit: int) -> tuple[list[Any], bool]:
     return rows[:limit], len(rows) > limit
-
-
-class KeyRepository:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def ensure_tenant(self, tenant_id: str, name: str) -> None:
-        with self.engine.begin() as conn:
-            if conn.execute(select(t.tenants.c.id).where(t.tenants.c.id == tenant_id)).first() is None:
-                conn.execute(
-                    insert(t.tenants).values(id=tenant_id, name=name, limits={}, disabled=False, created_at=now())
-                )
-
-    def add(self, key: ApiKey, key_hash: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(t.api_keys).values(
-                    id=key.id,
-                    tenant_id=key.tenant_id,
-                    prefix=key.prefix,
-                    hash=key_hash,
-                    scopes=list(key.scopes),
-                    created_at=key.created_at,
-                    expires_at=key.expires_at,
-                    limits=key.limits,
-                    revoked=key.revoked,
-                )
-            )
-
-    def has_hash(self, key_hash: str) -> bool:
-        with self.engine.connect() as conn:
-            return conn.execute(select(t.api_keys.c.id).where(t.api_keys.c.hash == key_hash)).first() is not None
 
 
 def _dataset(r: RowMapping) -> Dataset:

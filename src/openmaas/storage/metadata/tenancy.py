@@ -50,6 +50,14 @@ class TenantRepository:
         except IntegrityError:
             raise AlreadyExists(f"a tenant named {tenant.name!r} exists") from None
 
+    def ensure(self, tenant_id: str, name: str) -> None:
+        """Create a built-in tenant (`default`, the system tenant) unless it exists."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(t.tenants.c.id).where(t.tenants.c.id == tenant_id)).first() is None:
+                conn.execute(
+                    insert(t.tenants).values(id=tenant_id, name=name, limits={}, disabled=False, created_at=now())
+                )
+
     def get(self, tenant_id: str) -> Tenant | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.tenants).where(t.tenants.c.id == tenant_id)).mappings().first()
@@ -73,6 +81,26 @@ class TenantRepository:
 class ApiKeyRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def add(self, key: ApiKey, key_hash: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(t.api_keys).values(
+                    id=key.id,
+                    tenant_id=key.tenant_id,
+                    prefix=key.prefix,
+                    hash=key_hash,
+                    scopes=list(key.scopes),
+                    created_at=key.created_at,
+                    expires_at=key.expires_at,
+                    limits=key.limits,
+                    revoked=key.revoked,
+                )
+            )
+
+    def has_hash(self, key_hash: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.api_keys.c.id).where(t.api_keys.c.hash == key_hash)).first() is not None
 
     def for_tenant(self, tenant_id: str) -> list[ApiKey]:
         with self.engine.connect() as conn:
