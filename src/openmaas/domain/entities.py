@@ -88,6 +88,7 @@ class Dataset:
     labels: dict[str, int]
     report: dict[str, Any]
     created_at: float
+    kind: str = "classification"  # or "text": documents for language-model recipes, no labels
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ class RegisteredModel:
     created_at: float
     aliases: dict[str, int]
     versions: tuple[ModelVersion, ...] = ()
+    public: bool = False  # readable and servable by every tenant; only the owner can change it
 
     @property
     def latest(self) -> ModelVersion | None:

@@ -38,6 +38,7 @@ def _dataset(r: RowMapping) -> Dataset:
         labels=dict(r["labels"]),
         report=dict(r["report"]),
         created_at=r["created_at"],
+        kind=r["kind"],
     )
 
 
@@ -110,6 +111,7 @@ class DatasetRepository:
                 labels=d.labels,
                 report=d.report,
                 created_at=d.created_at,
+                kind=d.kind,
             ),
             "datasets",
             idempotency,
@@ -461,6 +463,7 @@ class ModelRepository:
             name=row["name"],
             tenant_id=row["tenant_id"],
             created_at=row["created_at"],
+            public=bool(row["public"]),
             aliases=aliases,
             versions=tuple(
                 _version(v, row["name"], row["tenant_id"], tuple(sorted(by_version.get(v["version"], []))))

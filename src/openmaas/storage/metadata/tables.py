@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -56,6 +57,7 @@ datasets = Table(
     Column("labels", JSON, nullable=False),
     Column("report", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("kind", String(16), nullable=False, default="classification", server_default="classification"),
 )
 
 jobs = Table(
@@ -98,6 +100,7 @@ registered_models = Table(
     Column("name", String(128), nullable=False),
     Column("last_version", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
+    Column("public", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("tenant_id", "name", name="uq_registered_models_tenant_name"),
 )
 

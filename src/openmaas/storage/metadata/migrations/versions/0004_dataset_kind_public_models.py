@@ -1,0 +1,27 @@
+"""dataset kinds (labelled classification rows or plain text) and public models
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("datasets") as batch:
+        batch.add_column(sa.Column("kind", sa.String(length=16), nullable=False, server_default="classification"))
+    with op.batch_alter_table("registered_models") as batch:
+        batch.add_column(sa.Column("public", sa.Boolean(), nullable=False, server_default=sa.false()))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("registered_models") as batch:
+        batch.drop_column("public")
+    with op.batch_alter_table("datasets") as batch:
+        batch.drop_column("kind")
