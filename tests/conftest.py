@@ -42,7 +42,14 @@ class Server:
 
     def start(self, timeout: float = 60.0) -> Server:
         self.port = self.port or free_port()  # a restarted server keeps its address
-        env = {**os.environ, "OPENMAAS_ADMIN_KEY": ADMIN_KEY, "OPENMAAS_JOB_POLL_SECONDS": "0.05", **self.env}
+        env = {
+            **os.environ,
+            "OPENMAAS_ADMIN_KEY": ADMIN_KEY,
+            "OPENMAAS_JOB_POLL_SECONDS": "0.05",
+            # SmolLM2's conversion costs tens of seconds: only the servers of the tests that chat with it offer it
+            "OPENMAAS_FOUNDATION_MODELS": '["all-minilm-l6-v2"]',
+            **self.env,
+        }
         log = (self.data_dir / "server.log").open("ab")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(

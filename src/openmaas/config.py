@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     request_timeout_s: float = 60.0
     model_memory_mb: int = 4096
     device: str = "auto"
+    max_queued_generations: int = Field(default=64, ge=1, description="Generations waiting per model.")
+    foundation_models: list[str] = Field(
+        default=["all-minilm-l6-v2", "smollm2-135m-instruct"],
+        description="The shipped models to offer (a JSON list); the first start converts GGUF ones once.",
+    )
+    foundation_cache_dir: Path | None = Field(
+        default=None, description="Where converted foundation models are kept; data_dir/cache/foundation if unset."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -43,6 +51,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'openmaas.db'}"
+
+    @property
+    def resolved_foundation_cache_dir(self) -> Path:
+        return self.foundation_cache_dir or self.data_dir / "cache" / "foundation"
 
     @property
     def artifacts_dir(self) -> Path:

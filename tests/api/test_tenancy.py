@@ -98,6 +98,7 @@ def _body(path: str, method: str, a: dict[str, Any]) -> dict[str, Any] | None:
         ("post", "/v1/models/{ref}/predict"): {"inputs": ["hello"]},
         ("post", "/v1/embeddings"): {"model": a["model"], "input": "hello"},
         ("put", "/v1/models/{name}/aliases/{alias}"): {"version": 1},
+        ("patch", "/v1/models/{name}"): {"public": True},
         ("post", "/v1/tenants"): {"name": "evil"},
         ("patch", "/v1/tenants/{tenant_id}"): {"disabled": True},
         ("post", "/v1/tenants/{tenant_id}/keys"): {"scopes": ["admin"]},
@@ -114,25 +115,29 @@ def test_a_second_tenant_can_touch_nothing_of_the_first_on_any_route(
     schema = admin.get("/openapi.json").json()
     walked = 0
     with other.http(other.key(["read", "train", "infer"])) as intruder:
-        for path, operations in schema["paths"].items():
-            if not path.startswith("/v1"):
-                continue
-            for method in operations:
-                url = _concrete(path, first)
-                response = intruder.request(method.upper(), url, json=_body(path, method, first))
-                walked += 1
-                assert response.status_code != 500, (method, path, response.text)
-                if response.status_code < 300:
-                    leaked = [s for s in secrets if s in response.text]
-                    assert not leaked, (method, path, leaked)
-                else:
-                    assert response.status_code in (400, 403, 404, 422), (method, path, response.status_code)
-    assert walked >= 25
+        # The model is private: neither its bare name nor the owner-qualified one (as for a public model) reaches it.
+        for model in (first["model"], f"tenant-a/{first['model']}"):
+            target = {**first, "model": model}
+            for path, operations in schema["paths"].items():
+                if not path.startswith("/v1"):
+                    continue
+                for method in operations:
+                    url = _concrete(path, target)
+                    response = intruder.request(method.upper(), url, json=_body(path, method, target))
+                    walked += 1
+                    assert response.status_code != 500, (method, path, response.text)
+                    if response.status_code < 300:
+                        leaked = [s for s in secrets if s in response.text]
+                        assert not leaked, (method, path, leaked)
+                    else:
+                        assert response.status_code in (400, 403, 404, 422), (method, path, response.status_code)
+    assert walked >= 50
     with Client(server.url, first["key"]) as owner:
         assert owner.get_dataset(first["dataset"])["id"] == first["dataset"]
         assert owner.get_job(first["job"])["status"] == "succeeded"
         model = owner.get_model(first["model"])
         assert [v["version"] for v in model["versions"]] == [1] and model["aliases"] == {"production": 1}
+        assert model["public"] is False
         assert owner.predict(first["model"], ["hello"])["version"] == 1
     assert admin.get(f"/v1/tenants/{first['tenant'].id}").json()["disabled"] is False
 
@@ -216,6 +221,7 @@ def test_storage_quota_is_a_413(server: Server, admin: httpx.Client) -> None:
 
 def test_bad_tenant_and_key_requests(admin: httpx.Client, first: dict[str, Any]) -> None:
     assert admin.post("/v1/tenants", json={"name": "tenant-a"}).status_code == 409
+    assert admin.post("/v1/tenants", json={"name": "team a/b"}).json()["error"]["code"] == "invalid_tenant_name"
     assert admin.post("/v1/tenants", json={"name": "x", "limits": {"requests_per_hour": 1}}).status_code == 400
     assert admin.post("/v1/tenants", json={"name": "y", "limits": {"requests_per_minute": -1}}).status_code == 400
     tenant = first["tenant"].id

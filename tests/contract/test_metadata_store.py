@@ -172,6 +172,25 @@ def test_references_resolve_by_version_alias_and_default(store: MetadataStore) -
     assert store.models.resolve("t2", ModelRef("m")) is None
 
 
+def test_a_public_model_is_visible_to_others_by_owner_name_and_changed_only_by_its_owner(
+    store: MetadataStore,
+) -> None:
+    store.models.register_version(version_spec())
+    assert store.models.visible("t2", "one", "m") is None
+    assert store.models.resolve("t2", ModelRef("m", owner="one")) is None
+    assert not store.models.set_public("t2", "m", True)
+    assert store.models.set_public("t1", "m", True)
+    shared = store.models.visible("t2", "one", "m")
+    assert shared is not None and shared.public and shared.owner == "one" and shared.tenant_id == "t1"
+    assert store.models.resolve("t2", ModelRef("m", version=1, owner="one")).version == 1
+    assert store.models.resolve("t2", ModelRef("m")) is None  # a bare name stays among the tenant's own
+    assert [m.name for m in store.models.public_of_others("t2")] == ["m"]
+    assert store.models.public_of_others("t1") == []
+    assert store.models.set_public("t1", "m", False)
+    assert store.models.visible("t2", "one", "m") is None and store.models.public_of_others("t2") == []
+    assert store.models.visible("t1", "one", "m") is not None  # the owner may qualify its own name
+
+
 def test_deleting_a_version_drops_its_aliases_and_never_reuses_its_number(store: MetadataStore) -> None:
     store.models.register_version(version_spec())
     store.models.register_version(version_spec())

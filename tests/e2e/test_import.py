@@ -63,8 +63,14 @@ def test_pickled_weights_are_refused_with_how_to_convert(client: Client, tmp_pat
         (lambda d: (d / "config.json").unlink(), "invalid_model_directory"),
         (lambda d: (d / "config.json").write_text("{not json"), "invalid_model_directory"),
         (
-            lambda d: (d / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}'),
+            lambda d: (d / "config.json").write_text('{"architectures": ["T5ForConditionalGeneration"]}'),
             "unsupported_architecture",
+        ),
+        (  # a causal LM that needs its own Python code: remote code never runs
+            lambda d: (d / "config.json").write_text(
+                '{"architectures": ["MyForCausalLM"], "auto_map": {"AutoModelForCausalLM": "my.MyForCausalLM"}}'
+            ),
+            "invalid_model_directory",
         ),
         (lambda d: (d / "model.safetensors").write_bytes(b"garbage"), "invalid_model_directory"),
     ],

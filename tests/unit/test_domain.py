@@ -15,5 +15,7 @@ def test_model_references() -> None:
     assert parse_ref("spam:3") == ModelRef("spam", version=3)
     assert parse_ref("spam:production") == ModelRef("spam", alias="production")
     assert parse_ref("spam:latest") == ModelRef("spam")
-    for bad in ("", "spam:", "spam:0", ":3", "sp am", "spam:1:2", "-x"):
+    assert parse_ref("team-a/spam:2") == ModelRef("spam", version=2, owner="team-a")
+    assert str(parse_ref("team-a/spam:production")) == "team-a/spam:production"
+    for bad in ("", "spam:", "spam:0", ":3", "sp am", "spam:1:2", "-x", "/spam", "a/", "a/b/c", "a b/c"):
         assert parse_ref(bad) is None, bad

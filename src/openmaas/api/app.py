@@ -21,7 +21,8 @@ from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
-from openmaas.services.foundation import ensure_foundation_models
+from openmaas.services.foundation import FoundationModels
+from openmaas.services.generation import GenerationService
 from openmaas.services.idempotency import Idempotency
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
@@ -55,7 +56,8 @@ def create_app(settings: Settings) -> FastAPI:
         store = open_store(url)
         artifacts = LocalArtifactStore(settings.artifacts_dir)
         artifacts.clean_temporary()  # before any worker starts: nothing else is writing
-        ensure_foundation_models(store, artifacts)
+        foundation = FoundationModels(store, artifacts, settings.resolved_foundation_cache_dir)
+        foundation.ensure(settings.foundation_models)
         auth = AuthService(store.tenants, store.api_keys)
         counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else LocalCounters()
         limiter = RateLimiter(counters, settings.rate_limit_window_s)
@@ -80,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
             memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
             defaults=BatchSettings(settings.max_batch_size, settings.max_wait_ms, settings.max_queue_size),
             hooks=metrics.pool_hooks(),
+            generation_queue_size=settings.max_queued_generations,
         )
         registry = RegistryService(store, artifacts)
         idempotency = Idempotency(store.idempotency)
@@ -95,9 +98,12 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             auth=auth,
             datasets=DatasetService(store, artifacts, settings.max_upload_bytes, idempotency),
-            jobs=JobService(store, executor, CheckpointStore(settings.checkpoints_dir), idempotency),
+            jobs=JobService(store, executor, CheckpointStore(settings.checkpoints_dir), idempotency, registry),
             registry=registry,
             inference=inference,
+            generation=GenerationService(
+                inference, limiter, recorder, foundation.preparing, request_timeout_s=settings.request_timeout_s
+            ),
             artifacts=ArtifactService(registry, inference, artifacts, settings.data_dir / "cache" / "exports"),
             tenancy=TenancyService(store),
             usage=UsageService(store.usage),

@@ -15,6 +15,7 @@ from openmaas.errors import PermissionDenied
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
+from openmaas.services.generation import GenerationService
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
 from openmaas.services.limits import RateLimiter
@@ -31,6 +32,7 @@ class Services:
     jobs: JobService
     registry: RegistryService
     inference: InferenceService
+    generation: GenerationService
     artifacts: ArtifactService
     tenancy: TenancyService
     usage: UsageService

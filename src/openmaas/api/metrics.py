@@ -54,6 +54,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.generated_tokens = Counter(
+            "openmaas_generated_tokens_total", "Tokens generated", ["model"], registry=self.registry
+        )
+        self.first_token_seconds = Histogram(
+            "openmaas_time_to_first_token_seconds",
+            "Time from a generation's start (after its queue wait) to its first token",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.queue_depth = Gauge("openmaas_queue_depth", "Inputs waiting to run", ["model"], registry=self.registry)
         self.load_seconds = Histogram(
             "openmaas_model_load_seconds",
@@ -93,7 +103,15 @@ class Metrics:
                 sizes.observe(size)
                 seconds.observe(elapsed)
 
-            return BatchStats(on_batch=[observe])
+            tokens = self.generated_tokens.labels(version.model)
+            first_token = self.first_token_seconds.labels(version.model)
+
+            def observe_generation(count: int, first: float, _elapsed: float) -> None:
+                tokens.inc(count)
+                if count:
+                    first_token.observe(first)
+
+            return BatchStats(on_batch=[observe], on_generation=[observe_generation])
 
         return PoolHooks(on_load=[loaded], on_unload=[unloaded], batch_stats=batch_stats)
 
@@ -122,7 +140,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # path_format: the template without convertors (`{ref}`, not `{ref:path}`), as the OpenAPI schema names it
+            template = getattr(route, "path_format", None) or "unmatched"
             model = scope.get("state", {}).get("model", "")
             labels = (template, scope["method"], model, str(status))
             self.metrics.requests.labels(*labels).inc()

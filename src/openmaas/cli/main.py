@@ -239,6 +239,20 @@ def _limits(items: list[str] | None) -> dict[str, int]:
     limits = {}
     for item in items or []:
         name, sep, value = item.partition("=")
+@models_app.command("public")
+def models_public(name: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Let every tenant read, serve and build on your model NAME, as OWNER/NAME (OWNER: your tenant's name)."""
+    model = _run(lambda: _client(url, api_key).update_model(name, public=True))
+    console.print(f"{name} is public: other tenants use it as {model['owned_by']}/{name}")
+
+
+@models_app.command("private")
+def models_private(name: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Stop sharing your model NAME: other tenants get 404 again."""
+    _run(lambda: _client(url, api_key).update_model(name, public=False))
+    console.print(f"{name} is private")
+
+
         if not sep or not value.isdigit():
             raise typer.BadParameter(f"expected NAME=INTEGER, got {item!r}", param_hint="--limit")
         limits[name] = int(value)

@@ -60,9 +60,10 @@ class UsageRecord:
     model: str | None
     version: int | None
     items: int
-    tokens: int
+    tokens: int  # input tokens (prompt tokens of a generation), or items for models without a tokenizer
     seconds: float
     created_at: float
+    completion_tokens: int = 0  # tokens a generative model produced
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class RegisteredModel:
     aliases: dict[str, int]
     versions: tuple[ModelVersion, ...] = ()
     public: bool = False  # readable and servable by every tenant; only the owner can change it
+    owner: str = ""  # the owning tenant's name: others write `owner/name` to reach a public model
 
     @property
     def latest(self) -> ModelVersion | None:

@@ -1,4 +1,4 @@
-"""Model names and references: `name`, `name:3` or `name:alias`."""
+"""Model names and references: `name`, `name:3` or `name:alias`, optionally qualified as `owner/name…`."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ class ModelRef:
     name: str
     version: int | None = None
     alias: str | None = None
+    owner: str | None = None  # a tenant's name: `owner/name` reaches another tenant's public model
 
     def __str__(self) -> str:
+        base = f"{self.owner}/{self.name}" if self.owner is not None else self.name
         if self.version is not None:
-            return f"{self.name}:{self.version}"
+            return f"{base}:{self.version}"
         if self.alias is not None:
-            return f"{self.name}:{self.alias}"
-        return self.name
+            return f"{base}:{self.alias}"
+        return base
 
 
 def is_valid_name(name: str) -> bool:
@@ -34,13 +36,19 @@ def is_valid_alias(alias: str) -> bool:
 
 def parse_ref(text: str) -> ModelRef | None:
     """Parse a reference; None when it is malformed (the caller names the problem)."""
-    name, sep, tail = text.partition(":")
+    qualified, sep, tail = text.partition(":")
+    owner: str | None
+    owner, slash, name = qualified.rpartition("/")
+    if not slash:
+        owner = None
+    elif not is_valid_name(owner):  # tenant names follow the rules of model names
+        return None
     if not is_valid_name(name) or (sep and not tail):
         return None
     if not sep:
-        return ModelRef(name)
+        return ModelRef(name, owner=owner)
     if tail.isdigit():
-        return ModelRef(name, version=int(tail)) if int(tail) > 0 else None
+        return ModelRef(name, version=int(tail), owner=owner) if int(tail) > 0 else None
     if tail == "latest":
-        return ModelRef(name)  # resolved as "newest version" by the registry
-    return ModelRef(name, alias=tail) if is_valid_alias(tail) else None
+        return ModelRef(name, owner=owner)  # resolved as "newest version" by the registry
+    return ModelRef(name, alias=tail, owner=owner) if is_valid_alias(tail) else None

@@ -88,9 +88,10 @@ class ModelOut(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
-    owned_by: str
+    owned_by: str  # the owner's tenant name: `id` is `owned_by/name` for another tenant's public model
     foundation: bool = False
     task: str | None = None
+    public: bool = False
     latest_version: int | None
     aliases: dict[str, int]
     versions: list[VersionOut] | None = None
@@ -131,6 +132,12 @@ class LoadedOut(BaseModel):
 
 
 class AliasSet(BaseModel):
+class ModelUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    public: bool
+
+
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1)

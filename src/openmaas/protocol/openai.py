@@ -37,3 +37,43 @@ class EmbeddingRequest(BaseModel):
     dimensions: int | None = None
     user: str | None = None
     truncate: bool = Field(True, description="Ours: false refuses inputs over the model's token limit.")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
+class _GenerationRequest(BaseModel):
+    """Parameters shared by chat and completions. Unknown parameters are refused by name (400)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: Literal[1] = Field(1, description="One choice per request.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    frequency_penalty: Literal[0] = Field(0, description="Not supported: only 0.")
+    presence_penalty: Literal[0] = Field(0, description="Not supported: only 0.")
+
+
+class ChatCompletionRequest(_GenerationRequest):
+    messages: Any = Field(description="A list of {role, content}; content is a string or a list of text parts.")
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: Literal[False] = Field(False, description="Not supported.")
+
+
+class CompletionRequest(_GenerationRequest):
+    prompt: Any = Field(description="A string or a one-item list of strings.")
+    max_tokens: int | None = Field(16, ge=1, description="OpenAI's default is 16.")
+    echo: Literal[False] = Field(False, description="Not supported.")
+    logprobs: None = Field(None, description="Not supported.")
+    suffix: None = Field(None, description="Not supported.")
+    best_of: Literal[1] | None = None

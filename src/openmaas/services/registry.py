@@ -22,7 +22,8 @@ def parse(ref: str) -> ModelRef:
     parsed = parse_ref(ref)
     if parsed is None:
         raise InvalidRequest(
-            f"invalid model reference {ref!r}: use 'name', 'name:VERSION' or 'name:ALIAS'",
+            f"invalid model reference {ref!r}: use 'name', 'name:VERSION' or 'name:ALIAS', "
+            "each optionally as 'owner/name…' for another tenant's public model",
             param="model",
             code="invalid_model_reference",
         )
@@ -31,6 +32,13 @@ def parse(ref: str) -> ModelRef:
 
 class RegistryService:
     def __init__(self, store: MetadataStore, artifacts: LocalArtifactStore) -> None:
+def reference_for(principal: Principal, model: RegisteredModel) -> str:
+    """How the caller writes the model: bare for its own and foundation models, `owner/name` for others'."""
+    if model.tenant_id in (principal.tenant_id, SYSTEM_TENANT):
+        return model.name
+    return f"{model.owner}/{model.name}"
+
+
         self.store = store
         self.artifacts = artifacts
         # Called with each version that stops existing, so a serving pool can drop it.
@@ -46,26 +54,41 @@ class RegistryService:
         own = self.store.models.list(principal.tenant_id)
         names = {m.name for m in own}
         shared = [m for m in self.store.models.list(SYSTEM_TENANT) if m.name not in names]
-        return shared + own
+        return shared + own + self.store.models.public_of_others(principal.tenant_id)
 
     def get(self, principal: Principal, name: str) -> RegisteredModel:
-        """The caller's own model of that name, else the foundation model of that name."""
-        model = self.store.models.get(principal.tenant_id, name) or self.store.models.get(SYSTEM_TENANT, name)
+        """`owner/name` if the caller may see it; a bare name is the caller's own model, else a foundation model.
+
+        A bare name never reaches another tenant's public model: publishing `spam` must not change what
+        `spam` means to a tenant that has none of its own yet."""
+        owner, _, bare = name.rpartition("/")
+        if owner:
+            model = self.store.models.visible(principal.tenant_id, owner, bare)
+        else:
+            model = self.store.models.get(principal.tenant_id, name) or self.store.models.get(SYSTEM_TENANT, name)
         if model is None:
             raise NotFound(f"no model {name!r}", param="model", code="model_not_found")
         return model
 
     def resolve(self, principal: Principal, ref: str) -> ModelVersion:
         parsed = parse(ref)
-        version = self.store.models.resolve(principal.tenant_id, parsed) or self.store.models.resolve(
-            SYSTEM_TENANT, parsed
-        )
+        version = self.store.models.resolve(principal.tenant_id, parsed)
+        if version is None and parsed.owner is None:
+            version = self.store.models.resolve(SYSTEM_TENANT, parsed)
         if version is None:
             raise NotFound(f"no model version matches {ref!r}", param="model", code="model_not_found")
         return version
 
     def set_alias(self, principal: Principal, name: str, alias: str, version: int) -> RegisteredModel:
         if not is_valid_alias(alias):
+    def set_public(self, principal: Principal, name: str, public: bool) -> RegisteredModel:
+        """Let every tenant read, serve and build on the caller's own model (or stop): never change it."""
+        if not self.store.models.set_public(principal.tenant_id, name, public):
+            raise NotFound(f"no model {name!r}", param="model", code="model_not_found")
+        self.store.audit.record(principal.tenant_id, principal.key_id, "model.update", name, {"public": public})
+        self._changed()  # other tenants' remembered resolutions must not outlive a switch to private
+        return self.get(principal, name)
+
             raise InvalidRequest(
                 f"invalid alias {alias!r}: a letter, then letters, digits, '_' or '-' ('latest' is reserved)",
                 param="alias",

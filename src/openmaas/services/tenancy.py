@@ -6,6 +6,7 @@ from typing import Any
 
 from openmaas.domain.entities import SCOPES, SYSTEM_TENANT, ApiKey, AuditEntry, Principal, Tenant
 from openmaas.domain.ids import new_id, now
+from openmaas.domain.refs import is_valid_name
 from openmaas.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from openmaas.services.auth import PREFIX_LENGTH, generate_key, hash_key
 from openmaas.storage.metadata import MetadataStore
@@ -37,9 +38,14 @@ class TenancyService:
 
     def create_tenant(self, principal: Principal, name: str, limits: dict[str, Any]) -> Tenant:
         self._admin(principal)
-        if not name.strip() or len(name) > 128:
-            raise InvalidRequest("name must be 1 to 128 characters", param="name")
-        tenant = Tenant(new_id("tn"), name.strip(), check_limits(limits), False, now())
+        # The name qualifies the tenant's public models (`name/model`), so it follows the rules of model names.
+        if not is_valid_name(name):
+            raise InvalidRequest(
+                "name must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                param="name",
+                code="invalid_tenant_name",
+            )
+        tenant = Tenant(new_id("tn"), name, check_limits(limits), False, now())
         try:
             self.store.tenants.create(tenant)
         except AlreadyExists:

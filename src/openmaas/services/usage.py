@@ -29,10 +29,27 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
 
     async def record(
-        self, principal: Principal, *, model: str, version: int, items: int, tokens: int, seconds: float
+        self,
+        principal: Principal,
+        *,
+        model: str,
+        version: int,
+        items: int,
+        tokens: int,
+        seconds: float,
+        completion_tokens: int = 0,
     ) -> None:
         entry = UsageRecord(
-            principal.tenant_id, principal.key_id, "inference", model, version, items, tokens, seconds, now()
+            principal.tenant_id,
+            principal.key_id,
+            "inference",
+            model,
+            version,
+            items,
+            tokens,
+            seconds,
+            now(),
+            completion_tokens,
         )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((entry, future))

@@ -1,4 +1,9 @@
-"""Routes for /v1/models: the registry (OpenAI-style list, versions, aliases) and predictions."""
+"""Routes for /v1/models: the registry (OpenAI-style list, versions, aliases) and predictions.
+
+A model in a path may be another tenant's public one, `owner/name`: every `{name}` and `{ref}` takes the
+`path` convertor, so the slash reaches the registry (which answers 404 for what the caller may not touch)
+instead of making the route miss (404 or 405 from the router, depending on the method).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from fastapi.responses import FileResponse
 from openmaas.api.deps import Admin, Inferrer, Reader, Svc, Trainer, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
-from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, RegisteredModel
+from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.native import (
     AliasSet,
@@ -19,12 +24,14 @@ from openmaas.protocol.native import (
     LoadRequest,
     ModelImport,
     ModelOut,
+    ModelUpdate,
     PredictRequest,
     PredictResponse,
     VersionOut,
 )
 from openmaas.protocol.openai import ListOf
 from openmaas.runtime.pool import BatchSettings, ServedModel
+from openmaas.services.registry import reference_for
 
 router = APIRouter(tags=["models"])
 
@@ -48,13 +55,14 @@ def version_out(v: ModelVersion) -> VersionOut:
     )
 
 
-def model_out(m: RegisteredModel, *, with_versions: bool) -> ModelOut:
+def model_out(m: RegisteredModel, caller: Principal, *, with_versions: bool) -> ModelOut:
     latest = m.latest
     return ModelOut(
-        id=m.name,
+        id=reference_for(caller, m),
         created=int(m.created_at),
-        owned_by=m.tenant_id,
+        owned_by=m.owner,
         foundation=m.tenant_id == SYSTEM_TENANT,
+        public=m.public,
         task=latest.task if latest else None,
         latest_version=latest.version if latest else None,
         aliases=m.aliases,
@@ -64,7 +72,7 @@ def model_out(m: RegisteredModel, *, with_versions: bool) -> ModelOut:
 
 @router.get("/v1/models", response_model=ListOf[ModelOut], response_model_exclude_none=True)
 def list_models(caller: Reader, svc: Svc) -> ListOf[ModelOut]:
-    return ListOf[ModelOut](data=[model_out(m, with_versions=False) for m in svc.registry.list(caller)])
+    return ListOf[ModelOut](data=[model_out(m, caller, with_versions=False) for m in svc.registry.list(caller)])
 
 
 @router.post("/v1/models/import", status_code=201, response_model=VersionOut)
@@ -72,7 +80,7 @@ def import_model(body: ModelImport, caller: Admin, svc: Svc) -> VersionOut:
     return version_out(svc.registry.import_directory(caller, body.path, body.name))
 
 
-@router.get("/v1/models/{ref}/artifact", response_class=FileResponse)
+@router.get("/v1/models/{ref:path}/artifact", response_class=FileResponse)
 async def download_artifact(
     ref: str, caller: Reader, svc: Svc, format: Literal["safetensors", "onnx"] = "safetensors"
 ) -> FileResponse:
@@ -82,7 +90,7 @@ async def download_artifact(
     )
 
 
-@router.post("/v1/models/{ref}/load", response_model=LoadedOut)
+@router.post("/v1/models/{ref:path}/load", response_model=LoadedOut)
 async def load_model(ref: str, caller: Admin, svc: Svc, body: LoadRequest | None = None) -> LoadedOut:
     settings = None
     if body is not None:
@@ -92,7 +100,7 @@ async def load_model(ref: str, caller: Admin, svc: Svc, body: LoadRequest | None
     return loaded_out(served)
 
 
-@router.post("/v1/models/{ref}/unload", response_model=Deleted)
+@router.post("/v1/models/{ref:path}/unload", response_model=Deleted)
 def unload_model(ref: str, caller: Admin, svc: Svc) -> Deleted:
     version = svc.inference.unload(caller, ref)
     return Deleted(id=f"{version.model}:{version.version}", object="model.loaded")
@@ -110,35 +118,41 @@ def loaded_out(served: ServedModel) -> LoadedOut:
     )
 
 
-@router.get("/v1/models/{name}", response_model=ModelOut)
+@router.get("/v1/models/{name:path}", response_model=ModelOut)
 def get_model(name: str, caller: Reader, svc: Svc) -> ModelOut:
-    return model_out(svc.registry.get(caller, name), with_versions=True)
+    return model_out(svc.registry.get(caller, name), caller, with_versions=True)
 
 
-@router.put("/v1/models/{name}/aliases/{alias}", response_model=ModelOut)
+@router.patch("/v1/models/{name:path}", response_model=ModelOut)
+def update_model(name: str, body: ModelUpdate, caller: Trainer, svc: Svc) -> ModelOut:
+    """Only the owner's own model (a bare name): another tenant's, public or not, answers 404."""
+    return model_out(svc.registry.set_public(caller, name, body.public), caller, with_versions=True)
+
+
+@router.put("/v1/models/{name:path}/aliases/{alias}", response_model=ModelOut)
 def set_alias(name: str, alias: str, body: AliasSet, caller: Trainer, svc: Svc) -> ModelOut:
-    return model_out(svc.registry.set_alias(caller, name, alias, body.version), with_versions=True)
+    return model_out(svc.registry.set_alias(caller, name, alias, body.version), caller, with_versions=True)
 
 
-@router.delete("/v1/models/{name}/aliases/{alias}", response_model=ModelOut)
+@router.delete("/v1/models/{name:path}/aliases/{alias}", response_model=ModelOut)
 def delete_alias(name: str, alias: str, caller: Trainer, svc: Svc) -> ModelOut:
-    return model_out(svc.registry.delete_alias(caller, name, alias), with_versions=True)
+    return model_out(svc.registry.delete_alias(caller, name, alias), caller, with_versions=True)
 
 
-@router.delete("/v1/models/{name}/versions/{version}", response_model=Deleted)
+@router.delete("/v1/models/{name:path}/versions/{version}", response_model=Deleted)
 def delete_version(name: str, version: int, caller: Trainer, svc: Svc) -> Deleted:
     svc.registry.delete_version(caller, name, version)
     return Deleted(id=f"{name}:{version}", object="model.version")
 
 
-@router.delete("/v1/models/{name}", response_model=Deleted)
+@router.delete("/v1/models/{name:path}", response_model=Deleted)
 def delete_model(name: str, caller: Trainer, svc: Svc) -> Deleted:
     svc.registry.delete_model(caller, name)
     return Deleted(id=name, object="model")
 
 
 @router.post(
-    "/v1/models/{ref}/predict",
+    "/v1/models/{ref:path}/predict",
     response_model=PredictResponse,
     response_class=FastJSONResponse,
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}},

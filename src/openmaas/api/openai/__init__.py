@@ -1,10 +1,11 @@
-"""The OpenAI-compatible surface: embeddings now; chat and completions arrive with generative models."""
+"""The OpenAI-compatible surface: embeddings, chat completions and completions."""
 
 from fastapi import APIRouter
 
-from openmaas.api.openai import embeddings
+from openmaas.api.openai import embeddings, generation
 
 router = APIRouter()
 router.include_router(embeddings.router)
+router.include_router(generation.router)
 
 __all__ = ["router"]

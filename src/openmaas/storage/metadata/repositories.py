@@ -6,12 +6,12 @@ import builtins
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, Select, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from openmaas.domain.entities import Dataset, Job, JobEvent, ModelVersion, RegisteredModel
+from openmaas.domain.entities import SYSTEM_TENANT, Dataset, Job, JobEvent, ModelVersion, RegisteredModel
 from openmaas.domain.ids import now
 from openmaas.domain.jobs import JobStatus, sources_of
 from openmaas.domain.refs import DEFAULT_ALIAS, ModelRef
@@ -399,13 +399,16 @@ def _version(r: RowMapping | Mapping[str, Any], name: str, tenant_id: str, alias
     )
 
 
+def _models() -> Select[Any]:
+    """Registered models with their owner's name, which is how other tenants qualify a public one."""
+    return select(t.registered_models, t.tenants.c.name.label("owner")).join(
+        t.tenants, t.tenants.c.id == t.registered_models.c.tenant_id
+    )
+
+
 def _model_row(conn: Connection, tenant_id: str, name: str) -> RowMapping | None:
     return (
-        conn.execute(
-            select(t.registered_models).where(
-                t.registered_models.c.tenant_id == tenant_id, t.registered_models.c.name == name
-            )
-        )
+        conn.execute(_models().where(t.registered_models.c.tenant_id == tenant_id, t.registered_models.c.name == name))
         .mappings()
         .first()
     )
@@ -464,6 +467,7 @@ class ModelRepository:
             tenant_id=row["tenant_id"],
             created_at=row["created_at"],
             public=bool(row["public"]),
+            owner=row["owner"],
             aliases=aliases,
             versions=tuple(
                 _version(v, row["name"], row["tenant_id"], tuple(sorted(by_version.get(v["version"], []))))
@@ -479,15 +483,50 @@ class ModelRepository:
     def list(self, tenant_id: str) -> list[RegisteredModel]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(t.registered_models)
-                .where(t.registered_models.c.tenant_id == tenant_id)
-                .order_by(t.registered_models.c.name)
+                _models().where(t.registered_models.c.tenant_id == tenant_id).order_by(t.registered_models.c.name)
             ).mappings()
             return [self._load(conn, r) for r in list(rows)]
 
+    def visible(self, tenant_id: str, owner: str, name: str) -> RegisteredModel | None:
+        """`owner/name` as `tenant_id` may see it: its own, a foundation model, or another tenant's public one."""
+        models = t.registered_models
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    _models().where(
+                        t.tenants.c.name == owner,
+                        models.c.name == name,
+                        or_(models.c.public, models.c.tenant_id.in_((tenant_id, SYSTEM_TENANT))),
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            return self._load(conn, row) if row else None
+
+    def public_of_others(self, tenant_id: str) -> builtins.list[RegisteredModel]:
+        models = t.registered_models
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                _models()
+                .where(models.c.public, models.c.tenant_id.not_in((tenant_id, SYSTEM_TENANT)))
+                .order_by(t.tenants.c.name, models.c.name)
+            ).mappings()
+            return [self._load(conn, r) for r in list(rows)]
+
+    def set_public(self, tenant_id: str, name: str, public: bool) -> bool:
+        models = t.registered_models
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(models).where(models.c.tenant_id == tenant_id, models.c.name == name).values(public=public)
+            )
+            return result.rowcount > 0
+
     def resolve(self, tenant_id: str, ref: ModelRef) -> ModelVersion | None:
-        """`name:3` → version 3; `name:alias` → that alias; `name` → `production` if set, else the newest."""
-        model = self.get(tenant_id, ref.name)
+        """`name:3` → version 3; `name:alias` → that alias; `name` → `production` if set, else the newest.
+
+        A qualified `owner/name` is looked up as `visible` allows; a bare name among the tenant's own."""
+        model = self.visible(tenant_id, ref.owner, ref.name) if ref.owner else self.get(tenant_id, ref.name)
         if model is None or not model.versions:
             return None
         wanted: int | None = ref.version

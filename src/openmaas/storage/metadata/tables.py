@@ -158,6 +158,7 @@ usage_records = Table(
     Column("tokens", Integer, nullable=False, default=0),
     Column("seconds", Float, nullable=False, default=0.0),
     Column("created_at", Float, nullable=False),
+    Column("completion_tokens", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
 )
 

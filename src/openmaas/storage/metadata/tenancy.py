@@ -172,6 +172,7 @@ class UsageRepository:
             func.count().label("records"),
             func.coalesce(func.sum(u.c["items"]), 0).label("items"),
             func.coalesce(func.sum(u.c.tokens), 0).label("tokens"),
+            func.coalesce(func.sum(u.c.completion_tokens), 0).label("completion_tokens"),
             func.coalesce(func.sum(u.c.seconds), 0.0).label("seconds"),
             u.c.kind,
         ).group_by(*columns, u.c.kind)

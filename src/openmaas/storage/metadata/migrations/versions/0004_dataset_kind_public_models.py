@@ -1,4 +1,4 @@
-"""dataset kinds (labelled classification rows or plain text) and public models
+"""dataset kinds (labelled classification rows or plain text), public models, completion tokens in usage
 
 Revision ID: 0004
 Revises: 0003
@@ -18,9 +18,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("kind", sa.String(length=16), nullable=False, server_default="classification"))
     with op.batch_alter_table("registered_models") as batch:
         batch.add_column(sa.Column("public", sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table("usage_records") as batch:
+        batch.add_column(sa.Column("completion_tokens", sa.Integer(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("usage_records") as batch:
+        batch.drop_column("completion_tokens")
     with op.batch_alter_table("registered_models") as batch:
         batch.drop_column("public")
     with op.batch_alter_table("datasets") as batch:

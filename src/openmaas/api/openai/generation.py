@@ -1,0 +1,164 @@
+"""POST /v1/chat/completions and /v1/completions as OpenAI's clients expect them, whole or streamed over SSE.
+
+A stream is: (chat only) a chunk with the assistant role, content chunks, a chunk with `finish_reason`, with
+`stream_options.include_usage` a last chunk with empty `choices` and the usage, then `data: [DONE]`. Every chunk
+has the same `id` and `created`. Keep-alives are SSE comments; a failure after the first byte is an `error` event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from openmaas.api.deps import Inferrer, Svc, add_response_headers
+from openmaas.api.disconnect import unless_disconnected
+from openmaas.api.responses import FastJSONResponse
+from openmaas.errors import OpenMaaSError, status_and_type
+from openmaas.protocol.openai import ChatCompletionRequest, CompletionRequest
+from openmaas.runtime.generation import GenerationDone, TextDelta
+from openmaas.services.generation import GenerationOptions, GenerationStream
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["openai"])
+KEEPALIVE_SECONDS = 15.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class _Shape:
+    """How one endpoint's answers look: chat's `message`/`delta`, or completions' `text`."""
+
+    def __init__(self, chat: bool, model: str) -> None:
+        self.chat = chat
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+        self.object = "chat.completion" if chat else "text_completion"
+
+    def envelope(self, chunk: bool) -> dict[str, Any]:
+        kind = self.object + (".chunk" if chunk and self.chat else "")
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "system_fingerprint": None}
+
+    def choice(self, text: str | None, finish_reason: str | None, *, chunk: bool, role: bool = False) -> dict[str, Any]:
+        if not self.chat:
+            return {"text": text or "", "index": 0, "logprobs": None, "finish_reason": finish_reason}
+        if not chunk:
+            message = {"role": "assistant", "content": text, "refusal": None}
+            return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+        if text:
+            delta["content"] = text
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _usage(stream: GenerationStream) -> dict[str, int]:
+    prompt, completion = stream.prompt_tokens, stream.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _error_event(error: Exception) -> bytes:
+    if isinstance(error, OpenMaaSError):
+        _, type_ = status_and_type(error)
+        body = {"message": error.message, "type": type_, "param": error.param, "code": error.code}
+    else:
+        log.exception("generation stream failed", exc_info=error)
+        body = {"message": "internal server error", "type": "server_error", "param": None, "code": "internal_error"}
+    return _event({"error": body})
+
+
+async def _sse(
+    stream: GenerationStream, shape: _Shape, first: TextDelta | GenerationDone | None, include_usage: bool
+) -> AsyncIterator[bytes]:
+    usage_field = {"usage": None} if include_usage else {}
+
+    def chunk(text: str | None, finish_reason: str | None = None, role: bool = False) -> bytes:
+        choice = shape.choice(text, finish_reason, chunk=True, role=role)
+        return _event({**shape.envelope(chunk=True), "choices": [choice], **usage_field})
+
+    try:
+        if shape.chat:
+            yield chunk(None, role=True)
+        event = first
+        while True:
+            if event is None:
+                yield b": keep-alive\n\n"
+            elif isinstance(event, TextDelta):
+                yield chunk(event.text)
+            else:
+                yield chunk(None, event.finish_reason)
+                break
+            event = await stream.next(KEEPALIVE_SECONDS)
+        if include_usage:
+            yield _event({**shape.envelope(chunk=True), "choices": [], "usage": _usage(stream)})
+        yield b"data: [DONE]\n\n"
+    except Exception as error:  # after the first byte the status is sent: the failure travels in the stream
+        yield _error_event(error)
+    finally:  # also when the client disconnects: the generation stops within one token
+        stream.close()
+
+
+async def _collect(stream: GenerationStream) -> str:
+    pieces = []
+    while not isinstance(event := await stream.next(), GenerationDone):
+        if event is not None:
+            pieces.append(event.text)
+    return "".join(pieces)
+
+
+async def _answer(
+    request: Request, stream: GenerationStream, shape: _Shape, streaming: bool, include_usage: bool
+) -> FastJSONResponse | StreamingResponse:
+    add_response_headers(request, stream.rate_limit)
+    try:
+        if streaming:
+            # The first event before the status line: a busy model's timeout is still a clean 503.
+            first = await unless_disconnected(request, stream.next(KEEPALIVE_SECONDS))
+            return StreamingResponse(
+                _sse(stream, shape, first, include_usage), media_type="text/event-stream", headers=SSE_HEADERS
+            )
+        text = await unless_disconnected(request, _collect(stream))
+    except BaseException:
+        stream.close()
+        raise
+    await stream.close()
+    return FastJSONResponse(
+        {
+            **shape.envelope(chunk=False),
+            "choices": [shape.choice(text, stream.finish_reason, chunk=False)],
+            "usage": _usage(stream),
+        }
+    )
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, caller: Inferrer, svc: Svc
+) -> FastJSONResponse | StreamingResponse:
+    request.state.model = body.model.partition(":")[0]
+    options = GenerationOptions(
+        body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.stop, body.seed
+    )
+    stream = await unless_disconnected(request, svc.generation.chat(caller, body.model, body.messages, options))
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await _answer(request, stream, _Shape(True, body.model), body.stream, include_usage)
+
+
+@router.post("/v1/completions", response_model=None)
+async def create_completion(
+    body: CompletionRequest, request: Request, caller: Inferrer, svc: Svc
+) -> FastJSONResponse | StreamingResponse:
+    request.state.model = body.model.partition(":")[0]
+    options = GenerationOptions(body.max_tokens, body.temperature, body.top_p, body.stop, body.seed)
+    stream = await unless_disconnected(request, svc.generation.complete(caller, body.model, body.prompt, options))
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await _answer(request, stream, _Shape(False, body.model), body.stream, include_usage)

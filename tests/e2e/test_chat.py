@@ -1,0 +1,253 @@
+"""Chat and completions through the official `openai` client (sync and async, whole and streamed), every
+stream chunk checked against a JSON schema, on a tiny random Llama imported into the shared server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests.conftest import ADMIN_KEY, Server
+from tests.tiny_llm import build_tiny_causal_lm
+
+MODEL = "tiny-chat"
+HELLO = [{"role": "user", "content": "Say something."}]
+
+CHUNK_SCHEMA = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^(chatcmpl|cmpl)-"},
+        "object": {"enum": ["chat.completion.chunk", "text_completion"]},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "usage": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+                    "properties": {
+                        k: {"type": "integer", "minimum": 0} for k in ("prompt_tokens", "completion_tokens")
+                    },
+                },
+            ]
+        },
+        "choices": {
+            "type": "array",
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["index", "finish_reason"],
+                "properties": {
+                    "index": {"const": 0},
+                    "finish_reason": {"enum": [None, "stop", "length"]},
+                    "delta": {
+                        "type": "object",
+                        "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
+                        "additionalProperties": False,
+                    },
+                    "text": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(server: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
+    directory = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llm") / "model")
+    with server.http() as http:
+        answer = http.post("/v1/models/import", json={"path": str(directory), "name": MODEL})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["task"] == "text-generation"
+    return MODEL
+
+
+@pytest.fixture
+def oai(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_KEY, max_retries=0)
+
+
+def sse_events(server: Server, path: str, body: dict) -> list[str]:
+    """The raw `data:` payloads of a stream, in order, and nothing else but comments."""
+    payloads = []
+    with (
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as http,
+        http.stream("POST", path, json=body) as response,
+    ):
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                payloads.append(line[len("data: ") :])
+            else:
+                assert line == "" or line.startswith(":"), line
+    return payloads
+
+
+def test_chat_answers_with_the_openai_client(oai: openai.OpenAI, tiny_model: str) -> None:
+    answer = oai.chat.completions.create(model=tiny_model, messages=HELLO, max_tokens=8, seed=1)
+    assert answer.object == "chat.completion"
+    assert answer.id.startswith("chatcmpl-")
+    choice = answer.choices[0]
+    assert choice.message.role == "assistant"
+    assert isinstance(choice.message.content, str)
+    assert choice.finish_reason in {"stop", "length"}
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens > 0
+    assert 1 <= answer.usage.completion_tokens <= 8
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+def test_a_chat_stream_is_exactly_openais(server: Server, tiny_model: str) -> None:
+    body = {
+        "model": tiny_model,
+        "messages": HELLO,
+        "max_tokens": 6,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0,
+    }
+    payloads = sse_events(server, "/v1/chat/completions", body)
+    assert payloads[-1] == "[DONE]"
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    for chunk in chunks:
+        jsonschema.validate(chunk, CHUNK_SCHEMA)
+        assert "error" not in chunk
+    assert len({c["id"] for c in chunks}) == 1 and len({c["created"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    finished = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(finished) == 1 and finished[0] is chunks[-2]
+    usage_chunk = chunks[-1]
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] <= 6
+    assert all(c["usage"] is None for c in chunks[:-1])
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:-1])
+    whole = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={**body, "stream": False},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=60,
+    ).json()
+    assert whole["choices"][0]["message"]["content"] == streamed  # greedy: the same text either way
+    assert whole["usage"] == usage_chunk["usage"]
+
+
+def test_streams_through_the_sync_client_and_completions(oai: openai.OpenAI, server: Server, tiny_model: str) -> None:
+    pieces = []
+    with oai.chat.completions.create(model=tiny_model, messages=HELLO, max_tokens=5, stream=True) as stream:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+    completion = oai.completions.create(model=tiny_model, prompt=["Users upload"], max_tokens=4, temperature=0)
+    assert completion.object == "text_completion"
+    assert completion.choices[0].finish_reason in {"stop", "length"}
+    assert completion.usage is not None and completion.usage.completion_tokens <= 4
+    payloads = sse_events(
+        server, "/v1/completions", {"model": tiny_model, "prompt": "Users upload", "max_tokens": 4, "stream": True}
+    )
+    assert payloads[-1] == "[DONE]"
+    for payload in payloads[:-1]:
+        jsonschema.validate(json.loads(payload), CHUNK_SCHEMA)
+
+
+def test_the_async_client_streams_and_answers(server: Server, tiny_model: str) -> None:
+    async def run() -> tuple[str, str]:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_KEY, max_retries=0) as client:
+            whole = await client.chat.completions.create(model=tiny_model, messages=HELLO, max_tokens=5, temperature=0)
+            stream = await client.chat.completions.create(
+                model=tiny_model, messages=HELLO, max_tokens=5, temperature=0, stream=True
+            )
+            streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            return whole.choices[0].message.content or "", streamed
+
+    whole, streamed = asyncio.run(run())
+    assert whole == streamed
+
+
+def test_seed_makes_sampling_repeatable_and_stop_ends_the_text(oai: openai.OpenAI, tiny_model: str) -> None:
+    def sample(seed: int) -> str:
+        answer = oai.completions.create(model=tiny_model, prompt="Users", max_tokens=12, temperature=1.0, seed=seed)
+        return answer.choices[0].text
+
+    first = sample(7)
+    assert sample(7) == first
+    greedy = oai.completions.create(model=tiny_model, prompt="Users", max_tokens=12, temperature=0).choices[0]
+    assert greedy.finish_reason == "length" and len(greedy.text) >= 2
+    stop = greedy.text[1:3]
+    cut = oai.completions.create(model=tiny_model, prompt="Users", max_tokens=12, temperature=0, stop=[stop])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].text == greedy.text[: greedy.text.index(stop)]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"logprobs": True}, "logprobs"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages.0.content.0",
+        ),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+        ({"messages": []}, "messages"),
+        ({"max_tokens": 100_000}, "max_tokens"),
+        ({"temperature": 3}, "temperature"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ],
+)
+def test_unsupported_or_bad_parameters_get_a_400_naming_them(
+    http: httpx.Client, tiny_model: str, body: dict, param: str
+) -> None:
+    answer = http.post("/v1/chat/completions", json={"model": tiny_model, "messages": HELLO, **body})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_the_wrong_kind_of_model_or_no_model_is_refused(http: httpx.Client, tiny_model: str) -> None:
+    embedding = http.post("/v1/chat/completions", json={"model": "all-minilm-l6-v2", "messages": HELLO})
+    assert embedding.status_code == 400 and embedding.json()["error"]["code"] == "wrong_task"
+    missing = http.post("/v1/completions", json={"model": "no-such-model", "prompt": "hi"})
+    assert missing.status_code == 404
+    too_long = http.post("/v1/completions", json={"model": tiny_model, "prompt": "Users upload " * 400})
+    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
+    two = http.post("/v1/completions", json={"model": tiny_model, "prompt": ["a", "b"]})
+    assert two.status_code == 400 and two.json()["error"]["param"] == "prompt"
+
+
+def generated_tokens(http: httpx.Client) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(f'openmaas_generated_tokens_total{{model="{MODEL}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_client_that_disconnects_stops_its_generation(server: Server, http: httpx.Client, tiny_model: str) -> None:
+    body = {"model": tiny_model, "messages": HELLO, "max_tokens": 460, "temperature": 0}
+    assert http.post("/v1/chat/completions", json=body).json()["usage"]["completion_tokens"] == 460  # no early EOS
+    before = generated_tokens(http)
+    body["stream"] = True
+    with (
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")  # the role chunk: generation has begun
+    # The generation ends soon after the hang-up; an uncancelled one would count all 460 tokens.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and generated_tokens(http) == before:
+        time.sleep(0.2)
+    used = generated_tokens(http) - before
+    assert 0 < used < 460
+    usage = http.get("/v1/usage", params={"group_by": "model"}).json()["data"]
+    row = next(r for r in usage if r["model"] == MODEL and r["kind"] == "inference")
+    assert row["completion_tokens"] > 0
