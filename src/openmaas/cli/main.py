@@ -235,10 +235,6 @@ def models_alias(name: str, alias: str, version: int, url: UrlOption = None, api
     console.print(f"{name}:{alias} → {model['aliases'][alias]}")
 
 
-def _limits(items: list[str] | None) -> dict[str, int]:
-    limits = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
 @models_app.command("public")
 def models_public(name: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
     """Let every tenant read, serve and build on your model NAME, as OWNER/NAME (OWNER: your tenant's name)."""
@@ -253,6 +249,10 @@ def models_private(name: str, url: UrlOption = None, api_key: KeyOption = None) 
     console.print(f"{name} is private")
 
 
+def _limits(items: list[str] | None) -> dict[str, int]:
+    limits = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
         if not sep or not value.isdigit():
             raise typer.BadParameter(f"expected NAME=INTEGER, got {item!r}", param_hint="--limit")
         limits[name] = int(value)

@@ -90,8 +90,8 @@ class ModelOut(BaseModel):
     created: int
     owned_by: str  # the owner's tenant name: `id` is `owned_by/name` for another tenant's public model
     foundation: bool = False
-    task: str | None = None
     public: bool = False
+    task: str | None = None
     latest_version: int | None
     aliases: dict[str, int]
     versions: list[VersionOut] | None = None
@@ -131,13 +131,13 @@ class LoadedOut(BaseModel):
     max_queue_size: int
 
 
-class AliasSet(BaseModel):
 class ModelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     public: bool
 
 
+class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1)

@@ -160,6 +160,10 @@ class Client:
     def get_model(self, name: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/models/{name}")
 
+    def update_model(self, name: str, *, public: bool) -> dict[str, Any]:
+        """Share your own model with every tenant (they write `owner/name`), or stop sharing it."""
+        return self._request("PATCH", f"/v1/models/{name}", json={"public": public})
+
     def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
         return self._request("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": version})
 
@@ -167,10 +171,6 @@ class Client:
         return self._request("DELETE", f"/v1/models/{name}/versions/{version}")
 
     def import_model(self, path: str | Path, name: str) -> dict[str, Any]:
-    def update_model(self, name: str, *, public: bool) -> dict[str, Any]:
-        """Share your own model with every tenant (they write `owner/name`), or stop sharing it."""
-        return self._request("PATCH", f"/v1/models/{name}", json={"public": public})
-
         """Register a Hugging Face directory that lies on the server's disk (admin key)."""
         return self._request("POST", "/v1/models/import", json={"path": str(Path(path).resolve()), "name": name})
 

@@ -30,8 +30,6 @@ def parse(ref: str) -> ModelRef:
     return parsed
 
 
-class RegistryService:
-    def __init__(self, store: MetadataStore, artifacts: LocalArtifactStore) -> None:
 def reference_for(principal: Principal, model: RegisteredModel) -> str:
     """How the caller writes the model: bare for its own and foundation models, `owner/name` for others'."""
     if model.tenant_id in (principal.tenant_id, SYSTEM_TENANT):
@@ -39,6 +37,8 @@ def reference_for(principal: Principal, model: RegisteredModel) -> str:
     return f"{model.owner}/{model.name}"
 
 
+class RegistryService:
+    def __init__(self, store: MetadataStore, artifacts: LocalArtifactStore) -> None:
         self.store = store
         self.artifacts = artifacts
         # Called with each version that stops existing, so a serving pool can drop it.
@@ -79,8 +79,6 @@ def reference_for(principal: Principal, model: RegisteredModel) -> str:
             raise NotFound(f"no model version matches {ref!r}", param="model", code="model_not_found")
         return version
 
-    def set_alias(self, principal: Principal, name: str, alias: str, version: int) -> RegisteredModel:
-        if not is_valid_alias(alias):
     def set_public(self, principal: Principal, name: str, public: bool) -> RegisteredModel:
         """Let every tenant read, serve and build on the caller's own model (or stop): never change it."""
         if not self.store.models.set_public(principal.tenant_id, name, public):
@@ -89,6 +87,8 @@ def reference_for(principal: Principal, model: RegisteredModel) -> str:
         self._changed()  # other tenants' remembered resolutions must not outlive a switch to private
         return self.get(principal, name)
 
+    def set_alias(self, principal: Principal, name: str, alias: str, version: int) -> RegisteredModel:
+        if not is_valid_alias(alias):
             raise InvalidRequest(
                 f"invalid alias {alias!r}: a letter, then letters, digits, '_' or '-' ('latest' is reserved)",
                 param="alias",
