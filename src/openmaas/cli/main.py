@@ -85,15 +85,19 @@ def datasets_upload(
     name: Annotated[str | None, typer.Option()] = None,
     text_column: str = "text",
     label_column: str = "label",
+    kind: Annotated[
+        str,
+        typer.Option(help="classification: labelled texts (CSV, TSV, JSONL); text: documents (TXT, JSONL)."),
+    ] = "classification",
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the dataset id.")] = False,
 ) -> None:
-    """Upload a CSV, TSV or JSONL file of labeled texts."""
+    """Upload a CSV, TSV or JSONL file of labeled texts, or (--kind text) a TXT or JSONL file of documents."""
     dataset = _run(
         lambda: _client(url, api_key).upload_dataset(
-            path, name=name, text_column=text_column, label_column=label_column
+            path, name=name, text_column=text_column, label_column=label_column, kind=kind
         )
     )
     if quiet:

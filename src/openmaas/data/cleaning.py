@@ -1,12 +1,17 @@
-"""Cleans parsed rows: strips text, drops empty and duplicate rows, normalises labels, reports what it did."""
+"""Cleans parsed rows: strips text, drops empty and duplicate rows, normalises labels, reports what it did.
+
+`clean` is for labelled rows (classification), `clean_documents` for the documents of a text dataset.
+"""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openmaas.data.documents import RawDocument
 from openmaas.data.readers import DatasetFileError, RawRow
 
 EXAMPLES_PER_REASON = 5
@@ -94,3 +99,60 @@ def clean(rows: Iterable[RawRow]) -> CleanDataset:
         "conflicting_labels": len(conflicts),
     }
     return result
+
+
+@dataclass
+class CleanDocuments:
+    """Canonical rows of a text dataset: `{"text": ...}` or `{"messages": [{"role", "content"}, ...]}`."""
+
+    rows: list[dict[str, Any]]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def clean_documents(documents: Iterable[RawDocument]) -> CleanDocuments:
+    """Strip plain texts, drop empty documents (a chat is empty when every message is blank) and duplicates."""
+    seen: set[str] = set()
+    dropped: Counter[str] = Counter()
+    examples: dict[str, list[int]] = {}
+    rows: list[dict[str, Any]] = []
+    chats = total = 0
+
+    def drop(reason: str, line: int) -> None:
+        dropped[reason] += 1
+        lines = examples.setdefault(reason, [])
+        if len(lines) < EXAMPLES_PER_REASON:
+            lines.append(line)
+
+    for document in documents:
+        total += 1
+        row: dict[str, Any]
+        if document.messages is not None:
+            row = {"messages": document.messages}
+            empty = not any(message["content"].strip() for message in document.messages)
+        else:
+            row = {"text": (document.text or "").strip()}
+            empty = not row["text"]
+        if empty:
+            drop("empty_text", document.line)
+            continue
+        key = json.dumps(row, ensure_ascii=False, sort_keys=True)
+        if key in seen:
+            drop("duplicate", document.line)
+            continue
+        seen.add(key)
+        rows.append(row)
+        chats += "messages" in row
+
+    if not rows:
+        raise DatasetFileError(
+            f"no usable documents: {total} read, all dropped ({dict(dropped) or 'the file is empty'})",
+            code="no_rows",
+            param="file",
+        )
+    report = {
+        "input_rows": total,
+        "rows": len(rows),
+        "documents": {"text": len(rows) - chats, "chat": chats},
+        "dropped": {reason: {"count": n, "lines": examples[reason]} for reason, n in sorted(dropped.items())},
+    }
+    return CleanDocuments(rows, report)

@@ -11,6 +11,7 @@ class DatasetOut(BaseModel):
     id: str
     object: Literal["dataset"] = "dataset"
     name: str
+    kind: str = Field("classification", description="'classification' (labelled texts) or 'text' (documents).")
     format: str
     sha256: str
     bytes: int

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from openmaas.recipes.base import Loader, Recipe
+from openmaas.recipes.base import Loader, Recipe, TextRecipe
 
 # name -> module that defines RECIPE; imported lazily so the server starts without torch loaded.
 CATALOG: dict[str, str] = {
     "bow-mlp": "openmaas.recipes.bow_mlp",
     "transformer-classifier": "openmaas.recipes.transformer_classifier",
+    "causal-lm": "openmaas.recipes.causal_lm",
+    "lora": "openmaas.recipes.lora",
 }
 # Everything that can load a model version for serving: the trainable recipes plus load-only ones.
 LOADERS: dict[str, str] = {**CATALOG, "sentence-embedding": "openmaas.recipes.sentence_embedding"}
@@ -19,10 +21,11 @@ class UnknownRecipe(KeyError):
     pass
 
 
-def get_recipe(name: str) -> Recipe:
+def get_recipe(name: str) -> Recipe | TextRecipe:
+    """A classification recipe or a language-model one: `dataset_kind` tells which (and narrows the type)."""
     if name not in CATALOG:
         raise UnknownRecipe(name)
-    recipe: Recipe = importlib.import_module(CATALOG[name]).RECIPE
+    recipe: Recipe | TextRecipe = importlib.import_module(CATALOG[name]).RECIPE
     return recipe
 
 
@@ -33,4 +36,4 @@ def get_loader(name: str) -> Loader:
     return loader
 
 
-__all__ = ["CATALOG", "LOADERS", "Loader", "Recipe", "UnknownRecipe", "get_loader", "get_recipe"]
+__all__ = ["CATALOG", "LOADERS", "Loader", "Recipe", "TextRecipe", "UnknownRecipe", "get_loader", "get_recipe"]

@@ -1,4 +1,8 @@
-"""The Recipe interface: hyperparameters, a training plan the loop drives, and loading for inference."""
+"""The Recipe interfaces: hyperparameters, a training plan the loop drives, and loading for inference.
+
+A `Recipe` trains on labelled texts (a classification dataset); a `TextRecipe` trains a language model on
+documents (a text dataset), from scratch or from a base model in the registry.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +52,22 @@ class InputTooLong(ValueError):
 class Examples:
     texts: Sequence[str]
     targets: Sequence[int]
+
+
+Chat = list[dict[str, str]]  # [{"role": ..., "content": ...}, ...], validated when the dataset was uploaded
+Document = str | Chat  # one row of a text dataset: a plain text, or a chat's messages
+
+
+class PinnedBase(BaseModel):
+    """The exact registry version a fine-tuning job starts from, fixed when the job is created, so that an alias
+    moved later does not change what a queued or resumed job trains on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str = Field(description="The tenant that owns the base model.")
+    model: str
+    version: int = Field(ge=1)
+    artifact_sha256: str = Field(description="The version's artifact hash: a deleted and re-made version is refused.")
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,7 @@ class Loader(Protocol):
 
 class Recipe(Loader, Protocol):
     name: str
+    dataset_kind: Literal["classification"]
     hyperparameters: type[CommonHyperparameters]
 
     def plan(
@@ -112,6 +133,26 @@ class Recipe(Loader, Protocol):
         hp: Any,
         device: str,
     ) -> TrainingPlan: ...
+
+
+class TextRecipe(Loader, Protocol):
+    name: str
+    dataset_kind: Literal["text"]
+    hyperparameters: type[CommonHyperparameters]
+    # The task the `base_model` hyperparameter must serve when the recipe fine-tunes a registry version (the job
+    # service resolves and pins it as `pinned_base`); None when the recipe trains from scratch.
+    base_task: str | None
+
+    def plan(
+        self,
+        train: Sequence[Document],
+        validation: Sequence[Document],
+        hp: Any,
+        device: str,
+        base: Path | None,
+    ) -> TrainingPlan:
+        """`base`: the pinned base version's files laid out as a directory (None without a base)."""
+        ...
 
 
 def resolve_device(requested: str) -> str:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -178,6 +178,7 @@ class BowMlpInference:
 
 class BowMlpRecipe:
     name = "bow-mlp"
+    dataset_kind: Literal["classification"] = "classification"
     hyperparameters = Hyperparameters
 
     def plan(self, train: Examples, validation: Examples, labels: Sequence[str], hp: Any, device: str) -> BowMlpPlan:

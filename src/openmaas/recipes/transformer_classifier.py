@@ -10,7 +10,7 @@ import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -193,6 +193,7 @@ class TransformerClassifierInference:
 
 class TransformerClassifierRecipe:
     name = "transformer-classifier"
+    dataset_kind: Literal["classification"] = "classification"
     hyperparameters = Hyperparameters
 
     def plan(

@@ -71,10 +71,17 @@ class Client:
 
     # datasets
     def upload_dataset(
-        self, path: str | Path, *, name: str | None = None, text_column: str = "text", label_column: str = "label"
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        kind: str = "classification",
     ) -> dict[str, Any]:
+        """Upload labelled texts (`kind="classification"`) or documents for language models (`kind="text"`)."""
         path = Path(path)
-        form = {"text_column": text_column, "label_column": label_column, "name": name or path.stem}
+        form = {"text_column": text_column, "label_column": label_column, "name": name or path.stem, "kind": kind}
         with path.open("rb") as handle:
             return self._request("POST", "/v1/datasets", data=form, files={"file": (path.name, handle)})
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from openmaas.data.cleaning import clean
+from openmaas.data.cleaning import clean, clean_documents
+from openmaas.data.documents import detect_text_format, read_documents
 from openmaas.data.readers import DatasetFileError, detect_format, read_rows
 from openmaas.domain.entities import Dataset, Principal
 from openmaas.domain.ids import new_id, now
@@ -19,6 +20,12 @@ from openmaas.storage.metadata.repositories import AlreadyExists
 
 # Problems with the file's bytes are malformed requests (400); well-formed files with unusable content are 422.
 _UNPROCESSABLE = {"no_rows", "too_few_classes", "missing_column", "empty_file"}
+# "classification": labelled texts (CSV, TSV, JSONL); "text": documents for language models (TXT, JSONL).
+DATASET_KINDS = ("classification", "text")
+
+
+def _canonical(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
 
 
 class DatasetService:
@@ -45,24 +52,38 @@ class DatasetService:
         data: bytes,
         text_column: str = "text",
         label_column: str = "label",
+        kind: str = "classification",
         idempotency_key: str | None = None,
     ) -> Dataset:
         self.idempotency.check(idempotency_key)
-        request = fingerprint(hashlib.sha256(data).hexdigest(), name, filename, text_column, label_column)
+        parts: list[Any] = [hashlib.sha256(data).hexdigest(), name, filename, text_column, label_column]
+        if kind != "classification":  # so that keys stored before text datasets existed still match
+            parts.append(kind)
+        request = fingerprint(*parts)
         if (first := self.idempotency.first_result(principal, "datasets", idempotency_key, request)) is not None:
             return self.get(principal, first)
         if not name.strip() or len(name) > 256:
             raise InvalidRequest("name must be 1 to 256 characters", param="name")
+        if kind not in DATASET_KINDS:
+            known = ", ".join(DATASET_KINDS)
+            raise InvalidRequest(f"unknown dataset kind {kind!r}; use {known}", param="kind", code="invalid_kind")
+        labels: dict[str, int] = {}
         try:
-            fmt = detect_format(filename)
-            cleaned = clean(read_rows(data, fmt, text_column, label_column))
+            if kind == "text":
+                fmt = detect_text_format(filename)
+                documents = clean_documents(read_documents(data, fmt, text_column))
+                canonical, rows, report = _canonical(documents.rows), len(documents.rows), documents.report
+            else:
+                fmt = detect_format(filename)
+                cleaned = clean(read_rows(data, fmt, text_column, label_column))
+                canonical = _canonical(
+                    [{"text": t, "label": label} for t, label in zip(cleaned.texts, cleaned.labels, strict=True)]
+                )
+                rows, report, labels = len(cleaned.texts), cleaned.report, cleaned.label_counts
+                report = dict(report, label_column=label_column)
         except DatasetFileError as error:
-            kind = Unprocessable if error.code in _UNPROCESSABLE else InvalidRequest
-            raise kind(str(error), param=error.param, code=error.code) from None
-        canonical = "".join(
-            json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n"
-            for text, label in zip(cleaned.texts, cleaned.labels, strict=True)
-        ).encode()
+            status = Unprocessable if error.code in _UNPROCESSABLE else InvalidRequest
+            raise status(str(error), param=error.param, code=error.code) from None
         quota = principal.tenant_limits.get("storage_bytes")
         if quota is not None and self.store.usage.stored_bytes(principal.tenant_id) + len(canonical) > quota:
             raise PayloadTooLarge(
@@ -81,16 +102,11 @@ class DatasetService:
             format=fmt,
             sha256=sha256,
             bytes=len(canonical),
-            rows=len(cleaned.texts),
-            labels=cleaned.label_counts,
-            report=dict(
-                cleaned.report,
-                source_filename=filename,
-                source_bytes=len(data),
-                text_column=text_column,
-                label_column=label_column,
-            ),
+            rows=rows,
+            labels=labels,
+            report=dict(report, source_filename=filename, source_bytes=len(data), text_column=text_column),
             created_at=now(),
+            kind=kind,
         )
         try:
             self.store.datasets.add(dataset, (idempotency_key, request) if idempotency_key else None)

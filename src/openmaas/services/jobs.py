@@ -7,14 +7,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from openmaas.domain.entities import Job, JobEvent, Principal
+from openmaas.domain.entities import Dataset, Job, JobEvent, Principal
 from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import is_valid_name
 from openmaas.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from openmaas.recipes import CATALOG, UnknownRecipe, get_recipe
+from openmaas.recipes import CATALOG, Recipe, TextRecipe, UnknownRecipe, get_recipe
 from openmaas.recipes.foundation import FOUNDATION_MODELS
 from openmaas.services.idempotency import Idempotency, fingerprint
+from openmaas.services.registry import RegistryService
 from openmaas.storage.metadata import MetadataStore
 from openmaas.storage.metadata.repositories import AlreadyExists
 from openmaas.training.checkpoints import CheckpointStore
@@ -31,11 +32,32 @@ def _hyperparameter_error(error: ValidationError) -> Unprocessable:
     return Unprocessable(message, param=f"hyperparameters.{where}", code="invalid_hyperparameter")
 
 
+def _check_dataset_kind(recipe: Recipe | TextRecipe, dataset: Dataset) -> None:
+    if dataset.kind == recipe.dataset_kind:
+        return
+    if recipe.dataset_kind == "text":
+        hint = "upload a .txt or .jsonl file with kind=text"
+    else:
+        hint = "a text dataset trains the causal-lm and lora recipes"
+    raise Unprocessable(
+        f"recipe {recipe.name!r} trains on {recipe.dataset_kind} datasets, and dataset {dataset.id!r} is a "
+        f"{dataset.kind} dataset: {hint}",
+        param="dataset",
+        code="wrong_dataset_kind",
+    )
+
+
 class JobService:
     def __init__(
-        self, store: MetadataStore, executor: Executor, checkpoints: CheckpointStore, idempotency: Idempotency
+        self,
+        store: MetadataStore,
+        executor: Executor,
+        checkpoints: CheckpointStore,
+        idempotency: Idempotency,
+        registry: RegistryService,
     ) -> None:
         self.store = store
+        self.registry = registry
         self.executor = executor
         self.checkpoints = checkpoints
         self.idempotency = idempotency
@@ -77,8 +99,12 @@ class JobService:
             resolved = recipe_impl.hyperparameters(**hyperparameters).model_dump()
         except ValidationError as error:
             raise _hyperparameter_error(error) from None
-        if self.store.datasets.get(principal.tenant_id, dataset_id) is None:
+        dataset = self.store.datasets.get(principal.tenant_id, dataset_id)
+        if dataset is None:
             raise NotFound(f"no dataset {dataset_id!r}", param="dataset", code="dataset_not_found")
+        _check_dataset_kind(recipe_impl, dataset)
+        if recipe_impl.dataset_kind == "text" and recipe_impl.base_task is not None:
+            resolved["pinned_base"] = self._pin_base(principal, resolved["base_model"], recipe_impl.base_task)
         job = Job(
             id=new_id("job"),
             tenant_id=principal.tenant_id,
@@ -98,6 +124,37 @@ class JobService:
             return self.get(principal, first)
         self.executor.wake()
         return job
+
+    def _pin_base(self, principal: Principal, reference: str, task: str) -> dict[str, Any]:
+        """The exact version `base_model` means to the caller now: the job trains on it even if aliases move."""
+        param = "hyperparameters.base_model"
+        try:
+            version = self.registry.resolve(principal, reference)
+        except NotFound:
+            raise NotFound(
+                f"no model version matches base_model {reference!r}", param=param, code="model_not_found"
+            ) from None
+        except InvalidRequest as error:
+            raise InvalidRequest(error.message, param=param, code=error.code) from None
+        if version.task != task:
+            raise InvalidRequest(
+                f"base_model {reference!r} is a {version.task} model; this recipe fine-tunes {task} models",
+                param=param,
+                code="wrong_base_model_task",
+            )
+        if any(name.startswith("adapter/") for name in version.files):
+            raise InvalidRequest(
+                f"base_model {reference!r} is a LoRA adapter on top of another model; fine-tune a merged version "
+                "(trained with merge: true) or its base",
+                param=param,
+                code="adapter_as_base",
+            )
+        return {
+            "tenant_id": version.tenant_id,
+            "model": version.model,
+            "version": version.version,
+            "artifact_sha256": version.artifact_sha256,
+        }
 
     def get(self, principal: Principal, job_id: str) -> Job:
         job = self.store.jobs.get(principal.tenant_id, job_id)

@@ -15,18 +15,20 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from openmaas.config import Settings
-from openmaas.domain.entities import UsageRecord
+from openmaas.domain.entities import Dataset, Job, UsageRecord
 from openmaas.domain.ids import now
 from openmaas.domain.jobs import JobStatus
+from openmaas.domain.refs import ModelRef
 from openmaas.failpoints import failpoint
 from openmaas.recipes import get_recipe
-from openmaas.recipes.base import Examples, resolve_device
+from openmaas.recipes.base import Document, Examples, PinnedBase, Recipe, TextRecipe, TrainingPlan, resolve_device
 from openmaas.storage.artifacts import LocalArtifactStore
 from openmaas.storage.artifacts.local import manifest_sha256
 from openmaas.storage.metadata import MetadataStore, open_store
@@ -64,13 +66,8 @@ class _StopFlag:
         return self.set
 
 
-def load_rows(artifacts: LocalArtifactStore, sha256: str) -> tuple[list[str], list[str]]:
-    texts, labels = [], []
-    for line in artifacts.read_bytes(sha256).decode("utf-8").splitlines():
-        row = json.loads(line)
-        texts.append(row["text"])
-        labels.append(row["label"])
-    return texts, labels
+def load_rows(artifacts: LocalArtifactStore, sha256: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in artifacts.read_bytes(sha256).decode("utf-8").splitlines()]
 
 
 def die_with_parent() -> None:
@@ -85,27 +82,22 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def train(
-    store: MetadataStore,
-    artifacts: LocalArtifactStore,
-    checkpoints: CheckpointStore,
-    job_id: str,
-    stop: _StopFlag,
-) -> None:
+@dataclass
+class Prepared:
+    """A plan ready for the loop, and what the job's events and version say about its data."""
+
+    plan: TrainingPlan
+    started: dict[str, Any]
+    labels: list[str]
+    train_rows: int
+    validation_rows: int
+    note: str | None
+
+
+def prepare_classification(recipe: Recipe, hp: Any, device: str, rows: list[dict[str, Any]]) -> Prepared:
     from openmaas.data.splitting import stratified_split
 
-    job = store.jobs.get(None, job_id)
-    if job is None or job.status is not JobStatus.RUNNING:
-        log.warning("job %s is not running; nothing to do", job_id)
-        return
-    emit = lambda type_, data: store.jobs.add_event(job_id, type_, data)  # noqa: E731
-    dataset = store.datasets.get(job.tenant_id, job.dataset_id)
-    if dataset is None:
-        raise RuntimeError(f"dataset {job.dataset_id} was deleted before the job started")
-    recipe = get_recipe(job.recipe)
-    hp = recipe.hyperparameters(**job.hyperparameters)
-    device = resolve_device(hp.device)
-    texts, labels = load_rows(artifacts, dataset.sha256)
+    texts, labels = [row["text"] for row in rows], [row["label"] for row in rows]
     label_names = sorted(set(labels))
     targets = [label_names.index(label) for label in labels]
     train_idx, val_idx, note = stratified_split(labels, hp.validation_split, hp.seed)
@@ -115,14 +107,83 @@ def train(
 
     loop.seed_everything(hp.seed)
     plan = recipe.plan(pick(train_idx), pick(val_idx), label_names, hp, device)
+    started = {"train_rows": len(train_idx), "validation_rows": len(val_idx), "labels": label_names}
+    return Prepared(plan, started, label_names, len(train_idx), len(val_idx), note)
+
+
+def materialize_base(
+    store: MetadataStore, artifacts: LocalArtifactStore, hp: Any, scratch: Path
+) -> tuple[Path, PinnedBase]:
+    """Lay out the exact base version the job was created with; refuse one deleted (or remade) since."""
+    pin = hp.pinned_base
+    if pin is None:
+        raise RuntimeError("the job has no pinned base model (it was not created through the job service)")
+    version = store.models.resolve(pin.tenant_id, ModelRef(pin.model, version=pin.version))
+    if version is None or version.artifact_sha256 != pin.artifact_sha256:
+        raise RuntimeError(f"base model {pin.model}:{pin.version} was deleted after the job was created")
+    return artifacts.materialize(version.files, scratch / "base"), pin
+
+
+def prepare_text(recipe: TextRecipe, hp: Any, device: str, rows: list[dict[str, Any]], base: Path | None) -> Prepared:
+    from openmaas.data.splitting import random_split
+
+    documents: list[Document] = [row["messages"] if "messages" in row else row["text"] for row in rows]
+    train_idx, val_idx, note = random_split(len(documents), hp.validation_split, hp.seed)
+    loop.seed_everything(hp.seed)
+    plan = recipe.plan([documents[i] for i in train_idx], [documents[i] for i in val_idx], hp, device, base)
+    started: dict[str, Any] = {"train_rows": len(train_idx), "validation_rows": len(val_idx)}
+    return Prepared(plan, started, [], len(train_idx), len(val_idx), note)
+
+
+def train(
+    store: MetadataStore,
+    artifacts: LocalArtifactStore,
+    checkpoints: CheckpointStore,
+    job_id: str,
+    stop: _StopFlag,
+) -> None:
+    job = store.jobs.get(None, job_id)
+    if job is None or job.status is not JobStatus.RUNNING:
+        log.warning("job %s is not running; nothing to do", job_id)
+        return
+    dataset = store.datasets.get(job.tenant_id, job.dataset_id)
+    if dataset is None:
+        raise RuntimeError(f"dataset {job.dataset_id} was deleted before the job started")
+    recipe = get_recipe(job.recipe)
+    if dataset.kind != recipe.dataset_kind:
+        raise RuntimeError(f"recipe {job.recipe} trains on {recipe.dataset_kind} datasets, not {dataset.kind} ones")
+    hp = recipe.hyperparameters(**job.hyperparameters)
+    device = resolve_device(hp.device)
+    rows = load_rows(artifacts, dataset.sha256)
+    # The scratch directory holds a base model's files for as long as training and export need them.
+    with tempfile.TemporaryDirectory(dir=artifacts.tmp) as scratch:
+        if recipe.dataset_kind == "text":
+            base, lineage = None, None
+            if recipe.base_task is not None:
+                base, lineage = materialize_base(store, artifacts, hp, Path(scratch))
+            prepared = prepare_text(recipe, hp, device, rows, base)
+            if lineage is not None:
+                prepared.started["base_model"] = f"{lineage.model}:{lineage.version}"
+        else:
+            prepared = prepare_classification(recipe, hp, device, rows)
+        run_and_register(store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop)
+
+
+def run_and_register(
+    store: MetadataStore,
+    artifacts: LocalArtifactStore,
+    checkpoints: CheckpointStore,
+    job: Job,
+    dataset: Dataset,
+    hp: Any,
+    device: str,
+    prepared: Prepared,
+    stop: _StopFlag,
+) -> None:
+    job_id, plan, note = job.id, prepared.plan, prepared.note
+    emit = lambda type_, data: store.jobs.add_event(job_id, type_, data)  # noqa: E731
     resume = checkpoints.latest(job_id)
-    started = {
-        "train_rows": len(train_idx),
-        "validation_rows": len(val_idx),
-        "labels": label_names,
-        "device": device,
-        "threads": torch.get_num_threads(),
-    }
+    started = {**prepared.started, "device": device, "threads": torch.get_num_threads()}
     if note:
         started["note"] = note
     if resume is None:
@@ -164,8 +225,8 @@ def train(
         "train_seconds": time.perf_counter() - began,
         "samples_per_second": result.samples_per_second,
         "history": result.history,
-        "train_rows": len(train_idx),
-        "validation_rows": len(val_idx),
+        "train_rows": prepared.train_rows,
+        "validation_rows": prepared.validation_rows,
     }
     if note:
         metrics["note"] = note
@@ -182,7 +243,7 @@ def train(
             "task": info.task,
             "recipe": job.recipe,
             "runtime": info.runtime,
-            "labels": label_names,
+            "labels": prepared.labels,
             "metrics": metrics,
             "hyperparameters": hp.model_dump(),
             "dataset_id": dataset.id,

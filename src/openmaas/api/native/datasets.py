@@ -20,6 +20,7 @@ def dataset_out(d: Dataset) -> DatasetOut:
     return DatasetOut(
         id=d.id,
         name=d.name,
+        kind=d.kind,
         format=d.format,
         sha256=d.sha256,
         bytes=d.bytes,
@@ -35,10 +36,13 @@ def upload_dataset(
     request: Request,
     caller: Trainer,
     svc: Svc,
-    file: Annotated[UploadFile, File(description="CSV, TSV or JSONL, UTF-8")],
+    file: Annotated[UploadFile, File(description="UTF-8. classification: CSV, TSV or JSONL; text: TXT or JSONL")],
     name: Annotated[str | None, Form()] = None,
     text_column: Annotated[str, Form()] = "text",
     label_column: Annotated[str, Form()] = "label",
+    kind: Annotated[
+        str, Form(description="'classification' (labelled texts) or 'text' (documents or chats for language models)")
+    ] = "classification",
     idempotency_key: IdempotencyKey = None,
 ) -> DatasetOut:
     declared = request.headers.get("content-length", "")
@@ -53,6 +57,7 @@ def upload_dataset(
         data=data,
         text_column=text_column,
         label_column=label_column,
+        kind=kind,
         idempotency_key=idempotency_key,
     )
     return dataset_out(dataset)
