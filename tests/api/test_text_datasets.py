@@ -4,11 +4,14 @@ a dataset of the other kind."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.test_datasets import assert_error, upload
+from tests.conftest import Server
+from tests.e2e.test_cli import openmaas
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
 
@@ -114,3 +117,11 @@ def test_lora_base_model_must_exist_and_generate_text(http: httpx.Client) -> Non
         json={"dataset": text, "model": "x", "recipe": "lora", "hyperparameters": {"rank": 4}},
     )
     assert_error(unknown, 422, "unknown hyperparameter 'rank'")
+
+
+def test_cli_uploads_a_text_dataset(server: Server, tmp_path: Path) -> None:
+    path = tmp_path / "story.txt"
+    path.write_text("once upon a time\nthe end\n", encoding="utf-8")
+    printed = openmaas(server, "datasets", "upload", str(path), "--kind", "text")
+    assert "2 rows" in printed and "2 texts, 0 chats" in printed
+    assert "text" in openmaas(server, "datasets", "list")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from openmaas import Client
@@ -29,6 +30,10 @@ CHATS = [
     {"messages": [{"role": "user", "content": "what colour is the sky?"}, {"role": "assistant", "content": "blue"}]},
     {"messages": [{"role": "user", "content": "what colour is grass?"}, {"role": "assistant", "content": "green"}]},
 ]
+# Serving refuses a config.json whose architecture does not end in ForCausalLM, and GPT-2's is GPT2LMHeadModel.
+NOT_SERVED_YET = pytest.mark.xfail(
+    strict=True, reason="recipes/generative.inspect_causal_lm refuses GPT2LMHeadModel (not *ForCausalLM)"
+)
 # Small on purpose: a few seconds of training on two shared CPU cores.
 GPT = {"n_layer": 2, "n_head": 2, "n_embd": 64, "context_length": 64, "vocab_size": 400, "log_every_steps": 0}
 
@@ -115,6 +120,15 @@ def test_causal_lm_job_trains_in_seconds_and_the_model_generates(
     assert tokenizer.decode(output[0], skip_special_tokens=True) == SENTENCES[1]
 
 
+@NOT_SERVED_YET
+def test_trained_model_completes_text_over_the_openai_api(http: httpx.Client, tiny_gpt: dict[str, Any]) -> None:
+    body = {"model": "tiny-gpt:1", "prompt": "a journey of", "max_tokens": 20, "temperature": 0}
+    answer = http.post("/v1/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    choice = answer.json()["choices"][0]
+    assert "a journey of" + choice["text"] == SENTENCES[1] and choice["finish_reason"] == "stop"
+
+
 @dataclass
 class LoraRun:
     unmerged: dict[str, Any]
@@ -172,3 +186,14 @@ def test_lora_changes_the_outputs_and_merging_keeps_them(server: Server, lora: L
     assert (adapted - base).abs().max() > 0.1
     assert (merged - adapted).abs().max() < 1e-4
     assert "adapter/adapter_config.json" not in version_files(server, "tiny-gpt-merged", 1)
+
+
+@NOT_SERVED_YET
+def test_lora_versions_chat_over_the_openai_api(http: httpx.Client, lora: LoraRun) -> None:
+    answers = []
+    for model in ("tiny-gpt-chat", "tiny-gpt-merged"):
+        body = {"model": model, "messages": CHATS[0]["messages"][:1], "max_tokens": 8, "temperature": 0}
+        answer = http.post("/v1/chat/completions", json=body)
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.json()["choices"][0]["message"]["content"])
+    assert answers[0] == answers[1]  # base + adapter and the merged weights: the same model

@@ -109,6 +109,8 @@ def datasets_upload(
     console.print(f"[green]dataset {dataset['id']}[/green] '{dataset['name']}': {dataset['rows']} rows")
     for label, count in dataset["labels"].items():
         console.print(f"  {label}: {count}")
+    if documents := dataset["report"].get("documents"):
+        console.print(f"  {documents['text']} texts, {documents['chat']} chats")
     for reason, info in dataset["report"]["dropped"].items():
         console.print(f"  dropped {info['count']} ({reason}), e.g. lines {info['lines']}")
 
@@ -119,9 +121,9 @@ def datasets_list(url: UrlOption = None, api_key: KeyOption = None, as_json: Jso
     if as_json:
         _print_json(items)
         return
-    table = Table("id", "name", "rows", "labels")
+    table = Table("id", "name", "kind", "rows", "labels")
     for d in items:
-        table.add_row(d["id"], d["name"], str(d["rows"]), ", ".join(d["labels"]))
+        table.add_row(d["id"], d["name"], d.get("kind", "classification"), str(d["rows"]), ", ".join(d["labels"]))
     console.print(table)
 
 
