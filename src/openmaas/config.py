@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     model_memory_mb: int = 4096
     device: str = "auto"
     max_queued_generations: int = Field(default=64, ge=1, description="Generations waiting per model.")
+    generation_batch_size: int = Field(default=8, ge=1, description="Generations decoded together per model.")
     foundation_models: list[str] = Field(
         default=["all-minilm-l6-v2", "smollm2-135m-instruct"],
         description="The shipped models to offer (a JSON list); the first start converts GGUF ones once.",

@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
             defaults=BatchSettings(settings.max_batch_size, settings.max_wait_ms, settings.max_queue_size),
             hooks=metrics.pool_hooks(),
             generation_queue_size=settings.max_queued_generations,
+            generation_batch_size=settings.generation_batch_size,
         )
         registry = RegistryService(store, artifacts)
         idempotency = Idempotency(store.idempotency)

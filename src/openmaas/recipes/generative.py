@@ -52,6 +52,19 @@ def inspect_causal_lm(directory: Path) -> dict[str, Any]:
 
 
 @dataclass
+class DecodeBatch:
+    """Sequences decoded together: one KV cache with a row each, left-padded to a common length, and the
+    attention mask that hides the padding."""
+
+    cache: Any
+    mask: Any
+
+    @property
+    def rows(self) -> int:
+        return int(self.mask.shape[0])
+
+
+@dataclass
 class CausalLM:
     """A loaded causal LM and its tokenizer, in evaluation mode."""
 
@@ -84,13 +97,71 @@ class CausalLM:
         output = self.model(input_ids=torch.tensor([list(ids)], device=self.device), use_cache=True)
         return output.logits[0, -1], output[self.cache_argument]
 
-    def step(self, token: int, cache: Any) -> tuple[Any, Any]:
-        """One decoding step on the KV cache: (logits for the next token, the grown cache)."""
+    def step(self, tokens: Sequence[int], batch: DecodeBatch) -> Any:
+        """One decoding step for every row of the batch: the next-token logits, one row each. The batch's
+        cache grows by one position."""
         import torch
 
-        tokens = torch.tensor([[token]], device=self.device)
-        output = self.model(input_ids=tokens, use_cache=True, **{self.cache_argument: cache})
-        return output.logits[0, -1], output[self.cache_argument]
+        ones = torch.ones((len(tokens), 1), dtype=batch.mask.dtype, device=self.device)
+        mask = torch.cat([batch.mask, ones], dim=1)
+        # Each row's position is its own count of real tokens: rows are left-padded to a common length.
+        positions = (batch.mask.sum(dim=1, keepdim=True)).to(torch.long)
+        output = self.model(
+            input_ids=torch.tensor([[t] for t in tokens], device=self.device),
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self.cache_argument: batch.cache},
+        )
+        batch.cache, batch.mask = output[self.cache_argument], mask
+        return output.logits[:, -1]
+
+    def start_batch(self, cache: Any, length: int) -> DecodeBatch:
+        """A one-row batch from a prefilled prompt's cache."""
+        import torch
+
+        return DecodeBatch(cache, torch.ones((1, length), dtype=torch.long, device=self.device))
+
+    def join(self, batch: DecodeBatch | None, other: DecodeBatch) -> DecodeBatch:
+        """Rows of both batches in one, the shorter side left-padded (masked out) to the longer's length."""
+        if batch is None:
+            return other
+        import torch
+        from transformers import DynamicCache
+
+        length = max(batch.mask.shape[1], other.mask.shape[1])
+
+        def pad(tensor: Any, dim: int) -> Any:
+            missing = length - tensor.shape[dim]
+            if not missing:
+                return tensor
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+        layers = [
+            (
+                torch.cat([pad(a.keys, 2), pad(b.keys, 2)]),
+                torch.cat([pad(a.values, 2), pad(b.values, 2)]),
+            )
+            for a, b in zip(batch.cache.layers, other.cache.layers, strict=True)
+        ]
+        return DecodeBatch(DynamicCache(layers), torch.cat([pad(batch.mask, 1), pad(other.mask, 1)]))
+
+    def keep_rows(self, batch: DecodeBatch, rows: Sequence[int]) -> DecodeBatch:
+        """Only `rows` of the batch, and none of the padding columns no remaining row needs."""
+        import torch
+        from transformers import DynamicCache
+
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        mask = batch.mask.index_select(0, index)
+        used = mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else 0
+        layers = [
+            (layer.keys.index_select(0, index)[:, :, start:], layer.values.index_select(0, index)[:, :, start:])
+            for layer in batch.cache.layers
+        ]
+        return DecodeBatch(DynamicCache(layers), mask[:, start:])
 
 
 def _eos_ids(tokenizer: Any, *configs: Any) -> frozenset[int]:

@@ -1,5 +1,6 @@
-"""Generation serving: a bounded queue per causal LM whose worker thread generates one request at a time, token
-by token on a KV cache, and hands each new piece of text to the waiting coroutine as soon as it is decoded."""
+"""Generation serving: a bounded queue per causal LM whose worker thread decodes the running generations
+together, token by token on a KV cache (continuous batching), and hands each new piece of text to the waiting
+coroutine as soon as it is decoded."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from openmaas.runtime.batching import BatchQueueClosed, BatchStats, QueueFull
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class LanguageModel(Protocol):
+    """What the queue needs of a causal LM (recipes.generative.CausalLM): forward passes on KV caches and
+    the batch bookkeeping that lets sequences of different lengths decode together."""
+
     eos_token_ids: frozenset[int]
     max_context: int
 
@@ -25,7 +29,13 @@ class LanguageModel(Protocol):
 
     def prefill(self, ids: Sequence[int]) -> tuple[Any, Any]: ...
 
-    def step(self, token: int, cache: Any) -> tuple[Any, Any]: ...
+    def start_batch(self, cache: Any, length: int) -> Any: ...
+
+    def join(self, batch: Any, other: Any) -> Any: ...
+
+    def step(self, tokens: Sequence[int], batch: Any) -> Any: ...
+
+    def keep_rows(self, batch: Any, rows: Sequence[int]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -138,25 +148,45 @@ class Generation:
         return event
 
 
-class GenerationQueue:
-    """Bounded FIFO of generations in front of one model, run by one worker thread.
+@dataclass
+class _Slot:
+    """A generation being decoded: its sampler, what it produced and the token to feed next."""
 
-    One generation at a time keeps each token's latency flat; `max_queue_size` bounds the waiting ones, and a
-    full queue refuses at once (the caller answers 429 with Retry-After)."""
+    generation: Generation
+    generator: Any
+    matcher: StopMatcher
+    started: float
+    produced: list[int] = field(default_factory=list)
+    stopped_by_string: bool = False
+
+
+class GenerationQueue:
+    """Bounded FIFO of generations in front of one model, decoded by one worker thread with continuous
+    batching: up to `max_batch_size` generations share each decoding step (one forward pass for all their
+    next tokens), a new one joins the running batch as soon as its prompt is read, and a finished or
+    cancelled one leaves it at once. `max_queue_size` bounds the waiting ones; a full queue refuses at once
+    (the caller answers 429 with Retry-After)."""
 
     def __init__(
-        self, model: LanguageModel, *, max_queue_size: int, name: str, stats: BatchStats | None = None
+        self,
+        model: LanguageModel,
+        *,
+        max_queue_size: int,
+        name: str,
+        max_batch_size: int = 1,
+        stats: BatchStats | None = None,
     ) -> None:
-        if max_queue_size < 1:
-            raise ValueError("max_queue_size must be at least 1")
+        if max_queue_size < 1 or max_batch_size < 1:
+            raise ValueError("max_queue_size and max_batch_size must be at least 1")
         self.model = model
         self.max_queue_size = max_queue_size
+        self.max_batch_size = max_batch_size
         self.name = name
         self.stats = stats
         self._pending: collections.deque[Generation] = collections.deque()
         self._condition = threading.Condition()
         self._closed = False
-        self._running: Generation | None = None
+        self._active: list[_Slot] = []
         self._seconds_per_request = 1.0  # a running estimate for Retry-After
         self._thread = threading.Thread(target=self._work, name=f"generate-{name}", daemon=True)
         self._thread.start()
@@ -172,7 +202,8 @@ class GenerationQueue:
                 raise BatchQueueClosed(self.name)
             if len(self._pending) >= self.max_queue_size:
                 waiting = len(self._pending)
-                raise QueueFull(waiting, self.max_queue_size, waiting * self._seconds_per_request)
+                retry = waiting * self._seconds_per_request / self.max_batch_size
+                raise QueueFull(waiting, self.max_queue_size, retry)
             self._pending.append(generation)
             self._condition.notify()
         return generation
@@ -182,76 +213,121 @@ class GenerationQueue:
             self._closed = True
             pending = list(self._pending)
             self._pending.clear()
-            if self._running is not None:
-                self._running.cancel()
+            for slot in self._active:
+                slot.generation.cancel()
             self._condition.notify_all()
         for generation in pending:
             generation.emit(BatchQueueClosed(self.name))
 
-    def _next(self) -> Generation | None:
+    def _admit(self) -> list[Generation] | None:
+        """Generations to start now: waits only when nothing is running. None once the queue is closed."""
         with self._condition:
-            while not self._pending and not self._closed:
+            while not self._pending and not self._active and not self._closed:
                 self._condition.wait()
             if self._closed:
                 return None
-            self._running = self._pending.popleft()
-            return self._running
+            room = self.max_batch_size - len(self._active)
+            return [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
 
     def _work(self) -> None:
-        while (generation := self._next()) is not None:
-            started = time.perf_counter()
-            try:
-                if not generation.cancelled.is_set():
-                    self._generate(generation)
-            except Exception as error:  # noqa: BLE001 (any model failure must end the stream, not the worker)
-                log.exception("generation failed on %s", self.name)
-                generation.emit(GenerationFailed(f"{type(error).__name__}: {error}"))
-            finally:
-                with self._condition:
-                    self._running = None
-                elapsed = time.perf_counter() - started
-                self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * elapsed
-                if self.stats is not None:
-                    first = (generation.first_token_at or time.perf_counter()) - started
-                    for observe in self.stats.on_generation:
-                        observe(generation.completion_tokens, first, elapsed)
-
-    def _generate(self, generation: Generation) -> None:
         import torch
 
-        params = generation.params
-        model = self.model
+        batch: Any = None
+        with torch.inference_mode():
+            while (newcomers := self._admit()) is not None:
+                for generation in newcomers:
+                    batch = self._start(generation, batch)
+                if self._active:
+                    batch = self._step(batch)
+        for slot in self._active:
+            slot.generation.emit(BatchQueueClosed(self.name))
+
+    def _start(self, generation: Generation, batch: Any) -> Any:
+        """Read the prompt (its own forward pass), take the first token, and join the running batch."""
+        import torch
+
+        if generation.cancelled.is_set():
+            return batch
         generator = torch.Generator()
-        if params.seed is not None:
-            generator.manual_seed(params.seed)
+        if generation.params.seed is not None:
+            generator.manual_seed(generation.params.seed)
         else:
             generator.seed()
-        matcher = StopMatcher(params.stop)
-        produced: list[int] = []
-        finish, stopped = "length", False
-        with torch.inference_mode():
-            logits, cache = model.prefill(generation.prompt_ids)
-            while len(produced) < params.max_tokens:
-                if generation.cancelled.is_set():
-                    return
-                token = sample(logits, params, generator)
-                produced.append(token)
-                generation.completion_tokens = len(produced)
-                if generation.first_token_at is None:
-                    generation.first_token_at = time.perf_counter()
-                if token in model.eos_token_ids:
-                    finish = "stop"
-                    break
-                piece, stopped = matcher.feed(model.decode(produced))
-                if piece:
-                    generation.emit(TextDelta(piece))
-                if stopped:
-                    finish = "stop"
-                    break
-                if len(produced) < params.max_tokens:
-                    logits, cache = model.step(token, cache)
-        if not stopped:  # what was held back as a possible stop string's start is text after all
-            rest = matcher.flush(model.decode(produced).rstrip("\ufffd"))
+        slot = _Slot(generation, generator, StopMatcher(generation.params.stop), time.perf_counter())
+        try:
+            logits, cache = self.model.prefill(generation.prompt_ids)
+            if self._accept(slot, sample(logits, generation.params, generator)):
+                return batch
+            joined = self.model.join(batch, self.model.start_batch(cache, len(generation.prompt_ids)))
+        except Exception as error:  # noqa: BLE001 (a failure ends this stream, never the worker)
+            log.exception("generation failed on %s", self.name)
+            self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))
+            return batch
+        with self._condition:
+            self._active.append(slot)
+        return joined
+
+    def _step(self, batch: Any) -> Any:
+        """One token for every running generation; those that finish or were cancelled leave the batch."""
+        active = self._active
+        try:
+            logits = self.model.step([slot.produced[-1] for slot in active], batch)
+            leaving = {
+                row
+                for row, slot in enumerate(active)
+                if slot.generation.cancelled.is_set()
+                or self._accept(slot, sample(logits[row], slot.generation.params, slot.generator))
+            }
+        except Exception as error:  # noqa: BLE001 (the batch is lost: every stream in it ends with the error)
+            log.exception("generation failed on %s", self.name)
+            for slot in active:
+                self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))
+            with self._condition:
+                self._active = []
+            return None
+        if not leaving:
+            return batch
+        for row in leaving:
+            if active[row].generation.cancelled.is_set():
+                self._end(active[row], None)
+        keep = [row for row in range(len(active)) if row not in leaving]
+        with self._condition:
+            self._active = [active[row] for row in keep]
+        return self.model.keep_rows(batch, keep) if keep else None
+
+    def _accept(self, slot: _Slot, token: int) -> bool:
+        """Take a sampled token: send the text it completes. True when the generation is finished."""
+        generation, params, model = slot.generation, slot.generation.params, self.model
+        slot.produced.append(token)
+        generation.completion_tokens = len(slot.produced)
+        if generation.first_token_at is None:
+            generation.first_token_at = time.perf_counter()
+        if token in model.eos_token_ids:
+            return self._finish(slot, "stop")
+        piece, slot.stopped_by_string = slot.matcher.feed(model.decode(slot.produced))
+        if piece:
+            generation.emit(TextDelta(piece))
+        if slot.stopped_by_string:
+            return self._finish(slot, "stop")
+        if len(slot.produced) >= params.max_tokens:
+            return self._finish(slot, "length")
+        return False
+
+    def _finish(self, slot: _Slot, reason: str) -> bool:
+        if not slot.stopped_by_string:  # what was held back as a possible stop string's start is text after all
+            rest = slot.matcher.flush(self.model.decode(slot.produced).rstrip("\ufffd"))
             if rest:
-                generation.emit(TextDelta(rest))
-        generation.emit(GenerationDone(finish, len(generation.prompt_ids), len(produced)))
+                slot.generation.emit(TextDelta(rest))
+        prompt = len(slot.generation.prompt_ids)
+        self._end(slot, GenerationDone(reason, prompt, len(slot.produced)))
+        return True
+
+    def _end(self, slot: _Slot, event: GenerationDone | GenerationFailed | None) -> None:
+        if event is not None:
+            slot.generation.emit(event)
+        elapsed = time.perf_counter() - slot.started
+        self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * elapsed
+        if self.stats is not None:
+            first = (slot.generation.first_token_at or time.perf_counter()) - slot.started
+            for observe in self.stats.on_generation:
+                observe(slot.generation.completion_tokens, first, elapsed)

@@ -75,6 +75,7 @@ class ModelPool:
         loader: Callable[[ModelVersion, Path, str], Predictor] = load_predictor,
         hooks: PoolHooks | None = None,
         generation_queue_size: int = 64,
+        generation_batch_size: int = 8,
     ) -> None:
         self.artifacts = artifacts
         self.cache_dir = cache_dir
@@ -84,6 +85,7 @@ class ModelPool:
         self.loader = loader
         self.hooks = hooks or PoolHooks()
         self.generation_queue_size = generation_queue_size
+        self.generation_batch_size = generation_batch_size
         self.loaded: OrderedDict[PoolKey, ServedModel] = OrderedDict()
         self._lock = threading.Lock()  # versions may be dropped from a worker thread (a delete route)
         self._loading: dict[PoolKey, asyncio.Future[ServedModel]] = {}
@@ -122,7 +124,13 @@ class ModelPool:
             name = f"{version.model}:{version.version}"
             queue: BatchQueue[Any, Any] | GenerationQueue
             if isinstance(predictor, GenerativePredictor):
-                queue = GenerationQueue(predictor.model, max_queue_size=settings.max_queue_size, name=name, stats=stats)
+                queue = GenerationQueue(
+                    predictor.model,
+                    max_queue_size=settings.max_queue_size,
+                    max_batch_size=settings.max_batch_size,
+                    name=name,
+                    stats=stats,
+                )
             else:
                 queue = BatchQueue(
                     predictor.run_batch,
@@ -148,8 +156,8 @@ class ModelPool:
             del self._loading[key]
 
     def _default_settings(self, predictor: Predictor) -> BatchSettings:
-        if isinstance(predictor, GenerativePredictor):  # one generation at a time; the queue counts requests
-            return BatchSettings(1, 0.0, self.generation_queue_size)
+        if isinstance(predictor, GenerativePredictor):  # generations decoded together; the queue counts requests
+            return BatchSettings(self.generation_batch_size, 0.0, self.generation_queue_size)
         preferred = getattr(predictor, "preferred_batch_size", None)
         if preferred is None:
             return self.defaults
