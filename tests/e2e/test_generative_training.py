@@ -7,6 +7,7 @@ the way anyone would load a Hugging Face directory.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from openmaas import Client
+from openmaas import APIError, Client
 from openmaas.storage.artifacts import LocalArtifactStore
 from tests.conftest import Server
 
@@ -30,10 +31,6 @@ CHATS = [
     {"messages": [{"role": "user", "content": "what colour is the sky?"}, {"role": "assistant", "content": "blue"}]},
     {"messages": [{"role": "user", "content": "what colour is grass?"}, {"role": "assistant", "content": "green"}]},
 ]
-# Serving refuses a config.json whose architecture does not end in ForCausalLM, and GPT-2's is GPT2LMHeadModel.
-NOT_SERVED_YET = pytest.mark.xfail(
-    strict=True, reason="recipes/generative.inspect_causal_lm refuses GPT2LMHeadModel (not *ForCausalLM)"
-)
 # Small on purpose: a few seconds of training on two shared CPU cores.
 GPT = {"n_layer": 2, "n_head": 2, "n_embd": 64, "context_length": 64, "vocab_size": 400, "log_every_steps": 0}
 
@@ -120,7 +117,6 @@ def test_causal_lm_job_trains_in_seconds_and_the_model_generates(
     assert tokenizer.decode(output[0], skip_special_tokens=True) == SENTENCES[1]
 
 
-@NOT_SERVED_YET
 def test_trained_model_completes_text_over_the_openai_api(http: httpx.Client, tiny_gpt: dict[str, Any]) -> None:
     body = {"model": "tiny-gpt:1", "prompt": "a journey of", "max_tokens": 20, "temperature": 0}
     answer = http.post("/v1/completions", json=body)
@@ -188,7 +184,6 @@ def test_lora_changes_the_outputs_and_merging_keeps_them(server: Server, lora: L
     assert "adapter/adapter_config.json" not in version_files(server, "tiny-gpt-merged", 1)
 
 
-@NOT_SERVED_YET
 def test_lora_versions_chat_over_the_openai_api(http: httpx.Client, lora: LoraRun) -> None:
     answers = []
     for model in ("tiny-gpt-chat", "tiny-gpt-merged"):
@@ -197,3 +192,30 @@ def test_lora_versions_chat_over_the_openai_api(http: httpx.Client, lora: LoraRu
         assert answer.status_code == 200, answer.text
         answers.append(answer.json()["choices"][0]["message"]["content"])
     assert answers[0] == answers[1]  # base + adapter and the merged weights: the same model
+
+
+def test_lora_base_model_is_resolved_as_the_callers_tenant(
+    server: Server, client: Client, tiny_gpt: dict[str, Any], tmp_path: Path
+) -> None:
+    owner = client.get_model("tiny-gpt")["owned_by"]
+    tenant = client.create_tenant(f"lora-reader-{secrets.token_hex(3)}")
+    key = client.create_key(tenant["id"], ["read", "train"])["key"]
+    with Client(server.url, key) as reader:
+        dataset = upload_text(reader, tmp_path / "mine.txt", ["my own text"])
+
+        def create(base_model: str) -> dict[str, Any]:
+            hyperparameters = {"base_model": base_model, "epochs": 1}
+            return reader.create_job(dataset, "my-lora", recipe="lora", hyperparameters=hyperparameters)
+
+        for hidden in ("tiny-gpt", f"{owner}/tiny-gpt:1"):  # another tenant's private model: not there
+            with pytest.raises(APIError) as caught:
+                create(hidden)
+            assert caught.value.status == 404 and caught.value.param == "hyperparameters.base_model"
+        client.update_model("tiny-gpt", public=True)
+        try:
+            job = create(f"{owner}/tiny-gpt:1")
+            reader.cancel_job(job["id"])
+        finally:
+            client.update_model("tiny-gpt", public=False)
+    pinned = job["hyperparameters"]["pinned_base"]
+    assert (pinned["owner"], pinned["model"], pinned["version"]) == (owner, "tiny-gpt", 1)

@@ -23,6 +23,15 @@ class NotACausalLM(ValueError):
     """The directory cannot be served as a causal language model; the message says what to change."""
 
 
+def is_causal_lm(architectures: Sequence[str]) -> bool:
+    """Whether transformers' AutoModelForCausalLM builds one of these classes (`LlamaForCausalLM`, but also
+    `GPT2LMHeadModel` and other historic names)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    known = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    return any(str(name) in known or str(name).endswith("ForCausalLM") for name in architectures)
+
+
 def inspect_causal_lm(directory: Path) -> dict[str, Any]:
     """The directory's config.json, after checking it is a loadable, safe causal-LM directory."""
     config_path = directory / "config.json"
@@ -33,8 +42,8 @@ def inspect_causal_lm(directory: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise NotACausalLM(f"config.json is not valid JSON: {error}") from None
     architectures = config.get("architectures") or []
-    if not any(str(name).endswith("ForCausalLM") for name in architectures):
-        raise NotACausalLM(f"config.json names {architectures or 'no architectures'}, not a *ForCausalLM model")
+    if not is_causal_lm(architectures):
+        raise NotACausalLM(f"config.json names {architectures or 'no architectures'}, not a causal LM")
     if "auto_map" in config:
         raise NotACausalLM("the model needs its own Python code (auto_map in config.json); remote code never runs")
     if not any(directory.glob("*.safetensors")):

@@ -6,12 +6,14 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
 from openmaas.domain.refs import ModelRef, is_valid_alias, is_valid_name, parse_ref
 from openmaas.errors import InvalidRequest, NotFound, PermissionDenied, Unprocessable
 from openmaas.recipes import get_loader
 from openmaas.recipes.foundation import FOUNDATION_MODELS
+from openmaas.recipes.generative import NotACausalLM, inspect_causal_lm, is_causal_lm, load_causal_lm
 from openmaas.services.foundation import safetensors_parameters, store_files
 from openmaas.storage.artifacts import LocalArtifactStore
 from openmaas.storage.artifacts.local import manifest_sha256
@@ -114,7 +116,8 @@ class RegistryService:
         return deleted
 
     def import_directory(self, principal: Principal, path: str, name: str) -> ModelVersion:
-        """Register a local Hugging Face encoder directory as a new version of `name` (admin only)."""
+        """Register a local Hugging Face directory (an encoder, or a causal LM) as a new version of `name`
+        (admin only). It is loaded once before registration, so a version that registers also serves."""
         if not principal.is_admin:
             raise PermissionDenied("importing a model from the server's disk needs an admin key")
         if not is_valid_name(name) or name in FOUNDATION_MODELS:
@@ -125,22 +128,23 @@ class RegistryService:
             files = store_files(self.artifacts, directory)
             staged = self.artifacts.materialize(files, Path(scratch) / "model")
             try:
-                model = get_loader("sentence-embedding").load(staged, "cpu", "torch")
+                metrics = _imported_metrics(task, staged)
             except Exception as error:  # whatever the directory holds, the answer is "cannot load it"
                 raise Unprocessable(
                     f"the model cannot be loaded: {type(error).__name__}: {error}",
                     param="path",
                     code="invalid_model_directory",
                 ) from None
+        generative = task == "text-generation"
         registered = self.store.models.register_version(
             {
                 "tenant_id": principal.tenant_id,
                 "model": name,
                 "task": task,
-                "recipe": "sentence-embedding",
-                "runtime": "onnx",
+                "recipe": "pretrained-causal-lm" if generative else "sentence-embedding",
+                "runtime": "torch" if generative else "onnx",
                 "labels": [],
-                "metrics": {"dimensions": model.dimensions, "max_length": model.max_length},
+                "metrics": metrics,
                 "hyperparameters": {"imported_from": str(directory)},
                 "dataset_id": None,
                 "dataset_sha256": None,
@@ -175,6 +179,16 @@ class RegistryService:
         if self.store.models.artifact_references(version.artifact_sha256) == 0:
             for sha256 in version.files.values():
                 self.artifacts.delete(sha256)
+
+
+def _imported_metrics(task: str, directory: Path) -> dict[str, Any]:
+    """Load the staged copy once (the proof it serves) and describe it."""
+    if task == "text-generation":
+        model = load_causal_lm(directory, "cpu")
+        own_template = bool(getattr(model.tokenizer, "chat_template", None))
+        return {"context_length": model.max_context, "chat_template": "own" if own_template else "fallback"}
+    encoder = get_loader("sentence-embedding").load(directory, "cpu", "torch")
+    return {"dimensions": encoder.dimensions, "max_length": encoder.max_length}
 
 
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -218,10 +232,16 @@ def check_importable(directory: Path) -> str:
             f"config.json is not valid JSON: {error}", param="path", code="invalid_model_directory"
         ) from None
     architectures = [str(a) for a in config.get("architectures") or []]
-    if any(a.endswith(("ForCausalLM", "ForConditionalGeneration", "ForSequenceClassification")) for a in architectures):
+    if is_causal_lm(architectures):
+        try:
+            inspect_causal_lm(directory)
+        except NotACausalLM as error:
+            raise Unprocessable(str(error), param="path", code="invalid_model_directory") from None
+        return "text-generation"
+    if any(a.endswith(("ForConditionalGeneration", "ForSequenceClassification")) for a in architectures):
         raise Unprocessable(
-            f"architecture {architectures[0]} is not served yet: import an encoder (served as embeddings) and "
-            "fine-tune a classifier on it with the transformer-classifier recipe",
+            f"architecture {architectures[0]} is not served yet: import an encoder (served as embeddings) or a "
+            "*ForCausalLM model (served by /v1/chat/completions and /v1/completions)",
             param="path",
             code="unsupported_architecture",
         )
