@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from openmaas.api.deps import Inferrer, Svc, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
@@ -107,6 +108,10 @@ async def _sse(
         stream.close()
 
 
+async def _close(stream: GenerationStream) -> None:
+    await stream.close()
+
+
 async def _collect(stream: GenerationStream) -> str:
     pieces = []
     while not isinstance(event := await stream.next(), GenerationDone):
@@ -124,7 +129,11 @@ async def _answer(
             # The first event before the status line: a busy model's timeout is still a clean 503.
             first = await unless_disconnected(request, stream.next(KEEPALIVE_SECONDS))
             return StreamingResponse(
-                _sse(stream, shape, first, include_usage), media_type="text/event-stream", headers=SSE_HEADERS
+                _sse(stream, shape, first, include_usage),
+                media_type="text/event-stream",
+                headers=SSE_HEADERS,
+                # Runs even when the client left before the body began (then _sse never ran to close it).
+                background=BackgroundTask(_close, stream),
             )
         text = await unless_disconnected(request, _collect(stream))
     except BaseException:
