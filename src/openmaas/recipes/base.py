@@ -64,7 +64,9 @@ class PinnedBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tenant_id: str = Field(description="The tenant that owns the base model.")
+    owner: str = Field(
+        description="The name of the tenant that owns the base model (for a foundation model, openmaas)."
+    )
     model: str
     version: int = Field(ge=1)
     artifact_sha256: str = Field(description="The version's artifact hash: a deleted and re-made version is refused.")

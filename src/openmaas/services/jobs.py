@@ -149,8 +149,10 @@ class JobService:
                 param=param,
                 code="adapter_as_base",
             )
+        owner = self.store.tenants.get(version.tenant_id)
+        assert owner is not None  # a model's tenant outlives it
         return {
-            "tenant_id": version.tenant_id,
+            "owner": owner.name,
             "model": version.model,
             "version": version.version,
             "artifact_sha256": version.artifact_sha256,

@@ -112,15 +112,19 @@ def prepare_classification(recipe: Recipe, hp: Any, device: str, rows: list[dict
 
 
 def materialize_base(
-    store: MetadataStore, artifacts: LocalArtifactStore, hp: Any, scratch: Path
+    store: MetadataStore, artifacts: LocalArtifactStore, job: Job, hp: Any, scratch: Path
 ) -> tuple[Path, PinnedBase]:
-    """Lay out the exact base version the job was created with; refuse one deleted (or remade) since."""
+    """Lay out the exact base version the job was created with, looked up as the job's tenant sees it now: one
+    deleted, remade, or no longer shared since is refused."""
     pin = hp.pinned_base
     if pin is None:
         raise RuntimeError("the job has no pinned base model (it was not created through the job service)")
-    version = store.models.resolve(pin.tenant_id, ModelRef(pin.model, version=pin.version))
+    version = store.models.resolve(job.tenant_id, ModelRef(pin.model, version=pin.version, owner=pin.owner))
     if version is None or version.artifact_sha256 != pin.artifact_sha256:
-        raise RuntimeError(f"base model {pin.model}:{pin.version} was deleted after the job was created")
+        raise RuntimeError(
+            f"base model {pin.owner}/{pin.model}:{pin.version} was deleted or stopped being shared after the job "
+            "was created"
+        )
     return artifacts.materialize(version.files, scratch / "base"), pin
 
 
@@ -160,7 +164,7 @@ def train(
         if recipe.dataset_kind == "text":
             base, lineage = None, None
             if recipe.base_task is not None:
-                base, lineage = materialize_base(store, artifacts, hp, Path(scratch))
+                base, lineage = materialize_base(store, artifacts, job, hp, Path(scratch))
             prepared = prepare_text(recipe, hp, device, rows, base)
             if lineage is not None:
                 prepared.started["base_model"] = f"{lineage.model}:{lineage.version}"
