@@ -251,3 +251,53 @@ def test_a_client_that_disconnects_stops_its_generation(server: Server, http: ht
     usage = http.get("/v1/usage", params={"group_by": "model"}).json()["data"]
     row = next(r for r in usage if r["model"] == MODEL and r["kind"] == "inference")
     assert row["completion_tokens"] > 0
+
+
+def test_tokens_per_minute_counts_prompt_and_completion_tokens(server: Server, tiny_model: str) -> None:
+    with server.http() as admin:
+        tenant = admin.post("/v1/tenants", json={"name": "chatty", "limits": {"tokens_per_minute": 30}}).json()
+        key = admin.post(f"/v1/tenants/{tenant['id']}/keys", json={"scopes": ["infer", "read"]}).json()["key"]
+        assert admin.patch(f"/v1/models/{tiny_model}", json={"public": True}).status_code == 200
+    try:
+        check_token_budget(server, key, f"default/{tiny_model}")
+    finally:
+        with server.http() as admin:
+            admin.patch(f"/v1/models/{tiny_model}", json={"public": False})
+
+
+def check_token_budget(server: Server, key: str, tiny_model: str) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+    first = client.completions.with_raw_response.create(model=tiny_model, prompt="Users", max_tokens=20, temperature=0)
+    usage = first.parse().usage
+    assert usage is not None and usage.completion_tokens == 20 and usage.prompt_tokens < 10
+    # The headers after the call count its prompt; the completion is charged when the generation ends.
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) == 30 - usage.prompt_tokens
+    # 30 - (prompt + 20 completion tokens) > 0: a second call is admitted, and it overspends the budget...
+    client.completions.create(model=tiny_model, prompt="Users", max_tokens=20, temperature=0)
+    # ...which would not be spent yet if only prompt tokens counted.
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.completions.create(model=tiny_model, prompt="Users", max_tokens=5)
+    assert refused.value.response.headers["retry-after"]
+
+
+def test_a_full_generation_queue_answers_429_at_once(start_server: type[Server], tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(OPENMAAS_MAX_QUEUED_GENERATIONS="1", OPENMAAS_GENERATION_BATCH_SIZE="1")
+    directory = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llm") / "model")
+    with server.http() as http:
+        assert http.post("/v1/models/import", json={"path": str(directory), "name": MODEL}).status_code == 201
+    long = {"model": MODEL, "messages": HELLO, "max_tokens": 460, "temperature": 0}
+
+    async def burst() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as client:
+            await client.post("/v1/chat/completions", json={**long, "max_tokens": 1})  # loaded before the burst
+            return list(await asyncio.gather(*(client.post("/v1/chat/completions", json=long) for _ in range(6))))
+
+    answers = asyncio.run(burst())
+    # One decodes, one waits in the queue's one place; the rest are refused at once instead of piling up.
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses.count(200) >= 2 and statuses.count(429) >= 1, statuses
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.json()["error"]["code"] == "queue_full"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert all(a.json()["usage"]["completion_tokens"] == 460 for a in answers if a.status_code == 200)
