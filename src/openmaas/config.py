@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_wait_ms: float = 0.0
     max_queue_size: int = 4096
     request_timeout_s: float = 60.0
+    usage_drain_s: float = Field(
+        default=0.2, gt=0, description="How often usage records move from the local journal to the database."
+    )
     model_memory_mb: int = 4096
     device: str = "auto"
     max_queued_generations: int = Field(default=64, ge=1, description="Generations waiting per model.")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from openmaas.domain.entities import Dataset, Job
+from openmaas.domain.entities import Dataset, Job, UsageRecord
 from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import ModelRef
@@ -88,7 +88,7 @@ def test_migrations_are_idempotent(store: MetadataStore) -> None:
     again = open_store(str(store.engine.url.render_as_string(hide_password=False)))
     again.close()
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0003"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0005"
 
 
 def test_datasets_are_scoped_to_their_tenant(store: MetadataStore) -> None:
@@ -200,3 +200,15 @@ def test_deleting_a_version_drops_its_aliases_and_never_reuses_its_number(store:
     assert model is not None and model.aliases == {} and [v.version for v in model.versions] == [1]
     assert store.models.register_version(version_spec()).version == 3
     assert store.models.delete_version("t2", "m", 1) is None
+
+
+def test_a_journal_segment_is_applied_once_and_in_order(store: MetadataStore) -> None:
+    record = UsageRecord("t1", "key_1", "inference", "m", 1, 2, 0, 0.01, now())
+    assert store.usage.add_journaled("j1", 1, [record, record])
+    assert not store.usage.add_journaled("j1", 1, [record, record])  # replayed after a crash: already there
+    assert store.usage.add_journaled("j1", 2, [record])
+    assert not store.usage.add_journaled("j1", 1, [record])
+    assert store.usage.add_journaled("j2", 1, [record])  # another process's journal has its own mark
+    assert store.usage.summary("t1", None, None, None)[0]["records"] == 4
+    store.usage.forget_journal("j1")
+    assert store.usage.add_journaled("j1", 1, [])

@@ -33,6 +33,7 @@ from openmaas.services.usage import UsageRecorder, UsageService
 from openmaas.storage.artifacts import LocalArtifactStore
 from openmaas.storage.counters import Counters, LocalCounters, RedisCounters
 from openmaas.storage.metadata import open_store
+from openmaas.storage.usage_journal import UsageJournal
 from openmaas.training.checkpoints import CheckpointStore
 from openmaas.training.executors import LocalProcessExecutor
 
@@ -61,7 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
         auth = AuthService(store.tenants, store.api_keys)
         counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else LocalCounters()
         limiter = RateLimiter(counters, settings.rate_limit_window_s)
-        recorder = UsageRecorder(store.usage)
+        recorder = UsageRecorder(store.usage, UsageJournal(settings.data_dir / "journal"), settings.usage_drain_s)
+        recorder.recover()  # calls answered by a process that died before they reached the database
         new_key = auth.bootstrap(settings.admin_key, settings.admin_key_file)
         if new_key:
             _announce_key(new_key, settings)
@@ -107,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             artifacts=ArtifactService(registry, inference, artifacts, settings.data_dir / "cache" / "exports"),
             tenancy=TenancyService(store),
-            usage=UsageService(store.usage),
+            usage=UsageService(store.usage, recorder),
             limiter=limiter,
         )
         await executor.start()
@@ -134,7 +136,6 @@ def create_app(settings: Settings) -> FastAPI:
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(native.router)
-    app.include_router(openai.router)
-    app.include_router(admin.router)
+    for router in (*native.routers, *openai.routers, *admin.routers):  # the inference routes first
+        app.include_router(router)
     return app

@@ -1,7 +1,7 @@
 """Runs a request's work until it finishes or the client hangs up, whichever comes first.
 
 When the client disconnects, the work is cancelled, so its inputs leave the batch queue instead of
-being computed for nobody.
+being computed for nobody. The work runs in the request's own task; only the watcher is a task of its own.
 """
 
 from __future__ import annotations
@@ -19,19 +19,22 @@ class ClientDisconnected(Exception):
     pass
 
 
-async def _wait_for_disconnect(request: Request) -> None:
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any]) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
+    task.cancel()
 
 
 async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    task = asyncio.current_task()
+    assert task is not None
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise  # cancelled from elsewhere (server shutdown): not ours to swallow
+        task.uncancel()
+        raise ClientDisconnected from None
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise ClientDisconnected
-    return task.result()

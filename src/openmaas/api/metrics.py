@@ -122,6 +122,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # (route, method, model, status) → its counter and histogram: `labels()` validates and locks on every
+        # call, and a server sees few distinct label sets. Bounded all the same, in case of many models.
+        self._series: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,5 +147,13 @@ class MetricsMiddleware:
             template = getattr(route, "path_format", None) or "unmatched"
             model = scope.get("state", {}).get("model", "")
             labels = (template, scope["method"], model, str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+            series = self._series.get(labels)
+            if series is None:
+                if len(self._series) > 10_000:
+                    self._series.clear()
+                series = self._series[labels] = (
+                    self.metrics.requests.labels(*labels),
+                    self.metrics.latency.labels(*labels),
+                )
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)

@@ -3,10 +3,14 @@
 A batch starts as soon as the model is free, with whatever is queued, up to `max_batch_size` items; while
 it runs, new requests gather for the next one. So a lone request never waits, and under load batches
 fill by themselves. `max_wait_ms` > 0 also holds a batch that is not full for up to that long, trading
-latency for fuller batches. Batches run off the event loop in the queue's own thread (one forward pass
-at a time per model, which is what a CPU wants). A request's items may be split across batches; its
-results come back in order. The queue is bounded: a request that does not fit is refused at once
-(`QueueFull`) instead of piling up.
+latency for fuller batches. Batches run off the event loop on the queue's own threads, `concurrency` at a
+time (1 by default: one forward pass at a time per model). A request's items may be split across
+batches; its results come back in order. The queue is bounded: a request that does not fit is refused at
+once (`QueueFull`) instead of piling up.
+
+There is no scheduling task: a batch is started by the call that makes it possible (a submit, the end of
+the previous batch, the end of a wait), and its results come back through one callback on the loop. That
+keeps the per-request cost of the queue to a future, a thread hand-off and a wake-up of the loop.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -71,6 +75,7 @@ class BatchQueue(Generic[In, Out]):
         max_batch_size: int = 32,
         max_wait_ms: float = 0.0,
         max_queue_size: int = 1024,
+        concurrency: int = 1,
         name: str = "model",
         stats: BatchStats | None = None,
     ) -> None:
@@ -80,17 +85,21 @@ class BatchQueue(Generic[In, Out]):
             raise ValueError("max_wait_ms must not be negative")
         if max_queue_size < max_batch_size:
             raise ValueError("max_queue_size must hold at least one batch")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue_size = max_queue_size
+        self.concurrency = concurrency
         self.name = name
         self.stats = stats or BatchStats()
         self._pending: deque[_Request[In, Out]] = deque()
         self._queued_items = 0
-        self._wakeup = asyncio.Event()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
-        self._task: asyncio.Task[None] | None = None
+        self._running = 0  # batches handed to the threads and not finished
+        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"batch-{name}")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._held: asyncio.TimerHandle | None = None  # a partial batch waiting out max_wait
         self._closed = False
         self._batch_seconds = 0.01  # running estimate, for Retry-After
 
@@ -107,20 +116,40 @@ class BatchQueue(Generic[In, Out]):
         if len(items) > self.max_queue_size:
             raise RequestTooLarge(f"{len(items)} items, but the queue holds at most {self.max_queue_size}")
         if self._queued_items + len(items) > self.max_queue_size:
-            batches_ahead = self._queued_items / self.max_batch_size + 1
+            batches_ahead = self._queued_items / self.max_batch_size / self.concurrency + 1
             raise QueueFull(self._queued_items, self.max_queue_size, max(1.0, batches_ahead * self._batch_seconds))
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=f"batch-queue-{self.name}")
-        future: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
-        request: _Request[In, Out] = _Request(items, [None] * len(items), future, len(items))
-        self._pending.append(request)
+        self._loop = loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Out]] = loop.create_future()
+        self._pending.append(_Request(items, [None] * len(items), future, len(items)))
         self._queued_items += len(items)
-        self._wakeup.set()
+        self._start_batches()
         try:
             return await future
         finally:
             if not future.done():  # the caller went away (disconnect, timeout): drop what has not run yet
                 future.cancel()
+
+    def _start_batches(self) -> None:
+        """Hand batches to free threads while items wait; a partial batch may be held for max_wait first."""
+        while self._running < self.concurrency and self._queued_items and not self._closed:
+            if self._queued_items < self.max_batch_size and self.max_wait > 0:
+                if self._held is None:
+                    assert self._loop is not None
+                    self._held = self._loop.call_later(self.max_wait, self._release_held)
+                return
+            if self._held is not None:
+                self._held.cancel()
+                self._held = None
+            batch = self._take_batch()
+            if batch:
+                self._run(batch)
+
+    def _release_held(self) -> None:
+        self._held = None
+        while self._running < self.concurrency and self._queued_items and not self._closed:
+            batch = self._take_batch()
+            if batch:
+                self._run(batch)
 
     def _take_batch(self) -> list[tuple[_Request[In, Out], int]]:
         """Up to max_batch_size (request, item index) pairs, oldest first; skips cancelled requests."""
@@ -139,39 +168,35 @@ class BatchQueue(Generic[In, Out]):
                 self._pending.popleft()
         return batch
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closed:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if self._queued_items < self.max_batch_size and self.max_wait > 0:
-                # Give concurrent requests a moment to join, but never longer than max_wait.
-                deadline = time.monotonic() + self.max_wait
-                while self._queued_items < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
-                    self._wakeup.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), left)
-            batch = self._take_batch()
-            if not batch:
-                continue
-            inputs = [request.items[index] for request, index in batch]
-            started = time.perf_counter()
-            try:
-                outputs = await loop.run_in_executor(self._thread, self.run_batch, inputs)
-                if len(outputs) != len(inputs):
-                    raise RuntimeError(f"batch of {len(inputs)} gave {len(outputs)} results")
-            except Exception as error:  # one failing batch fails its requests, not the queue
-                log.exception("batch of %d failed on %s", len(inputs), self.name)
-                for request, _ in batch:
-                    if not request.future.done():
-                        request.future.set_exception(error)
-                continue
+    def _run(self, batch: list[tuple[_Request[In, Out], int]]) -> None:
+        loop = self._loop
+        assert loop is not None
+        inputs = [request.items[index] for request, index in batch]
+        started = time.perf_counter()
+        self._running += 1
+
+        def finished(done: Future[Sequence[Out]]) -> None:  # on the batch's thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(self._finish, batch, done, started)
+
+        self._threads.submit(self.run_batch, inputs).add_done_callback(finished)
+
+    def _finish(self, batch: list[tuple[_Request[In, Out], int]], done: Future[Sequence[Out]], started: float) -> None:
+        self._running -= 1
+        try:
+            outputs = done.result()
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"batch of {len(batch)} gave {len(outputs)} results")
+        except Exception as error:  # one failing batch fails its requests, not the queue
+            log.error("batch of %d failed on %s", len(batch), self.name, exc_info=error)
+            for request, _ in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
+        else:
             elapsed = time.perf_counter() - started
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
             for callback in self.stats.on_batch:
-                callback(len(inputs), elapsed)
+                callback(len(batch), elapsed)
             for (request, index), output in zip(batch, outputs, strict=True):
                 if request.future.done():
                     continue
@@ -179,16 +204,17 @@ class BatchQueue(Generic[In, Out]):
                 request.remaining -= 1
                 if request.remaining == 0:
                     request.future.set_result(request.results)
+        self._start_batches()
 
     async def close(self) -> None:
+        """Refuse new requests and fail the waiting ones; a batch already running still answers its requests."""
         self._closed = True
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         for request in self._pending:
             if not request.future.done():
                 request.future.set_exception(BatchQueueClosed(self.name))
         self._pending.clear()
         self._queued_items = 0
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._thread.shutdown(wait=False)
+        self._threads.shutdown(wait=False)

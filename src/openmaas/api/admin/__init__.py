@@ -4,8 +4,7 @@ from fastapi import APIRouter
 
 from openmaas.api.admin import tenants, usage
 
-router = APIRouter()
-router.include_router(tenants.router)
-router.include_router(usage.router)
+# Included one by one by the app (see api/native/__init__.py).
+routers: tuple[APIRouter, ...] = (tenants.router, usage.router)
 
-__all__ = ["router"]
+__all__ = ["routers"]

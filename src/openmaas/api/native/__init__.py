@@ -4,9 +4,8 @@ from fastapi import APIRouter
 
 from openmaas.api.native import datasets, jobs, models
 
-router = APIRouter()
-router.include_router(datasets.router)
-router.include_router(jobs.router)
-router.include_router(models.router)
+# Included one by one by the app, not nested in one router: FastAPI matches a request again at every level of
+# nesting. Routes are tried in order; the registry's router holds predictions, the hot path.
+routers: tuple[APIRouter, ...] = (models.router, datasets.router, jobs.router)
 
-__all__ = ["router"]
+__all__ = ["routers"]

@@ -7,12 +7,12 @@ instead of making the route miss (404 or 405 from the router, depending on the m
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from openmaas.api.deps import Admin, Inferrer, Reader, Svc, Trainer, add_response_headers
+from openmaas.api.deps import Admin, Reader, Svc, Trainer, add_response_headers, authorize, json_body, services_of
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
@@ -34,6 +34,33 @@ from openmaas.runtime.pool import BatchSettings, ServedModel
 from openmaas.services.registry import reference_for
 
 router = APIRouter(tags=["models"])
+
+
+# Declared first: routes are tried in order, and predictions are the hot path. The key and the body are
+# read by plain calls rather than as dependencies, which FastAPI would solve anew on every request.
+@router.post(
+    "/v1/models/{ref:path}/predict",
+    response_model=PredictResponse,
+    response_class=FastJSONResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        }
+    },
+)
+async def predict(ref: str, request: Request) -> FastJSONResponse:
+    caller = await authorize(request, "infer")
+    svc = services_of(request)
+    body = await json_body(request)
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
+    request.state.model = ref.partition(":")[0]
+    result = await unless_disconnected(request, svc.inference.predict(caller, ref, body["inputs"]))
+    add_response_headers(request, result.rate_limit)
+    return FastJSONResponse(
+        {"model": result.version.model, "version": result.version.version, "predictions": result.predictions}
+    )
 
 
 def version_out(v: ModelVersion) -> VersionOut:
@@ -149,22 +176,3 @@ def delete_version(name: str, version: int, caller: Trainer, svc: Svc) -> Delete
 def delete_model(name: str, caller: Trainer, svc: Svc) -> Deleted:
     svc.registry.delete_model(caller, name)
     return Deleted(id=name, object="model")
-
-
-@router.post(
-    "/v1/models/{ref:path}/predict",
-    response_model=PredictResponse,
-    response_class=FastJSONResponse,
-    openapi_extra={"requestBody": {"content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}},
-)
-async def predict(
-    ref: str, request: Request, caller: Inferrer, svc: Svc, body: Annotated[Any, Body()] = None
-) -> FastJSONResponse:
-    if not isinstance(body, dict) or "inputs" not in body:
-        raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
-    request.state.model = ref.partition(":")[0]
-    result = await unless_disconnected(request, svc.inference.predict(caller, ref, body["inputs"]))
-    add_response_headers(request, result.rate_limit)
-    return FastJSONResponse(
-        {"model": result.version.model, "version": result.version.version, "predictions": result.predictions}
-    )

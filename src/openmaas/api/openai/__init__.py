@@ -4,8 +4,7 @@ from fastapi import APIRouter
 
 from openmaas.api.openai import embeddings, generation
 
-router = APIRouter()
-router.include_router(embeddings.router)
-router.include_router(generation.router)
+# Included one by one by the app (see api/native/__init__.py).
+routers: tuple[APIRouter, ...] = (embeddings.router, generation.router)
 
-__all__ = ["router"]
+__all__ = ["routers"]

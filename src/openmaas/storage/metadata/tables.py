@@ -162,6 +162,16 @@ usage_records = Table(
     Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
 )
 
+# How far each server process's usage journal reached the database: segments up to `applied` are in
+# usage_records. Moved in the transaction that inserts a segment's records, so none is applied twice.
+usage_journals = Table(
+    "usage_journals",
+    metadata,
+    Column("journal", String(64), primary_key=True),
+    Column("applied", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, RowMapping, func, insert, select, update
+from sqlalchemy import ColumnElement, Engine, RowMapping, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openmaas.domain.entities import ApiKey, AuditEntry, Tenant, UsageRecord
@@ -154,6 +154,29 @@ class UsageRepository:
             return
         with self.engine.begin() as conn:
             conn.execute(insert(t.usage_records), [vars(r) for r in records])
+
+    def add_journaled(self, journal: str, sequence: int, records: Sequence[UsageRecord]) -> bool:
+        """Insert a journal segment's records unless that segment (or a later one) was applied before.
+
+        Segments of one journal arrive in order, from the one process that holds its lock. Returns whether
+        the records were inserted."""
+        j = t.usage_journals
+        with self.engine.begin() as conn:
+            applied = conn.execute(select(j.c.applied).where(j.c.journal == journal)).scalar()
+            if applied is not None and sequence <= applied:
+                return False
+            if records:
+                conn.execute(insert(t.usage_records), [vars(r) for r in records])
+            if applied is None:
+                conn.execute(insert(j).values(journal=journal, applied=sequence, updated_at=now()))
+            else:
+                conn.execute(update(j).where(j.c.journal == journal).values(applied=sequence, updated_at=now()))
+        return True
+
+    def forget_journal(self, journal: str) -> None:
+        """Drop a journal's mark once none of its segments is left on disk."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(t.usage_journals).where(t.usage_journals.c.journal == journal))
 
     def summary(
         self, tenant_id: str | None, start: float | None, end: float | None, group_by: str | None
