@@ -4,13 +4,12 @@ queue the generation and meter prompt and completion tokens, whether the answer 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from openmaas.domain.entities import ModelVersion, Principal
-from openmaas.errors import InvalidRequest, NotFound, RateLimited, Unavailable
+from openmaas.errors import InvalidRequest, NotFound, Unavailable
 from openmaas.recipes.chat import ROLES
 from openmaas.recipes.generative import CausalLM
 from openmaas.runtime.batching import BatchQueueClosed, QueueFull
@@ -23,7 +22,7 @@ from openmaas.runtime.generation import (
     TextDelta,
 )
 from openmaas.runtime.predictors import GenerativePredictor
-from openmaas.services.inference import InferenceService
+from openmaas.services.inference import InferenceService, at_capacity
 from openmaas.services.limits import RateLimiter
 from openmaas.services.usage import UsageRecorder
 
@@ -230,13 +229,7 @@ class GenerationService:
         try:
             generation = queue.submit(prompt_ids, params)
         except QueueFull as error:
-            retry = str(max(1, math.ceil(error.retry_after)))
-            raise RateLimited(
-                f"model {version.model}:{version.version} is at capacity ({error.queued} generations waiting); "
-                f"retry after {retry}s",
-                code="queue_full",
-                headers={"Retry-After": retry},
-            ) from None
+            raise at_capacity(version, error, "generations waiting") from None
         except BatchQueueClosed:
             raise Unavailable(
                 f"model {version.model}:{version.version} is being unloaded", code="model_unloaded"
