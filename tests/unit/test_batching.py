@@ -135,3 +135,38 @@ async def test_without_a_wait_a_lone_request_runs_at_once_and_batches_form_while
     assert await busy == [20] and [await w for w in waiting] == [[i * 10] for i in range(3, 13)]
     assert run.batches == [[1], [2], list(range(3, 13))]
     await queue.close()
+
+
+async def test_with_two_lanes_a_second_batch_runs_while_the_first_is_held_and_order_is_kept() -> None:
+    first_gate = threading.Event()
+    threads: list[int] = []
+
+    def run(items: list[int]) -> list[int]:
+        threads.append(threading.get_ident())
+        if items[0] < 4:  # the first batch finishes last
+            first_gate.wait(5)
+        return [item * 10 for item in items]
+
+    queue = BatchQueue(run, max_batch_size=4, max_wait_ms=0, max_queue_size=64, concurrency=2)
+    held = asyncio.ensure_future(queue.submit(list(range(6))))  # [0..3] on one lane, [4, 5] on the other
+    await asyncio.sleep(0.05)
+    later = await asyncio.wait_for(queue.submit([9]), 1)  # a lane is free although [0..3] is still running
+    assert later == [90] and not held.done()
+    first_gate.set()
+    assert await held == [i * 10 for i in range(6)]
+    assert len(set(threads)) == 2
+    await queue.close()
+
+
+async def test_a_lone_request_keeps_the_same_lane() -> None:
+    threads: list[int] = []
+
+    def run(items: list[int]) -> list[int]:
+        threads.append(threading.get_ident())
+        return items
+
+    queue = BatchQueue(run, max_batch_size=4, max_wait_ms=0, max_queue_size=64, concurrency=2)
+    for i in range(5):
+        assert await queue.submit([i]) == [i]
+    assert len(set(threads)) == 1
+    await queue.close()

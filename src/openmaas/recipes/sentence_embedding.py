@@ -13,6 +13,7 @@ from openmaas.recipes.encoders import (
     TextTokenizer,
     accepts_token_types,
     chunk_size,
+    concurrent_batches,
     in_length_buckets,
     load_encoder,
     read_max_length,
@@ -42,6 +43,7 @@ class EmbeddingInference:
         self.memory_bytes = self.graph.memory_bytes
         self.onnx_path = self.graph.onnx_path
         self.chunk = chunk_size(device)
+        self.preferred_concurrency = concurrent_batches(device)
 
     def embed_sorted(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed many texts in batches of similar length, so little compute goes to padding."""

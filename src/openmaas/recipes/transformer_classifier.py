@@ -27,6 +27,7 @@ from openmaas.recipes.encoders import (
     TextTokenizer,
     accepts_token_types,
     chunk_size,
+    concurrent_batches,
     in_length_buckets,
     load_encoder,
     parameter_count,
@@ -183,6 +184,7 @@ class TransformerClassifierInference:
         self.memory_bytes = self.graph.memory_bytes
         self.onnx_path = self.graph.onnx_path
         self.chunk = chunk_size(device)
+        self.preferred_concurrency = concurrent_batches(device)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return in_length_buckets(list(texts), self._probabilities, self.chunk)

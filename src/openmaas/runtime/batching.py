@@ -4,8 +4,9 @@ A batch starts as soon as the model is free, with whatever is queued, up to `max
 it runs, new requests gather for the next one. So a lone request never waits, and under load batches
 fill by themselves. `max_wait_ms` > 0 also holds a batch that is not full for up to that long, trading
 latency for fuller batches. Batches run off the event loop on the queue's own threads, `concurrency` at a
-time (1 by default: one forward pass at a time per model). A request's items may be split across
-batches; its results come back in order. The queue is bounded: a request that does not fit is refused at
+time (1 by default: one forward pass at a time per model; a model that spreads a batch over several
+threads may want a second batch ready to keep them busy). A request's items may be split across batches;
+its results come back in order. The queue is bounded: a request that does not fit is refused at
 once (`QueueFull`) instead of piling up.
 
 There is no scheduling task: a batch is started by the call that makes it possible (a submit, the end of
@@ -96,8 +97,10 @@ class BatchQueue(Generic[In, Out]):
         self.stats = stats or BatchStats()
         self._pending: deque[_Request[In, Out]] = deque()
         self._queued_items = 0
-        self._running = 0  # batches handed to the threads and not finished
-        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"batch-{name}")
+        # One thread per lane, and the lane that finished last runs the next batch: a lone request keeps
+        # meeting the same warm thread instead of waking each lane's in turn.
+        self._lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}") for _ in range(concurrency)]
+        self._idle = self._lanes[::-1]  # a stack
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: asyncio.TimerHandle | None = None  # a partial batch waiting out max_wait
         self._closed = False
@@ -131,7 +134,7 @@ class BatchQueue(Generic[In, Out]):
 
     def _start_batches(self) -> None:
         """Hand batches to free threads while items wait; a partial batch may be held for max_wait first."""
-        while self._running < self.concurrency and self._queued_items and not self._closed:
+        while self._idle and self._queued_items and not self._closed:
             if self._queued_items < self.max_batch_size and self.max_wait > 0:
                 if self._held is None:
                     assert self._loop is not None
@@ -146,7 +149,7 @@ class BatchQueue(Generic[In, Out]):
 
     def _release_held(self) -> None:
         self._held = None
-        while self._running < self.concurrency and self._queued_items and not self._closed:
+        while self._idle and self._queued_items and not self._closed:
             batch = self._take_batch()
             if batch:
                 self._run(batch)
@@ -173,16 +176,22 @@ class BatchQueue(Generic[In, Out]):
         assert loop is not None
         inputs = [request.items[index] for request, index in batch]
         started = time.perf_counter()
-        self._running += 1
+        lane = self._idle.pop()
 
         def finished(done: Future[Sequence[Out]]) -> None:  # on the batch's thread
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-                loop.call_soon_threadsafe(self._finish, batch, done, started)
+                loop.call_soon_threadsafe(self._finish, lane, batch, done, started)
 
-        self._threads.submit(self.run_batch, inputs).add_done_callback(finished)
+        lane.submit(self.run_batch, inputs).add_done_callback(finished)
 
-    def _finish(self, batch: list[tuple[_Request[In, Out], int]], done: Future[Sequence[Out]], started: float) -> None:
-        self._running -= 1
+    def _finish(
+        self,
+        lane: ThreadPoolExecutor,
+        batch: list[tuple[_Request[In, Out], int]],
+        done: Future[Sequence[Out]],
+        started: float,
+    ) -> None:
+        self._idle.append(lane)
         try:
             outputs = done.result()
             if len(outputs) != len(batch):
@@ -217,4 +226,5 @@ class BatchQueue(Generic[In, Out]):
                 request.future.set_exception(BatchQueueClosed(self.name))
         self._pending.clear()
         self._queued_items = 0
-        self._threads.shutdown(wait=False)
+        for lane in self._lanes:
+            lane.shutdown(wait=False)

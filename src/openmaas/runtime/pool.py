@@ -137,6 +137,8 @@ class ModelPool:
                     max_batch_size=settings.max_batch_size,
                     max_wait_ms=settings.max_wait_ms,
                     max_queue_size=settings.max_queue_size,
+                    # How many batches at once is the model's to say (how it runs one), not a batch setting.
+                    concurrency=getattr(predictor, "preferred_concurrency", 1),
                     name=name,
                     stats=stats,
                 )

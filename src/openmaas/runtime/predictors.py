@@ -32,6 +32,7 @@ class ClassifierPredictor:
         self.labels = list(model.labels)
         self.memory_bytes: int = model.memory_bytes
         self.preferred_batch_size: int | None = getattr(model, "preferred_batch_size", None)
+        self.preferred_concurrency: int = getattr(model, "preferred_concurrency", 1)
 
     def run_batch(self, items: list[Any]) -> list[Any]:
         return self.predict(items)
@@ -55,8 +56,8 @@ class EmbeddingPredictor:
         self.dimensions: int = model.dimensions
         self.max_length: int = model.max_length
         self.memory_bytes: int = model.memory_bytes
-
         self.preferred_batch_size: int | None = getattr(model, "preferred_batch_size", None)
+        self.preferred_concurrency: int = getattr(model, "preferred_concurrency", 1)
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[np.ndarray, list[int]]:
         vectors, tokens = self.model.embed(texts, truncate=truncate)
