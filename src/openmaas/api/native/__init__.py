@@ -5,7 +5,7 @@ from fastapi import APIRouter
 from openmaas.api.native import datasets, jobs, models
 
 # Included one by one by the app, not nested in one router: FastAPI matches a request again at every level of
-# nesting. Routes are tried in order; the registry's router holds predictions, the hot path.
-routers: tuple[APIRouter, ...] = (models.router, datasets.router, jobs.router)
+# nesting. Routes are tried in order: predictions, the hot path, first.
+routers: tuple[APIRouter, ...] = (models.predictions, models.router, datasets.router, jobs.router)
 
 __all__ = ["routers"]

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from openmaas.api.deps import Admin, Reader, Svc, Trainer, add_response_headers, authorize, json_body, services_of
+from openmaas.api.direct import DirectRoute
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
@@ -34,11 +35,12 @@ from openmaas.runtime.pool import BatchSettings, ServedModel
 from openmaas.services.registry import reference_for
 
 router = APIRouter(tags=["models"])
+# Included before `router`: routes are tried in order, and predictions are the hot path. Their key and body
+# are read by plain calls, not as dependencies, which FastAPI would solve anew on every request.
+predictions = APIRouter(tags=["models"], route_class=DirectRoute)
 
 
-# Declared first: routes are tried in order, and predictions are the hot path. The key and the body are
-# read by plain calls rather than as dependencies, which FastAPI would solve anew on every request.
-@router.post(
+@predictions.post(
     "/v1/models/{ref:path}/predict",
     response_model=PredictResponse,
     response_class=FastJSONResponse,
