@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
@@ -76,12 +77,17 @@ def converted_directory() -> Path:
     return directory
 
 
-def offline(directory: Path, requests: int, max_tokens: int, concurrency: int) -> Result:
+def load_offline(directory: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, local_files_only=True).eval()
+    return tokenizer, model
+
+
+def offline(loaded: tuple[Any, Any], requests: int, max_tokens: int, concurrency: int) -> Result:
+    tokenizer, model = loaded
     texts = [
         tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
         for p in PROMPTS
@@ -99,7 +105,8 @@ def offline(directory: Path, requests: int, max_tokens: int, concurrency: int) -
         # tokens up to and including the first EOS of each row (padding after it is not generated text)
         return sum(int((row == eos).nonzero()[0]) + 1 if (row == eos).any() else len(row) for row in generated)
 
-    run(prompts[:1], 4)  # warm-up
+    # Warm-up at full length and batch size: generate's first calls are several times slower (measured).
+    run(prompts[:concurrency], max_tokens)
     ttft = []
     for text in prompts[: min(4, len(prompts))]:
         started = time.perf_counter()
@@ -178,8 +185,9 @@ def main() -> None:
         served_rows[label] = serve_and_measure(args, levels, batch_size)
     width = max(map(len, served_rows)) + 8
     print(f"{'':{width}}{'':50}served / offline")
+    loaded = load_offline(directory)
     for index, level in enumerate(levels):
-        limit = offline(directory, args.requests, args.max_tokens, level)
+        limit = offline(loaded, args.requests, args.max_tokens, level)
         print(f"{f'c={level} offline':{width}}{limit.row()}")
         for label, results in served_rows.items():
             ours = results[index]
