@@ -1,14 +1,21 @@
-"""Chunks of similar length run on the caller and helper threads, and come back in the caller's order."""
+"""Chunks of similar length, and groups of equal token counts, run on the caller and helper threads and come back
+in the caller's order."""
 
 from __future__ import annotations
 
+import csv
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from openmaas.recipes.encoders import in_length_buckets
+from openmaas.recipes.encoders import Batch, in_length_buckets, in_token_groups
+from openmaas.recipes.foundation import foundation_directory
+from openmaas.recipes.sentence_embedding import EmbeddingInference
+from tests.conftest import DATASETS
 
 
 def lengths(chunk: list[str]) -> np.ndarray:
@@ -46,3 +53,33 @@ def test_concurrent_callers_each_get_their_own_results() -> None:
     for thread in threads:
         thread.join()
     assert results == {k: [k + i % 5 for i in range(30)] for k in range(3)}
+
+
+def test_token_groups_hold_inputs_of_one_length_without_padding_and_keep_the_order() -> None:
+    counts = [3, 5, 3, 2, 5, 3, 3, 4, 2, 3, 3, 3, 3, 3]
+    width = max(counts)
+    ids = np.array([[i * 10 + 1] * n + [0] * (width - n) for i, n in enumerate(counts)])
+    mask = np.array([[1] * n + [0] * (width - n) for n in counts])
+    seen: list[tuple[int, ...]] = []
+
+    def run(group: Batch) -> np.ndarray:
+        assert group.arrays["attention_mask"].all()  # no padding left in a group
+        assert len(set(group.token_counts)) == 1 and len(group.token_counts) <= 4
+        seen.append(tuple(group.token_counts))
+        return group.arrays["input_ids"][:, :1]
+
+    out = in_token_groups(Batch({"input_ids": ids, "attention_mask": mask}, counts), run, limit=4)
+    assert out[:, 0].tolist() == [i * 10 + 1 for i in range(len(counts))]
+    assert sorted(seen) == [(2, 2), (3,), (3, 3, 3, 3), (3, 3, 3, 3), (4,), (5, 5)]
+
+
+def test_a_batch_in_token_groups_gives_the_numbers_of_one_text_at_a_time(tmp_path: Path) -> None:
+    directory = tmp_path / "minilm"
+    shutil.copytree(foundation_directory("all-minilm-l6-v2"), directory)
+    model = EmbeddingInference(directory, "cpu", "onnx")
+    with (DATASETS / "sms_spam" / "sms_spam.csv").open(encoding="utf-8") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)][:64]
+    together, tokens = model.embed(texts)
+    assert len(set(tokens)) < len(tokens)  # some texts share a token count, so some groups hold several
+    alone = np.concatenate([model.embed([text])[0] for text in texts])
+    assert np.abs(together - alone).max() < 1e-5

@@ -13,6 +13,7 @@ import os
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ class TextTokenizer:
         self.tokenizer.enable_truncation(max_length)
         pad_id = self.tokenizer.padding["pad_id"] if self.tokenizer.padding else 0
         pad_token = self.tokenizer.id_to_token(pad_id) or "[PAD]"
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, direction="right")
 
     def __call__(self, texts: list[str], *, truncate: bool = True) -> Batch:
         encodings = self.tokenizer.encode_batch(texts)
@@ -119,6 +120,39 @@ def _chunk_helpers() -> tuple[ThreadPoolExecutor, int]:
     return ThreadPoolExecutor(max_workers=count, thread_name_prefix="chunk"), count
 
 
+def _in_order(parts: list[Callable[[], np.ndarray]], order: np.ndarray) -> np.ndarray:
+    """Run the parts (the runtimes release the GIL) and put their concatenated rows back in input order.
+
+    Small forward passes leave cores idle; the caller and a helper thread per other core take parts in turn
+    until none is left: one hand-off per helper and call, not one per part (MiniLM, 32 texts a call, 2 cores,
+    one of them busy with another process: 265 texts/s, against 142 with each part handed to a pool of two
+    threads)."""
+    results: dict[int, np.ndarray] = {}
+    indices = iter(range(len(parts)))
+    taking = threading.Lock()
+
+    def take_parts() -> None:
+        while True:
+            with taking:
+                index = next(indices, None)
+            if index is None:
+                return
+            results[index] = parts[index]()
+
+    helpers, count = _chunk_helpers()
+    started = [helpers.submit(take_parts) for _ in range(min(count, len(parts) - 1))]
+    try:
+        take_parts()
+    finally:
+        for helper in started:
+            if not helper.cancel():  # one still queued behind another caller's parts has nothing left to do
+                helper.result()
+    ordered = np.concatenate([results[index] for index in range(len(parts))])
+    out = np.empty_like(ordered)
+    out[order] = ordered
+    return out
+
+
 def in_length_buckets(texts: list[str], run: Any, size: int = 8) -> np.ndarray:
     """Run `run(chunk) -> array` on chunks of similar length and restore the input order.
 
@@ -129,34 +163,32 @@ def in_length_buckets(texts: list[str], run: Any, size: int = 8) -> np.ndarray:
         return result
     order = np.argsort([len(text) for text in texts], kind="stable")
     chunks = [[texts[i] for i in order[start : start + size]] for start in range(0, len(texts), size)]
-    # Small forward passes leave cores idle; running a few at once (the runtimes release the GIL) fills them.
-    # The caller and a helper thread per other core take chunks in turn until none is left: one hand-off
-    # per helper and batch, not one per chunk (MiniLM, 32 texts a call, 2 cores, one of them busy with
-    # another process: 265 texts/s, against 142 with each chunk handed to a pool of two threads).
-    parts: dict[int, np.ndarray] = {}
-    indices = iter(range(len(chunks)))
-    taking = threading.Lock()
+    return _in_order([functools.partial(run, chunk) for chunk in chunks], order)
 
-    def take_chunks() -> None:
-        while True:
-            with taking:
-                index = next(indices, None)
-            if index is None:
-                return
-            parts[index] = run(chunks[index])
 
-    helpers, count = _chunk_helpers()
-    started = [helpers.submit(take_chunks) for _ in range(min(count, len(chunks) - 1))]
-    try:
-        take_chunks()
-    finally:
-        for helper in started:
-            if not helper.cancel():  # one still queued behind another caller's chunks has nothing left to do
-                helper.result()
-    ordered = np.concatenate([parts[index] for index in range(len(chunks))])
-    out = np.empty_like(ordered)
-    out[order] = ordered
-    return out
+def in_token_groups(batch: Batch, run: Callable[[Batch], np.ndarray], limit: int = 8) -> np.ndarray:
+    """Run `run(group) -> array` on groups of inputs with the same number of tokens (at most `limit` a group)
+    and restore the input order.
+
+    For a CPU, where padding costs more than it saves: a group needs none, and one call for several inputs
+    still saves work (MiniLM on one core, real SMS texts: 158 texts/s one a call, 174 with the equal-length
+    groups found in batches of 32, 209 in batches of 256)."""
+    counts = np.asarray(batch.token_counts)
+    if len(counts) == 1:
+        return run(batch)
+    order = np.argsort(counts, kind="stable")
+    groups: list[list[int]] = []
+    for index in order.tolist():
+        if groups and counts[groups[-1][0]] == counts[index] and len(groups[-1]) < limit:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+
+    def run_group(rows: list[int]) -> np.ndarray:
+        length = int(counts[rows[0]])  # padding is on the right: the first `length` columns are the tokens
+        return run(Batch({name: array[rows, :length] for name, array in batch.arrays.items()}, [length] * len(rows)))
+
+    return _in_order([functools.partial(run_group, rows) for rows in groups], order)
 
 
 def load_encoder(directory: Path) -> PreTrainedModel:

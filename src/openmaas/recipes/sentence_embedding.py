@@ -15,6 +15,7 @@ from openmaas.recipes.encoders import (
     chunk_size,
     concurrent_batches,
     in_length_buckets,
+    in_token_groups,
     load_encoder,
     read_max_length,
 )
@@ -51,6 +52,8 @@ class EmbeddingInference:
 
     def embed(self, texts: list[str], *, truncate: bool = True) -> tuple[np.ndarray, list[int]]:
         batch = self.tokenizer(texts, truncate=truncate)  # checks every input's length before any compute
+        if self.chunk == 1:  # a CPU: no padding, inputs of equal token counts together
+            return in_token_groups(batch, self._embed), batch.token_counts
         if len(texts) <= self.chunk:
             return self._embed(batch), batch.token_counts
         return self.embed_sorted(texts, self.chunk), batch.token_counts
