@@ -4,10 +4,15 @@ whichever moment a process dies at."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from openmaas.domain.entities import Principal
 from openmaas.services.usage import UsageRecorder
@@ -112,21 +117,41 @@ async def test_a_torn_last_line_is_skipped(store: MetadataStore, tmp_path: Path)
     assert UsageRecorder(store.usage, UsageJournal(tmp_path / "journal")).recover() == 2
 
 
+@contextlib.contextmanager
+def usage_table_refusing_writes(database: Path) -> Iterator[None]:
+    """The test's own SQLite file refuses every usage insert until the block ends: a real failed commit."""
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        conn.execute(
+            "CREATE TRIGGER usage_down BEFORE INSERT ON usage_records BEGIN SELECT RAISE(ABORT, 'usage down'); END"
+        )
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute("DROP TRIGGER usage_down")
+            conn.commit()
+
+
+def segment_lines(journal: UsageJournal) -> list[int]:
+    return [len(path.read_bytes().splitlines()) for path in sorted(journal.directory.glob("*.jsonl"))]
+
+
 async def test_a_failed_commit_keeps_the_records_and_the_next_drain_commits_them_in_order(
-    store: MetadataStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MetadataStore, tmp_path: Path
 ) -> None:
     recorder = UsageRecorder(store.usage, UsageJournal(tmp_path / "journal"), drain_seconds=3600)
     await record(recorder, 3)
-    real = store.usage.add_journaled
-
-    def down(*_args: object) -> bool:
-        raise OSError("database unavailable")
-
-    monkeypatch.setattr(store.usage, "add_journaled", down)
-    with pytest.raises(OSError):
-        recorder.drain()
-    await record(recorder, 2, items=1)
-    monkeypatch.setattr(store.usage, "add_journaled", real)
+    with usage_table_refusing_writes(tmp_path / "meta.db"):
+        with pytest.raises(IntegrityError, match="usage down"):
+            recorder.drain()
+        await record(recorder, 2, items=1)
+        assert totals(store) == (0, 0)
+        assert segment_lines(recorder.journal) == [3, 2]  # the failed segment is still on disk, and the new one
     recorder.drain()
     assert totals(store) == (5, 11)
+    with store.engine.connect() as conn:
+        items = conn.execute(text("SELECT items FROM usage_records ORDER BY id")).scalars().all()
+    assert items == [3, 3, 3, 1, 1]
     assert list(recorder.journal.directory.iterdir()) == []
+    recorder.drain()
+    assert totals(store) == (5, 11)
