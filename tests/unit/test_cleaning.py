@@ -19,6 +19,13 @@ def test_cleaning_strips_drops_and_reports_with_lines() -> None:
     assert dropped["missing_label"] == {"count": 1, "lines": [6]}
 
 
+def test_texts_kept_with_two_labels_are_counted_as_conflicts() -> None:
+    result = clean(rows(("a", "x"), ("a", "y"), ("a", "x"), ("b", "x"), ("c", "y"), ("c", "x")))
+    assert result.texts == ["a", "a", "b", "c", "c"]
+    assert result.report["conflicting_labels"] == 2
+    assert result.report["dropped"] == {"duplicate": {"count": 1, "lines": [4]}}
+
+
 def test_labels_are_normalised_to_strings() -> None:
     result = clean(rows(("a", 1.0), ("b", True), ("c", "x")))
     assert result.labels == ["1", "true", "x"]

@@ -6,7 +6,7 @@ import pytest
 
 from openmaas.data.cleaning import clean_documents
 from openmaas.data.documents import read_documents
-from openmaas.data.readers import DatasetFileError
+from openmaas.data.readers import DatasetFileError, read_rows
 from openmaas.data.splitting import random_split
 
 
@@ -47,6 +47,21 @@ def test_bad_chats_are_refused_with_their_line(line: str, needle: str) -> None:
         list(read_documents(content, "jsonl"))
     assert caught.value.code == "invalid_chat" and caught.value.line == 2
     assert needle in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{oops", "line 2: invalid JSON: Expecting property name enclosed in double quotes"),
+        ("[1, 2]", "line 2: each line must be a JSON object"),
+    ],
+)
+def test_text_and_labelled_jsonl_refuse_a_bad_line_alike(line: str, message: str) -> None:
+    data = f'{{"text": "fine", "label": "a"}}\n{line}\n'.encode()
+    for read in (lambda: list(read_documents(data, "jsonl")), lambda: list(read_rows(data, "jsonl", "text", "label"))):
+        with pytest.raises(DatasetFileError) as caught:
+            read()
+        assert (str(caught.value), caught.value.code, caught.value.line) == (message, "malformed_file", 2)
 
 
 def test_a_chat_of_blank_messages_is_dropped_as_empty() -> None:

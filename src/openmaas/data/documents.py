@@ -11,12 +11,11 @@ which are joined into one string; other keys of a message (`name`, ...) are igno
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from openmaas.data.readers import DatasetFileError, decode_utf8
+from openmaas.data.uploads import DatasetFileError, decode_utf8, format_from_name, read_json_objects
 
 TEXT_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 # The roles recipes/chat.py renders (data/ sits below recipes/, so it cannot import them from there).
@@ -33,14 +32,11 @@ class RawDocument:
 
 
 def detect_text_format(filename: str) -> str:
-    lower = filename.lower()
-    for suffix, fmt in TEXT_FORMATS.items():
-        if lower.endswith(suffix):
-            return fmt
-    raise DatasetFileError(
-        f"unknown format for {filename!r}: a text dataset is a .txt file (one document per line) or a .jsonl file "
+    return format_from_name(
+        filename,
+        TEXT_FORMATS,
+        "a text dataset is a .txt file (one document per line) or a .jsonl file "
         '({"text": ...} or {"messages": [...]} on each line)',
-        code="unsupported_format",
     )
 
 
@@ -50,15 +46,7 @@ def read_documents(data: bytes, fmt: str, text_column: str = "text") -> Iterator
         for number, line in enumerate(text.splitlines(), start=1):
             yield RawDocument(number, text=line)
         return
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise DatasetFileError(f"invalid JSON: {error.msg}", code="malformed_file", line=number) from None
-        if not isinstance(record, dict):
-            raise DatasetFileError("each line must be a JSON object", code="malformed_file", line=number)
+    for number, record in read_json_objects(text):
         yield _document(record, number, text_column)
 
 

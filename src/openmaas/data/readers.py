@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from openmaas.data.uploads import DatasetFileError, decode_utf8, format_from_name, read_json_objects
+
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "tsv"}
-
-
-class DatasetFileError(Exception):
-    """The file cannot be read as a dataset. `code` names the problem, `line` where it is."""
-
-    def __init__(self, message: str, *, code: str, line: int | None = None, param: str | None = "file") -> None:
-        super().__init__(f"line {line}: {message}" if line else message)
-        self.code = code
-        self.line = line
-        self.param = param
 
 
 @dataclass(frozen=True)
@@ -30,26 +21,7 @@ class RawRow:
 
 
 def detect_format(filename: str) -> str:
-    lower = filename.lower()
-    for suffix, fmt in FORMATS.items():
-        if lower.endswith(suffix):
-            return fmt
-    raise DatasetFileError(
-        f"unknown format for {filename!r}: upload a .csv, .tsv or .jsonl file", code="unsupported_format"
-    )
-
-
-def decode_utf8(data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise DatasetFileError(
-            f"the file is not valid UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); "
-            "save it as UTF-8 and upload again",
-            code="invalid_encoding",
-            line=line,
-        ) from None
+    return format_from_name(filename, FORMATS, "upload a .csv, .tsv or .jsonl file")
 
 
 def read_rows(data: bytes, fmt: str, text_column: str, label_column: str) -> Iterator[RawRow]:
@@ -100,15 +72,7 @@ def _read_delimited(text: str, delimiter: str, text_column: str, label_column: s
 
 
 def _read_jsonl(text: str, text_column: str, label_column: str) -> Iterator[RawRow]:
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise DatasetFileError(f"invalid JSON: {error.msg}", code="malformed_file", line=number) from None
-        if not isinstance(record, dict):
-            raise DatasetFileError("each line must be a JSON object", code="malformed_file", line=number)
+    for number, record in read_json_objects(text):
         for column, param in ((text_column, "text_column"), (label_column, "label_column")):
             if column not in record:
                 raise DatasetFileError(
