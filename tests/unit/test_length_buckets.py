@@ -1,4 +1,4 @@
-"""Chunks of similar length, and groups of equal token counts, run on the caller and helper threads and come back
+"""Chunks of similar length, and passes planned over token counts, run on the caller and helper threads and come back
 in the caller's order."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openmaas.recipes.encoders import Batch, in_length_buckets, in_token_groups
+from openmaas.recipes.encoders import Batch, in_length_buckets, in_token_groups, plan_token_groups
 from openmaas.recipes.foundation import foundation_directory
 from openmaas.recipes.sentence_embedding import EmbeddingInference
 from tests.conftest import DATASETS
@@ -55,22 +55,42 @@ def test_concurrent_callers_each_get_their_own_results() -> None:
     assert results == {k: [k + i % 5 for i in range(30)] for k in range(3)}
 
 
-def test_token_groups_hold_inputs_of_one_length_without_padding_and_keep_the_order() -> None:
+def test_token_groups_share_equal_counts_pad_near_ones_and_keep_far_ones_apart() -> None:
+    counts = [3, 5, 3, 2, 5, 3, 3, 4, 2, 3, 3, 3, 3, 3, 40, 41, 90]
+    plan = plan_token_groups(counts, limit=4, overhead=8)
+    assert sorted(row for rows in plan for row in rows) == list(range(len(counts)))  # each input once
+    assert max(len(rows) for rows in plan) <= 4
+    by_length = [sorted(counts[row] for row in rows) for rows in plan]
+    assert [90] in by_length  # 49 tokens of padding a row cost more than a pass of its own
+    assert [40, 41] in by_length  # one token of padding is cheaper than a second pass
+    assert all(max(group) - min(group) <= 2 for group in by_length)
+    costs = [len(group) * max(group) for group in by_length]
+    assert costs[0] == max(costs)  # the costliest pass goes first
+
+
+def test_without_pass_overhead_no_input_is_padded() -> None:
+    counts = [7, 3, 7, 5, 3, 7]
+    plan = plan_token_groups(counts, limit=8, overhead=0)
+    assert all(len({counts[row] for row in rows}) == 1 for rows in plan)
+
+
+def test_token_groups_are_cut_to_their_longest_input_and_keep_the_order() -> None:
     counts = [3, 5, 3, 2, 5, 3, 3, 4, 2, 3, 3, 3, 3, 3]
-    width = max(counts)
+    width = max(counts) + 6
     ids = np.array([[i * 10 + 1] * n + [0] * (width - n) for i, n in enumerate(counts)])
     mask = np.array([[1] * n + [0] * (width - n) for n in counts])
-    seen: list[tuple[int, ...]] = []
+    seen: list[list[int]] = []
 
     def run(group: Batch) -> np.ndarray:
-        assert group.arrays["attention_mask"].all()  # no padding left in a group
-        assert len(set(group.token_counts)) == 1 and len(group.token_counts) <= 4
-        seen.append(tuple(group.token_counts))
+        assert group.arrays["input_ids"].shape[1] == max(group.token_counts)  # no column of padding only
+        assert group.arrays["attention_mask"].sum(axis=1).tolist() == group.token_counts
+        seen.append(group.token_counts)
         return group.arrays["input_ids"][:, :1]
 
     out = in_token_groups(Batch({"input_ids": ids, "attention_mask": mask}, counts), run, limit=4)
     assert out[:, 0].tolist() == [i * 10 + 1 for i in range(len(counts))]
-    assert sorted(seen) == [(2, 2), (3,), (3, 3, 3, 3), (3, 3, 3, 3), (4,), (5, 5)]
+    assert sorted(n for group in seen for n in group) == sorted(counts)
+    assert 1 < len(seen) < len(counts)
 
 
 def test_a_batch_in_token_groups_gives_the_numbers_of_one_text_at_a_time(tmp_path: Path) -> None:
