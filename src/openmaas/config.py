@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     max_wait_ms: float = 0.0
     max_queue_size: int = 4096
     request_timeout_s: float = 60.0
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's OpenTelemetry spans and metrics, for a provider set up in the environment. "
+        "Off by default: /metrics serves Prometheus, and the hooks cost each request a look at the providers.",
+    )
     usage_drain_s: float = Field(
         default=0.2, gt=0, description="How often usage records move from the local journal to the database."
     )
