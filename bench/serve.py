@@ -21,6 +21,7 @@
    a 200 without predictions, a connection error or a 30 s timeout counts as an error.
 
 Prints requests/s, p50/p95/p99 latency, errors, served / offline, OpenMaaS / peer at the same concurrency,
+each server's CPU time per request (to set against the offline CPU time per text: what the HTTP path costs),
 and the OpenMaaS server's resident memory (VmRSS of its pid) idle and after each model's first prediction.
 The load generator shares the machine's cores with the server it measures; its CPU use, the machine's, and
 the machine's just before the row with no load applied (other work that would skew the row) are printed too.
@@ -69,6 +70,7 @@ OFFLINE_CHUNK = 256  # the largest predict_proba call of the offline limit
 LITSERVE_MAX_BATCH = 32
 LITSERVE_BATCH_TIMEOUT = 0.005
 SERVERS = ("OpenMaaS", "FastAPI", "LitServe")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 T = TypeVar("T")
 
@@ -114,6 +116,18 @@ def busy_fraction(since: tuple[float, float]) -> float:
     """Busy fraction of all the machine's cores since an earlier `cpu_times()`."""
     busy, total = cpu_times()
     return (busy - since[0]) / max(total - since[1], 1.0)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of one process group: a server and its
+    workers (LitServe's inference processes, say). Threads are included; processes that exited are not."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp, ..., utime (12th), stime (13th)
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -278,15 +292,21 @@ def copy_model_files(data_dir: Path, version: dict[str, Any], destination: Path)
     return source + (f" (manifest verified; derived: {', '.join(extra)})" if extra else " (manifest verified)")
 
 
-def offline_rate(model: Any, texts: list[str], batch: int, seconds: float) -> float:
-    """Texts/s of `predict_proba` on consecutive chunks of `batch` real texts, for `seconds`."""
+@dataclass(frozen=True)
+class OfflineRate:
+    texts_per_second: float
+    cpu_ms_per_text: float  # this process's CPU (every thread) per text
+
+
+def offline_rate(model: Any, texts: list[str], batch: int, seconds: float) -> OfflineRate:
+    """Texts/s of `predict_proba` on consecutive chunks of `batch` real texts, for `seconds`, and its CPU a text."""
     model.predict_proba(texts[:batch])  # warm-up
-    done, position, started = 0, 0, time.perf_counter()
+    done, position, started, cpu = 0, 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         model.predict_proba(texts[position : position + batch])
         done += batch
         position = (position + batch) % (len(texts) - batch)
-    return done / (time.perf_counter() - started)
+    return OfflineRate(done / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / done)
 
 
 def max_difference(url: str, trained: Trained, texts: list[str]) -> float:
@@ -344,6 +364,7 @@ class LoadResult:
     client_cpu: float  # this process's CPU seconds per wall second over the whole run
     machine_cpu: float  # busy fraction of all the machine's cores over the whole run
     background_cpu: float  # the same, in the half second before the run, with no load: other work on the machine
+    server_cpu_ms: float = math.nan  # the server's CPU (all its processes and threads) per answered request
 
     @property
     def throughput(self) -> float:
@@ -365,6 +386,7 @@ class LoadGenerator:
     requests: list[bytes]
     concurrency: int
     duration: float
+    server_pgid: int
     warmup: float = WARMUP_SECONDS
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
@@ -378,6 +400,7 @@ class LoadGenerator:
         started, cpu, machine = time.perf_counter(), time.process_time(), cpu_times()
         self.measure_from = started + self.warmup
         self.stop_at = self.measure_from + self.duration
+        server_cpu = asyncio.create_task(self._server_cpu_in_window())
         await asyncio.gather(*(self._client(index) for index in range(self.concurrency)))
         client_cpu = (time.process_time() - cpu) / (time.perf_counter() - started)
         return LoadResult(
@@ -388,7 +411,15 @@ class LoadGenerator:
             client_cpu,
             busy_fraction(machine),
             background_cpu,
+            await server_cpu * 1000 / max(len(self.latencies), 1),
         )
+
+    async def _server_cpu_in_window(self) -> float:
+        """The server's CPU seconds between the start and the end of the measured window."""
+        await asyncio.sleep(max(0.0, self.measure_from - time.perf_counter()))
+        before = group_cpu_seconds(self.server_pgid)
+        await asyncio.sleep(max(0.0, self.stop_at - time.perf_counter()))
+        return group_cpu_seconds(self.server_pgid) - before
 
     async def _client(self, index: int) -> None:
         streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -443,8 +474,8 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(make())
 
 
-def measure(port: int, path: str, texts: list[str], concurrency: int, duration: float) -> LoadResult:
-    generator = LoadGenerator(port, build_requests(port, path, texts), concurrency, duration)
+def measure(port: int, path: str, texts: list[str], concurrency: int, duration: float, pgid: int) -> LoadResult:
+    generator = LoadGenerator(port, build_requests(port, path, texts), concurrency, duration, pgid)
     return run_async(generator.run)
 
 
@@ -465,14 +496,14 @@ def format_row(row: Row, ours: LoadResult | None) -> str:
     return (
         f"{row.model:<18}{row.server:<10}{r.concurrency:>5}{r.throughput:>10,.1f}"
         f"{r.percentile_ms(50):>9.1f}{r.percentile_ms(95):>9.1f}{r.percentile_ms(99):>9.1f}{r.errors.total():>8}"
-        f"{r.throughput / row.offline:>10.3f}{versus:>12.2f}{r.client_cpu * 100:>10.0f}%"
+        f"{r.throughput / row.offline:>10.3f}{versus:>12.2f}{r.server_cpu_ms:>12.2f}{r.client_cpu * 100:>10.0f}%"
         f"{r.machine_cpu * 100:>10.0f}%{r.background_cpu * 100:>9.0f}%"
     )
 
 
 HEADER = (
     f"{'model':<18}{'server':<10}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
-    f"{'/offline':>10}{'OpenMaaS/x':>12}{'client CPU':>11}{'all CPUs':>11}{'bg CPU':>10}"
+    f"{'/offline':>10}{'OpenMaaS/x':>12}{'srv CPU ms':>12}{'client CPU':>11}{'all CPUs':>11}{'bg CPU':>10}"
 )
 
 
@@ -487,14 +518,17 @@ def ours_for(rows: Sequence[Row], row: Row) -> LoadResult | None:
     return None
 
 
-def describe_offline(rates: dict[int, float]) -> str:
-    sizes = ", ".join(f"{rate:,.0f} at {size} a call" for size, rate in rates.items())
-    return f"limit {max(rates.values()):,.0f} texts/s ({sizes})"
+def describe_offline(rates: dict[int, OfflineRate]) -> str:
+    sizes = ", ".join(
+        f"{rate.texts_per_second:,.0f} at {size} a call ({rate.cpu_ms_per_text:.2f} ms of CPU a text)"
+        for size, rate in rates.items()
+    )
+    return f"limit {max(r.texts_per_second for r in rates.values()):,.0f} texts/s: {sizes}"
 
 
 def print_report(
     rows: Sequence[Row],
-    offline: dict[str, dict[int, float]],
+    offline: dict[str, dict[int, OfflineRate]],
     memory: Sequence[tuple[str, float, str]],
     notes: Sequence[str],
     duration: float,
@@ -508,7 +542,9 @@ def print_report(
     )
     print(
         f"The load generator (asyncio, raw HTTP/1.1 keep-alive sockets) shares these {cores} cores with the server "
-        "it measures. 'client CPU': its own CPU use (100% = one core); 'all CPUs': the whole machine's during the "
+        "it measures. 'srv CPU ms': the server's CPU time (all its processes and threads) per answered request in "
+        "the measured window, to compare with the offline CPU per text below; 'client CPU': the load generator's "
+        "own CPU use (100% = one core); 'all CPUs': the whole machine's during the "
         "row (100% = every core busy); 'bg CPU': the machine's in the half second before the row, with no load "
         "applied (other work on the machine, or the idle server itself: LitServe's processes poll their queues)."
     )
@@ -578,7 +614,7 @@ class Run:
     server: Service
     port: int
     rows: list[Row] = field(default_factory=list)
-    offline: dict[str, dict[int, float]] = field(default_factory=dict)  # title → {texts a call: texts/s}
+    offline: dict[str, dict[int, OfflineRate]] = field(default_factory=dict)  # title → {texts a call: rate}
     memory: list[tuple[str, float, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -617,7 +653,7 @@ class Run:
         seconds = min(self.args.duration, 5.0)
         rates = {size: offline_rate(model.model, self.texts, size, seconds) for size in (1, spec.batch, OFFLINE_CHUNK)}
         self.offline[spec.title] = rates
-        rate = max(rates.values())
+        rate = max(r.texts_per_second for r in rates.values())
         print(f"{spec.title}: offline {describe_offline(rates)}", flush=True)
         for name in SERVERS[:1] if self.args.skip_peers else SERVERS:
             if name == "OpenMaaS":
@@ -652,7 +688,7 @@ class Run:
         verdict = "match" if difference < 1e-4 else "DIFFER from"
         print(f"  {name}: answers {verdict} the in-process model (max |Δp| {difference:.1e})", flush=True)
         for concurrency in self.args.concurrency:
-            result = measure(port, path, self.texts, concurrency, self.args.duration)
+            result = measure(port, path, self.texts, concurrency, self.args.duration, service.pid)
             self.rows.append(Row(title, name, result, offline))
             print("  " + format_row(self.rows[-1], ours_for(self.rows, self.rows[-1])), flush=True)
         if service is not self.server and any(r.result.errors for r in self.rows[-len(self.args.concurrency) :]):
