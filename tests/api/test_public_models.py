@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,13 @@ def tenants(server: Server, http: httpx.Client, tmp_path_factory: pytest.TempPat
     (directory / "reader.csv").write_text("\n".join(relabelled) + "\n", encoding="utf-8")
     _train(server, owner_key, directory / "owner.csv", "spam")
     _train(server, reader_key, directory / "reader.csv", "spam")
-    yield {"owner_name": owner_name, "owner": owner, "reader": reader, "shared": f"{owner_name}/spam"}
+    yield {
+        "owner_name": owner_name,
+        "reader_name": reader_name,
+        "owner": owner,
+        "reader": reader,
+        "shared": f"{owner_name}/spam",
+    }
     owner.close()
     reader.close()
 
@@ -83,6 +90,36 @@ def test_a_public_model_is_read_and_served_by_others_until_it_turns_private(
     assert reader.get(f"/v1/models/{shared}").status_code == 404
     assert reader.post(f"/v1/models/{shared}/predict", json={"inputs": ["win a prize"]}).status_code == 404
     assert shared not in [m["id"] for m in reader.get("/v1/models").json()["data"]]
+
+
+def _inference_by_model(client: httpx.Client, since: float) -> dict[str, tuple[int, int]]:
+    """The caller's inference usage since `since`: model → (records, items)."""
+    rows = client.get("/v1/usage", params={"group_by": "model", "start": since}).json()["data"]
+    return {r["model"]: (r["records"], r["items"]) for r in rows if r["kind"] == "inference"}
+
+
+def test_usage_and_answers_name_another_tenants_model_as_owner_slash_name(tenants: dict[str, Any]) -> None:
+    owner, reader, shared = tenants["owner"], tenants["reader"], tenants["shared"]
+    since = time.time()
+    assert owner.patch("/v1/models/spam", json={"public": True}).status_code == 200
+    try:
+        theirs = [
+            reader.post(f"/v1/models/{ref}/predict", json={"inputs": ["win a prize"]})
+            for ref in (shared, f"{shared}:1", f"{shared}:latest")
+        ]
+        # The reader's own `spam`, bare and qualified with its own name: one model, written bare.
+        mine = [
+            reader.post(f"/v1/models/{ref}/predict", json={"inputs": ["win a prize", "see you at noon"]})
+            for ref in ("spam", f"{tenants['reader_name']}/spam:1")
+        ]
+        owners = owner.post("/v1/models/spam/predict", json={"inputs": ["win a prize"]})
+    finally:
+        owner.patch("/v1/models/spam", json={"public": False})
+    assert all(r.status_code == 200 for r in [*theirs, *mine, owners]), [r.text for r in [*theirs, *mine, owners]]
+    assert [r.json()["model"] for r in theirs] == [shared] * 3
+    assert [r.json()["model"] for r in mine] == ["spam", "spam"] and owners.json()["model"] == "spam"
+    assert _inference_by_model(reader, since) == {shared: (3, 3), "spam": (2, 4)}
+    assert _inference_by_model(owner, since) == {"spam": (1, 1)}
 
 
 def test_other_tenants_cannot_change_a_public_model(tenants: dict[str, Any]) -> None:
@@ -127,7 +164,10 @@ def test_embeddings_by_owner_qualified_name_in_the_json_body_marked_from_the_cli
     body = {"model": f"default/{name}", "input": ["hello world"]}
     assert tenants["reader"].post("/v1/embeddings", json=body).status_code == 404
     assert f"other tenants use it as default/{name}" in openmaas(server, "models", "public", name)
+    since = time.time()
     embedded = tenants["reader"].post("/v1/embeddings", json=body)
     assert embedded.status_code == 200 and len(embedded.json()["data"][0]["embedding"]) == 32
+    assert embedded.json()["model"] == f"default/{name}"
+    assert _inference_by_model(tenants["reader"], since) == {f"default/{name}": (1, 1)}
     assert client.update_model(name, public=False)["public"] is False
     assert tenants["reader"].post("/v1/embeddings", json=body).status_code == 404

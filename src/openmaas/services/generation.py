@@ -24,6 +24,7 @@ from openmaas.runtime.generation import (
 from openmaas.runtime.predictors import GenerativePredictor
 from openmaas.services.inference import InferenceService, at_capacity
 from openmaas.services.limits import RateLimiter
+from openmaas.services.registry import name_for
 from openmaas.services.usage import UsageRecorder
 
 MAX_STOP_SEQUENCES = 4
@@ -42,6 +43,7 @@ class GenerationOptions:
 class GenerationStream:
     """A started generation: read it with `next()`, then `close()` it, which meters what it used."""
 
+    model: str  # as the caller writes it (`owner/name` for another tenant's): in usage and in the response
     version: ModelVersion
     prompt_tokens: int
     rate_limit: dict[str, str]
@@ -235,7 +237,8 @@ class GenerationService:
                 f"model {version.model}:{version.version} is being unloaded", code="model_unloaded"
             ) from None
         rate_limit = self.limiter.charge_tokens(principal, len(prompt_ids))
-        return GenerationStream(version, len(prompt_ids), rate_limit, generation, self, principal, started)
+        model_name = name_for(principal, version, ref)
+        return GenerationStream(model_name, version, len(prompt_ids), rate_limit, generation, self, principal, started)
 
     @staticmethod
     def _tokenize(model: CausalLM, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int]:
@@ -253,7 +256,7 @@ class GenerationService:
             self.limiter.charge_tokens(stream.principal, completion_tokens)
         await self.usage.record(
             stream.principal,
-            model=stream.version.model,
+            model=stream.model,
             version=stream.version.version,
             items=1,
             tokens=stream.prompt_tokens,

@@ -17,7 +17,7 @@ from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, R
 from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
 from openmaas.runtime.predictors import EmbeddingPredictor
 from openmaas.services.limits import RateLimiter
-from openmaas.services.registry import RegistryService
+from openmaas.services.registry import RegistryService, name_for
 from openmaas.services.usage import UsageRecorder
 
 RESOLVE_SECONDS = 1.0
@@ -25,6 +25,7 @@ RESOLVE_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Prediction:
+    model: str  # as the caller writes it (`owner/name` for another tenant's): in usage and in the response
     version: ModelVersion
     predictions: list[dict[str, Any]]
     rate_limit: dict[str, str]  # the tokens budget after this call, as x-ratelimit-*-tokens values
@@ -32,6 +33,7 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Embeddings:
+    model: str  # as the caller writes it, like Prediction.model
     version: ModelVersion
     vectors: np.ndarray
     prompt_tokens: int
@@ -178,16 +180,17 @@ class InferenceService:
         predictions = await self._run(served, texts)
         # A classifier's budget counts inputs ("items"): the tokenizer of a bag-of-words model is ours, not a
         # billing unit.
-        rate_limit = await self._meter(principal, version, len(texts), len(texts), started)
-        return Prediction(version, predictions, rate_limit)
+        model = name_for(principal, version, ref)
+        rate_limit = await self._meter(principal, model, version, len(texts), len(texts), started)
+        return Prediction(model, version, predictions, rate_limit)
 
     async def _meter(
-        self, principal: Principal, version: ModelVersion, items: int, tokens: int, started: float
+        self, principal: Principal, model: str, version: ModelVersion, items: int, tokens: int, started: float
     ) -> dict[str, str]:
         headers = self.limiter.charge_tokens(principal, tokens)
         await self.usage.record(
             principal,
-            model=version.model,
+            model=model,
             version=version.version,
             items=items,
             tokens=tokens if version.task == "embeddings" else 0,
@@ -228,5 +231,6 @@ class InferenceService:
             vectors = vectors[:, :dimensions]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         prompt_tokens = int(sum(tokens for _, tokens in results))
-        rate_limit = await self._meter(principal, version, len(texts), prompt_tokens, started)
-        return Embeddings(version, vectors, prompt_tokens, rate_limit)
+        model = name_for(principal, version, ref)
+        rate_limit = await self._meter(principal, model, version, len(texts), prompt_tokens, started)
+        return Embeddings(model, version, vectors, prompt_tokens, rate_limit)

@@ -39,6 +39,16 @@ def reference_for(principal: Principal, model: RegisteredModel) -> str:
     return f"{model.owner}/{model.name}"
 
 
+def name_for(principal: Principal, version: ModelVersion, ref: str) -> str:
+    """`version`'s model as the caller writes it (see `reference_for`), given the reference it resolved from.
+
+    A version carries no owner's name, and needs none: a bare reference only reaches the caller's own and
+    foundation models, so another tenant's model was necessarily written `owner/name[:…]`."""
+    if version.tenant_id in (principal.tenant_id, SYSTEM_TENANT):
+        return version.model
+    return ref.partition(":")[0]
+
+
 class RegistryService:
     def __init__(self, store: MetadataStore, artifacts: LocalArtifactStore) -> None:
         self.store = store

@@ -61,7 +61,7 @@ async def predict(ref: str, request: Request) -> FastJSONResponse:
     result = await unless_disconnected(request, svc.inference.predict(caller, ref, body["inputs"]))
     add_response_headers(request, result.rate_limit)
     return FastJSONResponse(
-        {"model": result.version.model, "version": result.version.version, "predictions": result.predictions}
+        {"model": result.model, "version": result.version.version, "predictions": result.predictions}
     )
 
 
