@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -14,7 +16,6 @@ from openmaas.domain.entities import SYSTEM_TENANT
 from openmaas.recipes.foundation import (
     FOUNDATION_MODELS,
     FoundationModelMissing,
-    convert_gguf,
     foundation_directory,
     foundation_gguf,
 )
@@ -23,6 +24,12 @@ from openmaas.storage.artifacts.local import manifest_sha256
 from openmaas.storage.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
+
+CONVERTER = "openmaas.recipes.foundation_convert"
+
+
+class ConversionFailed(RuntimeError):
+    pass
 
 
 def model_files(directory: Path) -> list[Path]:
@@ -86,7 +93,8 @@ def _register(store: MetadataStore, artifacts: LocalArtifactStore, name: str, di
 
 class FoundationModels:
     """Registers the shipped models named in the settings. Ready directories register at once; a GGUF file is
-    converted on a background thread the first time (tens of seconds), into a cache that later starts reuse."""
+    converted the first time (tens of seconds), into a cache that later starts reuse, by a child process that a
+    background thread waits for: the conversion's ~770 MB of tensors, torch and transformers leave with it."""
 
     def __init__(self, store: MetadataStore, artifacts: LocalArtifactStore, cache_dir: Path) -> None:
         self.store = store
@@ -123,7 +131,7 @@ class FoundationModels:
                 log.info("converting foundation model %s from GGUF (once; it is cached in %s)", name, directory)
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=f".{name}-") as temporary:
-                    convert_gguf(foundation_gguf(name), Path(temporary) / "model")
+                    self._convert(foundation_gguf(name), Path(temporary))
                     # config.json is written last by the rename: a crash never leaves a half directory in place
                     os.replace(Path(temporary) / "model", directory)
             _register(self.store, self.artifacts, name, directory)
@@ -132,6 +140,30 @@ class FoundationModels:
             self.failed[name] = f"{type(error).__name__}: {error}"
         finally:
             self.preparing.discard(name)
+
+    def _convert(self, gguf_file: Path, work: Path) -> None:
+        """Converts into work/model in a child process; its stderr (work/convert.log) explains a failure.
+
+        The child holds the read end of a pipe whose write end only this process has: when this process ends,
+        however it ends (a stopping server, kill -9), the child reads end-of-file and leaves with it."""
+        stderr_path = work / "convert.log"
+        with stderr_path.open("wb") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", CONVERTER, str(gguf_file), str(work / "model")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        log.info("converting %s in child pid %s", gguf_file.name, process.pid)
+        try:
+            code = process.wait()
+        finally:
+            assert process.stdin is not None
+            process.stdin.close()
+        if code != 0:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            tail = stderr_path.read_text(errors="replace")[-2000:].strip()
+            raise ConversionFailed(f"the conversion process {how}; its stderr ends with:\n{tail}")
 
     def wait(self, timeout: float | None = None) -> None:
         for thread in self._threads:
