@@ -4,6 +4,7 @@ in the caller's order."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import threading
 import time
@@ -91,6 +92,39 @@ def test_token_groups_are_cut_to_their_longest_input_and_keep_the_order() -> Non
     assert out[:, 0].tolist() == [i * 10 + 1 for i in range(len(counts))]
     assert sorted(n for group in seen for n in group) == sorted(counts)
     assert 1 < len(seen) < len(counts)
+
+
+def test_a_batch_cuts_a_pass_per_core_alone_and_fewer_while_another_batch_runs() -> None:
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: every batch plans for one core")
+    ids = np.ones((2, 5), dtype=np.int64)
+    batch = Batch({"input_ids": ids, "attention_mask": ids}, [5, 5])
+    passes: list[int] = []
+
+    def record(group: Batch) -> np.ndarray:
+        passes.append(len(group.token_counts))
+        return group.arrays["input_ids"][:, :1]
+
+    in_token_groups(batch, record)
+    assert sorted(passes) == [1, 1]  # alone: one input per core
+
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(group: Batch) -> np.ndarray:
+        inside.set()
+        release.wait(10)
+        return group.arrays["input_ids"][:, :1]
+
+    other = threading.Thread(target=in_token_groups, args=(Batch({"input_ids": ids[:1]}, [5]), hold))
+    other.start()
+    try:
+        assert inside.wait(10)
+        passes.clear()
+        in_token_groups(batch, record)
+        assert passes == [2]  # half the cores: the equal inputs share one pass
+    finally:
+        release.set()
+        other.join()
 
 
 def test_a_batch_in_token_groups_gives_the_numbers_of_one_text_at_a_time(tmp_path: Path) -> None:
