@@ -21,11 +21,13 @@
    concurrency for a fixed duration after a warm-up and records every request's latency; a non-200 answer,
    a 200 without predictions, a connection error or a 30 s timeout counts as an error.
 
-Prints requests/s, p50/p95/p99 latency, errors, served / offline, OpenMaaS / peer at the same concurrency,
-each server's CPU time per request (to set against the offline CPU time per text: what the HTTP path costs),
-and the OpenMaaS server's resident memory (VmRSS of its pid) idle and after each model's first prediction.
-The load generator shares the machine's cores with the server it measures; its CPU use, the machine's, and
-the machine's just before the row with no load applied (other work that would skew the row) are printed too.
+Prints requests/s, p50/p95/p99 latency, errors, served / offline (against the limit, and for OpenMaaS rows also
+against the offline rate measured right before the row, since this VM's speed drifts over minutes), OpenMaaS /
+peer at the same concurrency, each server's CPU time per request (to set against the offline CPU time per
+text: what the HTTP path costs), and the OpenMaaS server's resident memory (VmRSS of its pid) idle and after
+each model's first prediction. The load generator shares the machine's cores with the server it measures; its
+CPU use, the machine's, and the machine's just before the row with no load applied (other work that would skew
+the row) are printed too.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ WARMUP_SECONDS = 1.0
 REQUEST_TIMEOUT = 30.0
 START_TIMEOUT = 180.0
 OFFLINE_CHUNK = 256  # the largest predict_proba call of the offline limit
+ADJACENT_OFFLINE_SECONDS = 3.0
 LITSERVE_MAX_BATCH = 32
 LITSERVE_BATCH_TIMEOUT = 0.005
 SERVERS = ("OpenMaaS", "FastAPI", "LitServe")
@@ -489,6 +492,7 @@ class Row:
     server: str
     result: LoadResult
     offline: float
+    offline_now: float = math.nan  # the offline rate (OFFLINE_CHUNK a call) measured right before this row
 
 
 def format_row(row: Row, ours: LoadResult | None) -> str:
@@ -497,14 +501,16 @@ def format_row(row: Row, ours: LoadResult | None) -> str:
     return (
         f"{row.model:<18}{row.server:<10}{r.concurrency:>5}{r.throughput:>10,.1f}"
         f"{r.percentile_ms(50):>9.1f}{r.percentile_ms(95):>9.1f}{r.percentile_ms(99):>9.1f}{r.errors.total():>8}"
-        f"{r.throughput / row.offline:>10.3f}{versus:>12.2f}{r.server_cpu_ms:>12.2f}{r.client_cpu * 100:>10.0f}%"
+        f"{r.throughput / row.offline:>10.3f}{r.throughput / row.offline_now:>11.3f}{versus:>12.2f}"
+        f"{r.server_cpu_ms:>12.2f}{r.client_cpu * 100:>10.0f}%"
         f"{r.machine_cpu * 100:>10.0f}%{r.background_cpu * 100:>9.0f}%"
     )
 
 
 HEADER = (
     f"{'model':<18}{'server':<10}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
-    f"{'/offline':>10}{'OpenMaaS/x':>12}{'srv CPU ms':>12}{'client CPU':>11}{'all CPUs':>11}{'bg CPU':>10}"
+    f"{'/offline':>10}{'/off. now':>11}{'OpenMaaS/x':>12}{'srv CPU ms':>12}{'client CPU':>11}{'all CPUs':>11}"
+    f"{'bg CPU':>10}"
 )
 
 
@@ -552,7 +558,11 @@ def print_report(
     print(f"Load average (1 min) when the run started: {load_average:.2f}.")
     for title, rates in offline.items():
         print(f"Offline, {title}: {describe_offline(rates)}.")
-    print("/offline = req/s ÷ offline limit; OpenMaaS/x = OpenMaaS req/s ÷ this row's req/s at the same concurrency.")
+    print(
+        f"/offline = req/s ÷ offline limit; /off. now = req/s ÷ the offline rate at {OFFLINE_CHUNK} a call measured "
+        f"for {ADJACENT_OFFLINE_SECONDS:g}s right before the row (OpenMaaS rows; the machine's speed drifts over a "
+        "run); OpenMaaS/x = OpenMaaS req/s ÷ this row's req/s at the same concurrency."
+    )
     print(
         f"Peers: plain FastAPI (sync endpoint, one forward pass per request); LitServe (max_batch_size "
         f"{LITSERVE_MAX_BATCH}, batch_timeout {LITSERVE_BATCH_TIMEOUT * 1000:g} ms)."
@@ -701,8 +711,11 @@ class Run:
         verdict = "match" if difference < 1e-4 else "DIFFER from"
         print(f"  {name}: answers {verdict} the in-process model (max |Δp| {difference:.1e})", flush=True)
         for concurrency in self.args.concurrency:
+            now = math.nan
+            if service is self.server:  # this VM's speed drifts: the same model offline, just before the row
+                now = offline_rate(model.model, self.texts, OFFLINE_CHUNK, ADJACENT_OFFLINE_SECONDS).texts_per_second
             result = measure(port, path, self.texts, concurrency, self.args.duration, service.pid)
-            self.rows.append(Row(title, name, result, offline))
+            self.rows.append(Row(title, name, result, offline, now))
             print("  " + format_row(self.rows[-1], ours_for(self.rows, self.rows[-1])), flush=True)
         if service is not self.server and any(r.result.errors for r in self.rows[-len(self.args.concurrency) :]):
             self.notes.append(f"{name} log, serving {title} (tail):\n{service.log_tail(20)}")
