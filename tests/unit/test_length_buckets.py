@@ -127,6 +127,42 @@ def test_a_batch_cuts_a_pass_per_core_alone_and_fewer_while_another_batch_runs()
         other.join()
 
 
+def test_a_lone_input_goes_to_the_every_core_runner_only_while_no_other_batch_runs() -> None:
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: a lone input never has more than one")
+    lone = Batch({"input_ids": np.ones((1, 4), dtype=np.int64)}, [4])
+    used: list[str] = []
+
+    def run(group: Batch) -> np.ndarray:
+        used.append("run")
+        return group.arrays["input_ids"][:, :1]
+
+    def alone(group: Batch) -> np.ndarray:
+        used.append("alone")
+        return group.arrays["input_ids"][:, :1]
+
+    in_token_groups(lone, run, alone=alone)
+    assert used == ["alone"]
+
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(group: Batch) -> np.ndarray:
+        inside.set()
+        release.wait(10)
+        return group.arrays["input_ids"][:, :1]
+
+    other = threading.Thread(target=in_token_groups, args=(lone, hold))
+    other.start()
+    try:
+        assert inside.wait(10)
+        used.clear()
+        in_token_groups(lone, run, alone=alone)
+        assert used == ["run"]  # the cores are shared: one thread for this pass
+    finally:
+        release.set()
+        other.join()
+
+
 def test_a_batch_in_token_groups_gives_the_numbers_of_one_text_at_a_time(tmp_path: Path) -> None:
     directory = tmp_path / "minilm"
     shutil.copytree(foundation_directory("all-minilm-l6-v2"), directory)
@@ -135,5 +171,11 @@ def test_a_batch_in_token_groups_gives_the_numbers_of_one_text_at_a_time(tmp_pat
         texts = [row["text"] for row in csv.DictReader(handle)][:64]
     together, tokens = model.embed(texts)
     assert len(set(tokens)) < len(tokens)  # some texts share a token count, so some groups hold several
-    alone = np.concatenate([model.embed([text])[0] for text in texts])
+    alone = np.concatenate([model.embed([text])[0] for text in texts])  # lone texts: the every-core session
     assert np.abs(together - alone).max() < 1e-5
+    mapped = directory / "openmaas-embeddings.external.onnx"
+    assert mapped.is_file() and (directory / (mapped.name + ".data")).stat().st_size > 80e6  # the weights
+    made = mapped.stat().st_mtime_ns
+    again = EmbeddingInference(directory, "cpu", "onnx")  # a later load maps the same copy
+    assert mapped.stat().st_mtime_ns == made
+    assert np.abs(again.embed(texts[:8])[0] - together[:8]).max() < 1e-5

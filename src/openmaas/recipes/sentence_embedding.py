@@ -53,7 +53,7 @@ class EmbeddingInference:
     def embed(self, texts: list[str], *, truncate: bool = True) -> tuple[np.ndarray, list[int]]:
         batch = self.tokenizer(texts, truncate=truncate)  # checks every input's length before any compute
         if self.chunk == 1:  # a CPU: no padding, inputs of equal token counts together
-            return in_token_groups(batch, self._embed), batch.token_counts
+            return in_token_groups(batch, self._embed, alone=self.graph.alone), batch.token_counts
         if len(texts) <= self.chunk:
             return self._embed(batch), batch.token_counts
         return self.embed_sorted(texts, self.chunk), batch.token_counts

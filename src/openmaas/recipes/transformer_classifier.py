@@ -189,7 +189,7 @@ class TransformerClassifierInference:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         if self.chunk == 1:  # a CPU: no padding, inputs of equal token counts together
-            return in_token_groups(self.tokenizer(list(texts)), self.graph)
+            return in_token_groups(self.tokenizer(list(texts)), self.graph, alone=self.graph.alone)
         return in_length_buckets(list(texts), self._probabilities, self.chunk)
 
     def _probabilities(self, texts: list[str]) -> np.ndarray:
