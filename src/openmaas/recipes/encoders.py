@@ -92,18 +92,19 @@ class TextTokenizer:
 
 
 def chunk_size(device: str) -> int:
-    """How many texts one forward pass takes inside a batch. On a CPU, padding texts to a common length
-    costs more than the extra calls (measured with MiniLM on real SMS texts: one text a call 197 texts/s,
-    length-sorted chunks of 32 160/s, unsorted 32 70/s), so texts go one by one; a GPU wants them together."""
+    """How many texts one forward pass takes inside a batch; 1 means "as `in_token_groups` plans". On a CPU,
+    padding texts to a common length costs more than it saves (measured with MiniLM on real SMS texts: one
+    text a call 197 texts/s, length-sorted chunks of 32 160/s, unsorted 32 70/s), so passes group texts of
+    close token counts only; a GPU wants chunks of 32."""
     return 1 if device == "cpu" else 32
 
 
 def onnx_threads(device: str) -> int:
-    """ONNX Runtime threads per call. On a CPU a batch's texts run one per call, one call per core at once
-    (`in_length_buckets`), so each call gets one thread: no thread wakes another for every operator.
-    Measured with MiniLM on 2 cores and real SMS texts: 2 calls at once with 1 thread each 280 texts/s at
-    6.7 ms of CPU a text; with 2 threads each 240 texts/s at 8 ms; one call alone with 2 threads 160-190
-    texts/s, with 1 thread 125-165 (so a lone text waits about 20% longer)."""
+    """ONNX Runtime threads per call. On a CPU a batch's passes run one per core at once (`in_token_groups`),
+    so each call gets one thread: no thread wakes another for every operator. Measured with MiniLM on 2 cores
+    and real SMS texts: 2 calls at once with 1 thread each 280 texts/s at 6.7 ms of CPU a text; with 2
+    threads each 240 texts/s at 8 ms. A lone text with the cores to itself runs on `OnnxRunner`'s second
+    session, with a thread per core (one call alone: 160-190 texts/s with 2 threads, 125-165 with 1)."""
     return 1 if device == "cpu" else os.cpu_count() or 1
 
 
