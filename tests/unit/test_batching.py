@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -169,4 +170,38 @@ async def test_a_lone_request_keeps_the_same_lane() -> None:
     for i in range(5):
         assert await queue.submit([i]) == [i]
     assert len(set(threads)) == 1
+    await queue.close()
+
+
+async def test_a_request_is_answered_when_its_own_part_ends_not_the_whole_batch() -> None:
+    second_part = threading.Event()
+
+    def run_parts(items: list[int], deliver: Callable[[Sequence[int], Sequence[int]], None]) -> None:
+        deliver([1, 3], [items[1] * 10, items[3] * 10])  # a first forward pass, out of input order
+        second_part.wait(5)
+        deliver([0, 2], [items[0] * 10, items[2] * 10])
+
+    queue: BatchQueue[int, int] = BatchQueue(
+        lambda items: items, run_parts=run_parts, max_batch_size=4, max_wait_ms=50, max_queue_size=64
+    )
+    requests = [asyncio.ensure_future(queue.submit([i])) for i in range(4)]
+    done, _ = await asyncio.wait(requests, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.sleep(0.05)
+    assert [request.done() for request in requests] == [False, True, False, True]  # the batch is still running
+    assert requests[1].result() == [10] and requests[3].result() == [30]
+    second_part.set()
+    assert await asyncio.gather(*requests) == [[0], [10], [20], [30]]
+    await queue.close()
+
+
+async def test_a_batch_whose_parts_leave_positions_out_fails_those_requests_only() -> None:
+    def run_parts(items: list[int], deliver: Callable[[Sequence[int], Sequence[int]], None]) -> None:
+        deliver([0], [items[0]])  # position 1 is never delivered
+
+    queue: BatchQueue[int, int] = BatchQueue(
+        lambda items: items, run_parts=run_parts, max_batch_size=2, max_wait_ms=50, max_queue_size=64
+    )
+    first, second = await asyncio.gather(queue.submit([5]), queue.submit([6]), return_exceptions=True)
+    assert first == [5]
+    assert isinstance(second, RuntimeError) and "gave 1 results" in str(second)
     await queue.close()

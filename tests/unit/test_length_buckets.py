@@ -88,10 +88,18 @@ def test_token_groups_are_cut_to_their_longest_input_and_keep_the_order() -> Non
         seen.append(group.token_counts)
         return group.arrays["input_ids"][:, :1]
 
-    out = in_token_groups(Batch({"input_ids": ids, "attention_mask": mask}, counts), run, limit=4)
+    parts: list[tuple[list[int], list[int]]] = []
+    batch = Batch({"input_ids": ids, "attention_mask": mask}, counts)
+    out = in_token_groups(
+        batch, run, limit=4, on_part=lambda rows, part: parts.append((list(rows), part[:, 0].tolist()))
+    )
     assert out[:, 0].tolist() == [i * 10 + 1 for i in range(len(counts))]
     assert sorted(n for group in seen for n in group) == sorted(counts)
     assert 1 < len(seen) < len(counts)
+    # each pass is handed over as it ends: every input once, its own row beside its position
+    assert len(parts) == len(seen)
+    assert sorted(row for rows, _ in parts for row in rows) == list(range(len(counts)))
+    assert all(values == [row * 10 + 1 for row in rows] for rows, values in parts)
 
 
 def test_a_batch_cuts_a_pass_per_core_alone_and_fewer_while_another_batch_runs() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ from openmaas.recipes.encoders import (
 )
 
 ONNX_FILE = "openmaas-embeddings.onnx"
+
+# (input positions, their embeddings, their token counts) as each forward pass ends.
+OnEmbedded = Callable[[Sequence[int], np.ndarray, list[int]], None]
 
 
 class EmbeddingInference:
@@ -50,13 +54,22 @@ class EmbeddingInference:
         """Embed many texts in batches of similar length, so little compute goes to padding."""
         return in_length_buckets(texts, lambda chunk: self._embed(self.tokenizer(chunk)), batch_size)
 
-    def embed(self, texts: list[str], *, truncate: bool = True) -> tuple[np.ndarray, list[int]]:
+    def embed(
+        self, texts: list[str], *, truncate: bool = True, on_part: OnEmbedded | None = None
+    ) -> tuple[np.ndarray, list[int]]:
+        """Embeddings and token counts; `on_part` as each forward pass ends, when given."""
         batch = self.tokenizer(texts, truncate=truncate)  # checks every input's length before any compute
-        if self.chunk == 1:  # a CPU: no padding, inputs of equal token counts together
-            return in_token_groups(batch, self._embed, alone=self.graph.alone), batch.token_counts
-        if len(texts) <= self.chunk:
-            return self._embed(batch), batch.token_counts
-        return self.embed_sorted(texts, self.chunk), batch.token_counts
+        counts = batch.token_counts
+
+        def report(positions: Sequence[int], vectors: np.ndarray) -> None:
+            if on_part is not None:
+                on_part(positions, vectors, [counts[position] for position in positions])
+
+        if self.chunk == 1:  # a CPU: no padding, inputs of close token counts together
+            return in_token_groups(batch, self._embed, alone=self.graph.alone, on_part=report), counts
+        vectors = self._embed(batch) if len(texts) <= self.chunk else self.embed_sorted(texts, self.chunk)
+        report(range(len(texts)), vectors)
+        return vectors, counts
 
     def _embed(self, batch: Batch) -> np.ndarray:
         return self.graph(batch)

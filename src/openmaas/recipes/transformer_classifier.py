@@ -22,6 +22,7 @@ from openmaas.recipes.base import CommonHyperparameters, Examples, ExportInfo, S
 from openmaas.recipes.encoders import (
     ClassifierHead,
     EncoderClassifier,
+    OnPart,
     SentenceEncoder,
     ServedGraph,
     TextTokenizer,
@@ -187,10 +188,14 @@ class TransformerClassifierInference:
         self.chunk = chunk_size(device)
         self.preferred_concurrency = concurrent_batches(device)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        if self.chunk == 1:  # a CPU: no padding, inputs of equal token counts together
-            return in_token_groups(self.tokenizer(list(texts)), self.graph, alone=self.graph.alone)
-        return in_length_buckets(list(texts), self._probabilities, self.chunk)
+    def predict_proba(self, texts: Sequence[str], on_part: OnPart | None = None) -> np.ndarray:
+        """Class probabilities per text; `on_part(positions, rows)` as each forward pass ends, when given."""
+        if self.chunk == 1:  # a CPU: no padding, inputs of close token counts together
+            return in_token_groups(self.tokenizer(list(texts)), self.graph, alone=self.graph.alone, on_part=on_part)
+        result = in_length_buckets(list(texts), self._probabilities, self.chunk)
+        if on_part is not None:
+            on_part(range(len(texts)), result)
+        return result
 
     def _probabilities(self, texts: list[str]) -> np.ndarray:
         return self.graph(self.tokenizer(texts))

@@ -9,9 +9,13 @@ threads may want a second batch ready to keep them busy). A request's items may 
 its results come back in order. The queue is bounded: a request that does not fit is refused at
 once (`QueueFull`) instead of piling up.
 
+A model that runs a batch in parts (several forward passes) may hand each part's results back as the part
+ends (`run_parts`): a request is answered when its own items are done, not when the whole batch is, so its
+client sends the next one sooner and the next batch finds it waiting.
+
 There is no scheduling task: a batch is started by the call that makes it possible (a submit, the end of
-the previous batch, the end of a wait), and its results come back through one callback on the loop. That
-keeps the per-request cost of the queue to a future, a thread hand-off and a wake-up of the loop.
+the previous batch, the end of a wait), and its results come back through a callback on the loop per part.
+That keeps the per-request cost of the queue to a future, a thread hand-off and a wake-up of the loop.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -30,6 +35,10 @@ log = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+
+# Hands (batch positions, their results) back while a batch runs; called from the batch's threads.
+Deliver = Callable[[Sequence[int], Sequence[Any]], None]
 
 
 class QueueFull(Exception):
@@ -60,6 +69,17 @@ class _Request(Generic[In, Out]):
 
 
 @dataclass
+class _Running(Generic[In, Out]):
+    """A batch on a lane: (request, item index) per position, and how many positions have their result."""
+
+    items: list[tuple[_Request[In, Out], int]]
+    delivered: int = 0  # on the loop
+    handed: int = 0  # on the batch's threads, under `lock`
+    last: list[tuple[Sequence[int], Sequence[Any]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
 class BatchStats:
     """What the metrics layer observes, without the queue knowing about Prometheus."""
 
@@ -79,6 +99,7 @@ class BatchQueue(Generic[In, Out]):
         concurrency: int = 1,
         name: str = "model",
         stats: BatchStats | None = None,
+        run_parts: Callable[[list[In], Deliver], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -89,6 +110,8 @@ class BatchQueue(Generic[In, Out]):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.run_batch = run_batch
+        # `run_parts(items, deliver)` calls `deliver(positions, results)` once per part, every position once.
+        self.run_parts = run_parts or self._whole
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue_size = max_queue_size
@@ -171,31 +194,62 @@ class BatchQueue(Generic[In, Out]):
                 self._pending.popleft()
         return batch
 
+    def _whole(self, inputs: list[In], deliver: Deliver) -> None:
+        outputs = self.run_batch(inputs)
+        if len(outputs) != len(inputs):
+            raise RuntimeError(f"batch of {len(inputs)} gave {len(outputs)} results")
+        deliver(range(len(inputs)), outputs)
+
     def _run(self, batch: list[tuple[_Request[In, Out], int]]) -> None:
         loop = self._loop
         assert loop is not None
+        running: _Running[In, Out] = _Running(batch)
         inputs = [request.items[index] for request, index in batch]
         started = time.perf_counter()
         lane = self._idle.pop()
 
-        def finished(done: Future[Sequence[Out]]) -> None:  # on the batch's thread
+        # Both run on the batch's threads. Every part's delivery is queued on the loop before the batch's
+        # end (the runner returns after its parts), and the loop runs them in that order. The part that
+        # completes the batch travels with its end, so the lane is free again before its requests are
+        # answered: a lone client's next request finds the same warm lane.
+        def deliver(positions: Sequence[int], outputs: Sequence[Any]) -> None:
+            with running.lock:
+                running.handed += len(positions)
+                if running.handed >= len(batch):
+                    running.last.append((positions, outputs))
+                    return
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-                loop.call_soon_threadsafe(self._finish, lane, batch, done, started)
+                loop.call_soon_threadsafe(self._deliver, running, positions, outputs)
 
-        lane.submit(self.run_batch, inputs).add_done_callback(finished)
+        def finished(done: Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._finish, lane, running, done, started)
 
-    def _finish(
-        self,
-        lane: ThreadPoolExecutor,
-        batch: list[tuple[_Request[In, Out], int]],
-        done: Future[Sequence[Out]],
-        started: float,
-    ) -> None:
+        lane.submit(self.run_parts, inputs, deliver).add_done_callback(finished)
+
+    def _deliver(self, running: _Running[In, Out], positions: Sequence[int], outputs: Sequence[Any]) -> None:
+        if len(positions) != len(outputs):
+            log.error("a part of %d positions gave %d results on %s", len(positions), len(outputs), self.name)
+            return  # its requests fail when the batch ends with positions undelivered
+        running.delivered += len(positions)
+        for position, output in zip(positions, outputs, strict=True):
+            request, index = running.items[position]
+            if request.future.done():
+                continue
+            request.results[index] = output
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.future.set_result(request.results)
+
+    def _finish(self, lane: ThreadPoolExecutor, running: _Running[In, Out], done: Future[None], started: float) -> None:
         self._idle.append(lane)
+        for positions, outputs in running.last:
+            self._deliver(running, positions, outputs)
+        batch = running.items
         try:
-            outputs = done.result()
-            if len(outputs) != len(batch):
-                raise RuntimeError(f"batch of {len(batch)} gave {len(outputs)} results")
+            done.result()
+            if running.delivered != len(batch):
+                raise RuntimeError(f"batch of {len(batch)} gave {running.delivered} results")
         except Exception as error:  # one failing batch fails its requests, not the queue
             log.error("batch of %d failed on %s", len(batch), self.name, exc_info=error)
             for request, _ in batch:
@@ -206,13 +260,6 @@ class BatchQueue(Generic[In, Out]):
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
             for callback in self.stats.on_batch:
                 callback(len(batch), elapsed)
-            for (request, index), output in zip(batch, outputs, strict=True):
-                if request.future.done():
-                    continue
-                request.results[index] = output
-                request.remaining -= 1
-                if request.remaining == 0:
-                    request.future.set_result(request.results)
         self._start_batches()
 
     async def close(self) -> None:

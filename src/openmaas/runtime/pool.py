@@ -141,6 +141,7 @@ class ModelPool:
                     concurrency=getattr(predictor, "preferred_concurrency", 1),
                     name=name,
                     stats=stats,
+                    run_parts=predictor.run_parts,
                 )
             served = ServedModel(predictor, queue, settings, seconds)
             with self._lock:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,6 +13,7 @@ from openmaas.domain.entities import ModelVersion
 from openmaas.recipes import get_loader
 from openmaas.recipes.base import resolve_device
 from openmaas.recipes.generative import CausalLM, load_causal_lm
+from openmaas.runtime.batching import Deliver
 
 
 class Predictor(Protocol):
@@ -19,6 +21,11 @@ class Predictor(Protocol):
 
     version: ModelVersion
     memory_bytes: int
+
+    # For a model that runs a batch as several forward passes: `run_parts(items, deliver)` hands each pass's
+    # (positions, results) to `deliver` as it ends, so the queue answers those requests at once. None otherwise.
+    @property
+    def run_parts(self) -> Callable[[list[Any], Deliver], None] | None: ...
 
     def run_batch(self, items: list[Any]) -> list[Any]: ...
 
@@ -33,12 +40,21 @@ class ClassifierPredictor:
         self.memory_bytes: int = model.memory_bytes
         self.preferred_batch_size: int | None = getattr(model, "preferred_batch_size", None)
         self.preferred_concurrency: int = getattr(model, "preferred_concurrency", 1)
+        self.run_parts: Callable[[list[Any], Deliver], None] | None = (
+            self._run_parts if "on_part" in inspect.signature(model.predict_proba).parameters else None
+        )
 
     def run_batch(self, items: list[Any]) -> list[Any]:
         return self.predict(items)
 
+    def _run_parts(self, items: list[Any], deliver: Deliver) -> None:
+        self.model.predict_proba(items, on_part=lambda positions, rows: deliver(positions, self._answers(rows)))
+
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        probabilities = self.model.predict_proba(texts).tolist()
+        return self._answers(self.model.predict_proba(texts))
+
+    def _answers(self, probabilities_array: np.ndarray) -> list[dict[str, Any]]:
+        probabilities = probabilities_array.tolist()
         labels = self.labels
         out = []
         for row in probabilities:
@@ -72,6 +88,12 @@ class EmbeddingPredictor:
         vectors, tokens = self.model.embed(items, truncate=True)
         return list(zip(vectors, tokens, strict=True))
 
+    def run_parts(self, items: list[Any], deliver: Deliver) -> None:
+        def part(positions: Sequence[int], vectors: np.ndarray, tokens: list[int]) -> None:
+            deliver(positions, list(zip(vectors, tokens, strict=True)))
+
+        self.model.embed(items, truncate=True, on_part=part)
+
 
 class GenerativePredictor:
     """A causal language model. It is served by a GenerationQueue; `run_batch` (one greedy token per prompt)
@@ -81,6 +103,7 @@ class GenerativePredictor:
         self.version = version
         self.model = model
         self.memory_bytes: int = model.memory_bytes
+        self.run_parts: Callable[[list[Any], Deliver], None] | None = None
 
     def run_batch(self, items: list[Any]) -> list[Any]:
         import torch
