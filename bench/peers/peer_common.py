@@ -16,7 +16,7 @@ def arguments(description: str, batching: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model-dir", type=Path, required=True, help="The version's files, as the server loaded them.")
     parser.add_argument("--recipe", required=True, help="bow-mlp, transformer-classifier, ...")
-    parser.add_argument("--runtime", required=True, help="The version's runtime: torch or onnx.")
+    parser.add_argument("--runtime", required=True, help="The version's runtime: torch, onnx or onnx-int8.")
     parser.add_argument("--port", type=int, required=True)
     if batching:
         parser.add_argument("--max-batch-size", type=int, default=32)

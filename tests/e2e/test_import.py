@@ -46,6 +46,35 @@ def test_imported_encoder_serves_embeddings(server: Server, client: Client, tmp_
     assert version["task"] == "embeddings" and version["metrics"]["dimensions"] == 32
 
 
+def test_an_encoder_imported_with_int8_weights_embeds_like_the_float_one(
+    server: Server, client: Client, tmp_path: Path
+) -> None:
+    directory = tiny_bert(tmp_path / "tiny-bert-int8")
+    client.import_model(directory, "tiny-float")
+    out = openmaas(server, "models", "import", str(directory), "--name", "tiny-int8", "--runtime", "onnx-int8")
+    assert "imported tiny-int8:1" in out
+    assert client.get_model("tiny-int8")["versions"][0]["runtime"] == "onnx-int8"
+    texts = ["hello world", "a second, longer text about the weather in spring", "3"]
+    vectors = {
+        name: np.array([d["embedding"] for d in client.embed(name, texts)["data"]])
+        for name in ("tiny-float", "tiny-int8")
+    }
+    np.testing.assert_allclose(np.linalg.norm(vectors["tiny-int8"], axis=1), 1, atol=1e-5)
+    cosines = (vectors["tiny-float"] * vectors["tiny-int8"]).sum(axis=1)
+    assert cosines.min() > 0.98 and not np.allclose(vectors["tiny-float"], vectors["tiny-int8"], atol=1e-6)
+
+
+def test_a_causal_lm_cannot_be_imported_with_an_encoder_runtime(client: Client, tmp_path: Path) -> None:
+    from tests.tiny_llm import build_tiny_causal_lm
+
+    with pytest.raises(APIError) as caught:
+        client.import_model(build_tiny_causal_lm(tmp_path / "lm"), "lm-int8", runtime="onnx-int8")
+    assert caught.value.status == 400 and caught.value.code == "invalid_runtime" and caught.value.param == "runtime"
+    with pytest.raises(APIError) as caught:
+        client.import_model(tiny_bert(tmp_path / "b"), "b", runtime="tensorrt")
+    assert caught.value.status == 400 and caught.value.param == "runtime"
+
+
 def test_pickled_weights_are_refused_with_how_to_convert(client: Client, tmp_path: Path) -> None:
     directory = tiny_bert(tmp_path / "pickled")
     (directory / "model.safetensors").unlink()

@@ -75,6 +75,43 @@ def test_artifact_downloads_in_both_formats(
     assert http.get("/v1/models/spam-minilm/artifact", params={"format": "pickle"}).status_code == 400
 
 
+def test_an_int8_version_serves_int8_weights_and_keeps_the_float_versions_answers(
+    client: Client, spam_minilm: tuple[dict, list[tuple[str, str]]], tmp_path: Path
+) -> None:
+    import onnx
+
+    job, holdout = spam_minilm
+    int8_job = client.create_job(
+        job["dataset"],
+        "spam-minilm-int8",
+        recipe="transformer-classifier",
+        hyperparameters={"epochs": 20, "seed": 0, "runtime": "onnx-int8"},
+    )
+    final = client.wait_for_job(int8_job["id"], timeout=900)
+    assert final["status"] == "succeeded", final
+    assert client.get_model("spam-minilm-int8")["versions"][-1]["runtime"] == "onnx-int8"
+
+    texts = [text for text, _ in holdout]
+    labels = [p["label"] for p in client.predict("spam-minilm-int8", texts)["predictions"]]
+    float_labels = [p["label"] for p in client.predict("spam-minilm", texts)["predictions"]]
+    assert sum(a == b for a, b in zip(labels, float_labels, strict=True)) / len(texts) >= 0.98
+    assert accuracy(client, "spam-minilm-int8", holdout) >= 0.97
+
+    # What is served is an int8 graph: the download of the ONNX form is it, a quarter of the layers' bytes.
+    graph = onnx.load(str(client.download_artifact("spam-minilm-int8", tmp_path / "q.onnx", format="onnx")))
+    operators = {node.op_type for node in graph.graph.node}
+    assert operators & {"MatMulInteger", "DynamicQuantizeMatMul"}, operators
+    float_graph = client.download_artifact("spam-minilm", tmp_path / "f.onnx", format="onnx")
+    assert (tmp_path / "q.onnx").stat().st_size < 0.75 * float_graph.stat().st_size
+
+
+def test_an_unknown_runtime_is_refused(client: Client, spam_minilm: tuple[dict, list[tuple[str, str]]]) -> None:
+    job, _ = spam_minilm
+    with pytest.raises(APIError) as caught:
+        client.create_job(job["dataset"], "x", recipe="transformer-classifier", hyperparameters={"runtime": "tensorrt"})
+    assert caught.value.status == 422 and caught.value.param == "hyperparameters.runtime"
+
+
 def test_bow_versions_have_no_onnx_form(client: Client, http: httpx.Client, tmp_path: Path) -> None:
     dataset = client.upload_dataset(write_csv(tmp_path / "b.csv", [("yes", "y"), ("no", "n")]), name="b")
     job = client.create_job(dataset["id"], "bow-no-onnx", hyperparameters={"epochs": 1})

@@ -223,11 +223,14 @@ def models_show(name: str, url: UrlOption = None, api_key: KeyOption = None) -> 
 def models_import(
     path: Annotated[Path, typer.Argument(help="A Hugging Face directory on the server's disk.")],
     name: Annotated[str, typer.Option(help="Registry name.")],
+    runtime: Annotated[
+        str | None, typer.Option(help="An encoder's runtime: onnx (default) or onnx-int8 (int8 weights, faster).")
+    ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
     """Register a local Hugging Face model directory (config.json, tokenizer.json, *.safetensors)."""
-    version = _run(lambda: _client(url, api_key).import_model(path, name))
+    version = _run(lambda: _client(url, api_key).import_model(path, name, runtime=runtime))
     console.print(
         f"[green]imported[/green] {name}:{version['version']} ({version['task']}, "
         f"{version['parameter_count']:,} parameters)"

@@ -177,9 +177,13 @@ class Client:
     def delete_version(self, name: str, version: int) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/models/{name}/versions/{version}")
 
-    def import_model(self, path: str | Path, name: str) -> dict[str, Any]:
-        """Register a Hugging Face directory that lies on the server's disk (admin key)."""
-        return self._request("POST", "/v1/models/import", json={"path": str(Path(path).resolve()), "name": name})
+    def import_model(self, path: str | Path, name: str, *, runtime: str | None = None) -> dict[str, Any]:
+        """Register a Hugging Face directory that lies on the server's disk (admin key); an encoder may be
+        served with `runtime="onnx-int8"`."""
+        body: dict[str, Any] = {"path": str(Path(path).resolve()), "name": name}
+        if runtime is not None:
+            body["runtime"] = runtime
+        return self._request("POST", "/v1/models/import", json=body)
 
     def download_artifact(self, model: str, destination: str | Path, *, format: str = "safetensors") -> Path:
         destination = Path(destination)

@@ -125,15 +125,23 @@ class RegistryService:
         self._forget(deleted)
         return deleted
 
-    def import_directory(self, principal: Principal, path: str, name: str) -> ModelVersion:
+    def import_directory(self, principal: Principal, path: str, name: str, runtime: str | None = None) -> ModelVersion:
         """Register a local Hugging Face directory (an encoder, or a causal LM) as a new version of `name`
-        (admin only). It is loaded once before registration, so a version that registers also serves."""
+        (admin only). It is loaded once before registration, so a version that registers also serves.
+        An encoder is served with `runtime` (`onnx` unless given); a causal LM always with PyTorch."""
         if not principal.is_admin:
             raise PermissionDenied("importing a model from the server's disk needs an admin key")
         if not is_valid_name(name) or name in FOUNDATION_MODELS:
             raise InvalidRequest(f"invalid or reserved model name {name!r}", param="name", code="invalid_model_name")
         directory = Path(path)
         task = check_importable(directory)
+        generative = task == "text-generation"
+        if generative and runtime is not None:
+            raise InvalidRequest(
+                f"a causal LM is served with PyTorch; runtime {runtime!r} is for encoders",
+                param="runtime",
+                code="invalid_runtime",
+            )
         with tempfile.TemporaryDirectory(dir=self.artifacts.tmp) as scratch:
             files = store_files(self.artifacts, directory)
             staged = self.artifacts.materialize(files, Path(scratch) / "model")
@@ -145,14 +153,13 @@ class RegistryService:
                     param="path",
                     code="invalid_model_directory",
                 ) from None
-        generative = task == "text-generation"
         registered = self.store.models.register_version(
             {
                 "tenant_id": principal.tenant_id,
                 "model": name,
                 "task": task,
                 "recipe": "pretrained-causal-lm" if generative else "sentence-embedding",
-                "runtime": "torch" if generative else "onnx",
+                "runtime": "torch" if generative else runtime or "onnx",
                 "labels": [],
                 "metrics": metrics,
                 "hyperparameters": {"imported_from": str(directory)},

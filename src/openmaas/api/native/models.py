@@ -106,7 +106,7 @@ def list_models(caller: Reader, svc: Svc) -> ListOf[ModelOut]:
 
 @router.post("/v1/models/import", status_code=201, response_model=VersionOut)
 def import_model(body: ModelImport, caller: Admin, svc: Svc) -> VersionOut:
-    return version_out(svc.registry.import_directory(caller, body.path, body.name))
+    return version_out(svc.registry.import_directory(caller, body.path, body.name, body.runtime))
 
 
 @router.get("/v1/models/{ref:path}/artifact", response_class=FileResponse)
