@@ -89,20 +89,37 @@ def test_smollm2_is_converted_once_and_chats(llm_server: Server) -> None:
     assert again.choices[0].text
 
 
+def conversion_children(server: Server) -> list[int]:
+    assert server.process is not None
+    deadline = time.monotonic() + 60
+    while not (converting := children(server.process.pid)):
+        assert time.monotonic() < deadline, f"no conversion process started: {server.log()}"
+        time.sleep(0.1)
+    return converting
+
+
 @pytest.mark.slow
 def test_stopping_the_server_mid_conversion_ends_the_conversion(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     server = Server(tmp_path / "server", env_for(cache))
     server.data_dir.mkdir()
     server.start()
-    assert server.process is not None
-    deadline = time.monotonic() + 60
-    while not (converting := children(server.process.pid)):
-        assert time.monotonic() < deadline, f"no conversion process started: {server.log()}"
-        time.sleep(0.1)
+    converting = conversion_children(server)
     server.stop()
     deadline = time.monotonic() + 20
     while any(running(pid) for pid in converting):
         assert time.monotonic() < deadline, f"the conversion process {converting} outlived the server"
         time.sleep(0.1)
     assert not (cache / MODEL).exists()  # nothing half-converted is taken for the model at the next start
+
+    # The stopped conversion's working directory is left behind; the next start removes it before converting
+    # again, and keeps the directory of the conversion it runs itself.
+    abandoned = list(cache.glob(f".{MODEL}-*"))
+    assert len(abandoned) == 1, abandoned
+    server.start()
+    try:
+        conversion_children(server)
+        now = list(cache.glob(f".{MODEL}-*"))
+        assert not abandoned[0].exists() and len(now) == 1, now
+    finally:
+        server.stop()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,8 +30,27 @@ log = logging.getLogger(__name__)
 CONVERTER = "openmaas.recipes.foundation_convert"
 
 
+LOCK_FILE = ".converting"
+
+
 class ConversionFailed(RuntimeError):
     pass
+
+
+def remove_abandoned_conversions(cache_dir: Path, name: str) -> None:
+    """Delete the working directories of conversions whose process died (a server killed mid-conversion leaves
+    one, a few hundred MB). A live conversion holds the lock on its directory's LOCK_FILE, so it is kept."""
+    for leftover in sorted(cache_dir.glob(f".{name}-*")):
+        try:
+            with (leftover / LOCK_FILE).open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(leftover, ignore_errors=True)
+        except BlockingIOError:
+            continue  # converting right now, in another process
+        except OSError as error:  # not a directory, or not ours to delete: it only costs disk
+            log.warning("could not remove %s, left by an earlier conversion: %s", leftover, error)
+            continue
+        log.info("removed %s, left by a conversion that did not finish", leftover)
 
 
 def model_files(directory: Path) -> list[Path]:
@@ -127,10 +148,15 @@ class FoundationModels:
     def _prepare(self, name: str) -> None:
         try:
             directory = self.cache_dir / name
+            remove_abandoned_conversions(self.cache_dir, name)
             if not (directory / "config.json").is_file():
                 log.info("converting foundation model %s from GGUF (once; it is cached in %s)", name, directory)
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=f".{name}-") as temporary:
+                with (
+                    tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=f".{name}-") as temporary,
+                    (Path(temporary) / LOCK_FILE).open("w") as lock,
+                ):
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel however this process ends
                     self._convert(foundation_gguf(name), Path(temporary))
                     # config.json is written last by the rename: a crash never leaves a half directory in place
                     os.replace(Path(temporary) / "model", directory)
@@ -150,6 +176,7 @@ class FoundationModels:
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(
                 [sys.executable, "-m", CONVERTER, str(gguf_file), str(work / "model")],
+                env={**os.environ, "TQDM_DISABLE": "1"},  # the GGUF reader's progress bar, else in the error's tail
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
