@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openmaas.recipes.encoders import Batch, in_length_buckets, in_token_groups, plan_token_groups
+from openmaas.recipes.encoders import Batch, data_file, in_length_buckets, in_token_groups, plan_token_groups
 from openmaas.recipes.foundation import foundation_directory
 from openmaas.recipes.sentence_embedding import EmbeddingInference
 from tests.conftest import DATASETS
@@ -181,9 +181,22 @@ def test_a_batch_in_token_groups_gives_the_numbers_of_one_text_at_a_time(tmp_pat
     assert len(set(tokens)) < len(tokens)  # some texts share a token count, so some groups hold several
     alone = np.concatenate([model.embed([text])[0] for text in texts])  # lone texts: the every-core session
     assert np.abs(together - alone).max() < 1e-5
-    mapped = directory / "openmaas-embeddings.external.onnx"
-    assert mapped.is_file() and (directory / (mapped.name + ".data")).stat().st_size > 80e6  # the weights
-    made = mapped.stat().st_mtime_ns
-    again = EmbeddingInference(directory, "cpu", "onnx")  # a later load maps the same copy
-    assert mapped.stat().st_mtime_ns == made
+    graph = directory / "openmaas-embeddings.onnx"
+    assert graph.stat().st_size < 1e6 and data_file(graph).stat().st_size > 80e6  # the weights, mapped
+    made = data_file(graph).stat().st_mtime_ns
+    again = EmbeddingInference(directory, "cpu", "onnx")  # a later load maps the same file
+    assert data_file(graph).stat().st_mtime_ns == made
     assert np.abs(again.embed(texts[:8])[0] - together[:8]).max() < 1e-5
+
+    # A cache from before the data files held the weights inside the graph, and a mapped copy beside it
+    import onnx
+
+    onnx.save_model(onnx.load(str(graph)), str(graph))
+    data_file(graph).unlink()
+    legacy = directory / "openmaas-embeddings.external.onnx"
+    legacy.write_bytes(b"an earlier release's copy")
+    data_file(legacy).write_bytes(b"its weights")
+    upgraded = EmbeddingInference(directory, "cpu", "onnx")
+    assert graph.stat().st_size < 1e6 and data_file(graph).stat().st_size > 80e6
+    assert not legacy.exists() and not data_file(legacy).exists()
+    assert np.abs(upgraded.embed(texts[:8])[0] - together[:8]).max() < 1e-5

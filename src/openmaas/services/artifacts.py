@@ -35,7 +35,11 @@ class ArtifactService:
                     param="format",
                     code="onnx_unavailable",
                 )
-            return version, Path(path)
+            # The served graph keeps its weights in a data file beside it; a download is one file.
+            from openmaas.recipes.encoders import single_file  # here: it imports torch, which an idle server has not
+
+            target = self.cache_dir / f"{version.artifact_sha256}.{version.runtime}.onnx"
+            return version, await asyncio.to_thread(single_file, Path(path), target)
         return version, await asyncio.to_thread(self._safetensors, version)
 
     def _safetensors(self, version: ModelVersion) -> Path:
