@@ -114,12 +114,17 @@ def test_stopping_the_server_mid_conversion_ends_the_conversion(tmp_path: Path) 
 
     # The stopped conversion's working directory is left behind; the next start removes it before converting
     # again, and keeps the directory of the conversion it runs itself.
-    abandoned = list(cache.glob(f".{MODEL}-*"))
+    abandoned = list(cache.glob(f".{MODEL}.converting-*"))
     assert len(abandoned) == 1, abandoned
+    earlier = cache / f".{MODEL}-ab12cd_9"  # where an earlier release worked
+    (earlier / "model").mkdir(parents=True)
+    unrelated = cache / f".{MODEL}-v2-notes"
+    unrelated.mkdir()
     server.start()
     try:
         conversion_children(server)
-        now = list(cache.glob(f".{MODEL}-*"))
-        assert not abandoned[0].exists() and len(now) == 1, now
+        now = list(cache.glob(f".{MODEL}.converting-*"))
+        assert not abandoned[0].exists() and not earlier.exists() and len(now) == 1, now
+        assert unrelated.is_dir()  # not a working directory's name: left alone
     finally:
         server.stop()

@@ -205,3 +205,18 @@ async def test_a_batch_whose_parts_leave_positions_out_fails_those_requests_only
     assert first == [5]
     assert isinstance(second, RuntimeError) and "gave 1 results" in str(second)
     await queue.close()
+
+
+async def test_a_position_handed_twice_does_not_stand_for_one_never_handed() -> None:
+    def run_parts(items: list[int], deliver: Callable[[Sequence[int], Sequence[int]], None]) -> None:
+        deliver([0], [items[0]])
+        deliver([0], [-1])  # position 0 again (its first result stands), and position 1 never
+
+    queue: BatchQueue[int, int] = BatchQueue(
+        lambda items: items, run_parts=run_parts, max_batch_size=2, max_wait_ms=50, max_queue_size=64
+    )
+    results = await asyncio.wait_for(
+        asyncio.gather(queue.submit([5]), queue.submit([6]), return_exceptions=True), timeout=5
+    )
+    assert results[0] == [5] and isinstance(results[1], RuntimeError)
+    await queue.close()

@@ -7,6 +7,7 @@ Shared by the `sentence-embedding` and `transformer-classifier` recipes. Loading
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import inspect
 import json
@@ -381,13 +382,18 @@ def _save_with_data_file(model: Any, path: Path, staging: Path) -> None:
 
 def with_data_file(path: Path) -> None:
     """Move the weights of a graph exported with them inside (by an earlier release) into `data_file(path)`,
-    and delete the mapped copy that release kept beside it."""
-    if not path.is_file() or data_file(path).is_file():
+    and delete the mapped copy that release kept beside it. Decided by what the graph holds, not by whether a
+    data file exists: a crash between writing the data and the graph leaves the old graph and a new data file."""
+    if not path.is_file():
         return
     import onnx
+    from onnx.external_data_helper import uses_external_data
 
+    graph = onnx.load(str(path), load_external_data=False)
+    if any(uses_external_data(tensor) for tensor in graph.graph.initializer):
+        return
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as temporary:
-        _save_with_data_file(onnx.load(str(path)), path, Path(temporary))
+        _save_with_data_file(graph, path, Path(temporary))
     legacy = path.with_name(path.stem + ".external.onnx")
     data_file(legacy).unlink(missing_ok=True)
     legacy.unlink(missing_ok=True)
@@ -499,10 +505,15 @@ class ServedGraph:
         self.onnx_path: Path | None = None
         self.torch_module: nn.Module | None = None
         if runtime in ONNX_RUNTIMES:
-            with_data_file(onnx_path)
-            if not onnx_path.is_file():
-                export_onnx(module, uses_token_types, output_name, onnx_path)
-            served = with_int8_weights(onnx_path) if runtime == "onnx-int8" else onnx_path
+            # Two versions of one artifact (say float and int8) may load at once, in threads or processes:
+            # a graph and its data file are written by one of them at a time.
+            onnx_path.parent.mkdir(parents=True, exist_ok=True)
+            with onnx_path.with_name(onnx_path.name + ".lock").open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                with_data_file(onnx_path)
+                if not onnx_path.is_file():
+                    export_onnx(module, uses_token_types, output_name, onnx_path)
+                served = with_int8_weights(onnx_path) if runtime == "onnx-int8" else onnx_path
             alone_threads = os.cpu_count() if device == "cpu" else None
             self.onnx, self.onnx_path = OnnxRunner(served, onnx_threads(device), alone_threads), served
             self.memory_bytes = served.stat().st_size + data_file(served).stat().st_size

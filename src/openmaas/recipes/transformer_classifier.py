@@ -52,8 +52,9 @@ class Hyperparameters(CommonHyperparameters):
     runtime: Literal["onnx", "onnx-int8"] = Field(
         "onnx",
         description="How the version is served on a CPU: float weights, or the linear layers' weights in int8 "
-        "(about twice the throughput; answers move slightly). A frozen encoder's training features come from "
-        "the same runtime, so the validation metrics are the served model's.",
+        "(about twice the throughput; answers move slightly). On a CPU a frozen encoder's training features "
+        "come from the same int8 graph, so the validation metrics are close to the served model's (an int8 "
+        "pass quantizes its activations per pass); with train_base they are measured in float.",
     )
 
     @field_validator("base_model")

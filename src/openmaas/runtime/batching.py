@@ -73,7 +73,8 @@ class _Running(Generic[In, Out]):
     """A batch on a lane: (request, item index) per position, and how many positions have their result."""
 
     items: list[tuple[_Request[In, Out], int]]
-    delivered: int = 0  # on the loop
+    delivered: int = 0  # distinct positions with their result, on the loop
+    done: bytearray = field(default_factory=bytearray)  # per position: 1 once delivered
     handed: int = 0  # on the batch's threads, under `lock`
     last: list[tuple[Sequence[int], Sequence[Any]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -203,7 +204,7 @@ class BatchQueue(Generic[In, Out]):
     def _run(self, batch: list[tuple[_Request[In, Out], int]]) -> None:
         loop = self._loop
         assert loop is not None
-        running: _Running[In, Out] = _Running(batch)
+        running: _Running[In, Out] = _Running(batch, done=bytearray(len(batch)))
         inputs = [request.items[index] for request, index in batch]
         started = time.perf_counter()
         lane = self._idle.pop()
@@ -231,8 +232,11 @@ class BatchQueue(Generic[In, Out]):
         if len(positions) != len(outputs):
             log.error("a part of %d positions gave %d results on %s", len(positions), len(outputs), self.name)
             return  # its requests fail when the batch ends with positions undelivered
-        running.delivered += len(positions)
         for position, output in zip(positions, outputs, strict=True):
+            if running.done[position]:
+                continue  # a runner that hands a position twice: the first result stands
+            running.done[position] = 1
+            running.delivered += 1
             request, index = running.items[position]
             if request.future.done():
                 continue

@@ -6,6 +6,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,27 +31,24 @@ log = logging.getLogger(__name__)
 CONVERTER = "openmaas.recipes.foundation_convert"
 
 
-LOCK_FILE = ".converting"
-
-
 class ConversionFailed(RuntimeError):
     pass
 
 
+def working_prefix(name: str) -> str:
+    """The name prefix of a conversion's working directory in the cache."""
+    return f".{name}.converting-"
+
+
 def remove_abandoned_conversions(cache_dir: Path, name: str) -> None:
-    """Delete the working directories of conversions whose process died (a server killed mid-conversion leaves
-    one, a few hundred MB). A live conversion holds the lock on its directory's LOCK_FILE, so it is kept."""
-    for leftover in sorted(cache_dir.glob(f".{name}-*")):
-        try:
-            with (leftover / LOCK_FILE).open("a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shutil.rmtree(leftover, ignore_errors=True)
-        except BlockingIOError:
-            continue  # converting right now, in another process
-        except OSError as error:  # not a directory, or not ours to delete: it only costs disk
-            log.warning("could not remove %s, left by an earlier conversion: %s", leftover, error)
-            continue
-        log.info("removed %s, left by a conversion that did not finish", leftover)
+    """Delete the working directories that conversions of `name` left when their process died (a server
+    stopped mid-conversion leaves one, a few hundred MB). The caller holds the model's conversion lock, so
+    none of them belongs to a live conversion. `.{name}-xxxxxxxx` is where an earlier release worked."""
+    earlier = re.compile(rf"\.{re.escape(name)}-[a-z0-9_]{{8}}")
+    for leftover in sorted(cache_dir.iterdir()):
+        if leftover.is_dir() and (leftover.name.startswith(working_prefix(name)) or earlier.fullmatch(leftover.name)):
+            shutil.rmtree(leftover, ignore_errors=True)
+            log.info("removed %s, left by a conversion that did not finish", leftover)
 
 
 def model_files(directory: Path) -> list[Path]:
@@ -148,18 +146,18 @@ class FoundationModels:
     def _prepare(self, name: str) -> None:
         try:
             directory = self.cache_dir / name
-            remove_abandoned_conversions(self.cache_dir, name)
-            if not (directory / "config.json").is_file():
-                log.info("converting foundation model %s from GGUF (once; it is cached in %s)", name, directory)
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                with (
-                    tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=f".{name}-") as temporary,
-                    (Path(temporary) / LOCK_FILE).open("w") as lock,
-                ):
-                    fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel however this process ends
-                    self._convert(foundation_gguf(name), Path(temporary))
-                    # config.json is written last by the rename: a crash never leaves a half directory in place
-                    os.replace(Path(temporary) / "model", directory)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            # One conversion of a model at a time, across the processes that share the cache: a second one
+            # waits, then finds the model converted. The kernel releases the lock however its holder ends.
+            with (self.cache_dir / f".{name}.lock").open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                remove_abandoned_conversions(self.cache_dir, name)
+                if not (directory / "config.json").is_file():
+                    log.info("converting foundation model %s from GGUF (once; it is cached in %s)", name, directory)
+                    with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=working_prefix(name)) as temporary:
+                        self._convert(foundation_gguf(name), Path(temporary))
+                        # config.json comes with the rename: a crash never leaves a half directory in place
+                        os.replace(Path(temporary) / "model", directory)
             _register(self.store, self.artifacts, name, directory)
         except Exception as error:  # noqa: BLE001 (a missing package or a bad file only loses this model)
             log.exception("foundation model %s could not be prepared", name)
