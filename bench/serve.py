@@ -14,7 +14,8 @@
    (the machine's speed drifts; each size keeps its better figure). The limit is the best of them: the most
    a server could deliver on this machine.
 4. Peers serve the identical files in their own processes: plain FastAPI + uvicorn (one forward pass per
-   request) and LitServe with dynamic batching (bench/peers/). Their answers are checked against the
+   request; a sync endpoint in FastAPI's thread pool, and an async one that runs it on the event loop) and
+   LitServe with dynamic batching (bench/peers/). Their answers are checked against the
    in-process model before they are measured.
 5. A closed-loop load generator (asyncio, raw HTTP/1.1 keep-alive sockets, one connection per concurrent
    client, one real SMS text per request, cycling through the dataset) drives each server at each
@@ -73,7 +74,7 @@ OFFLINE_CHUNK = 256  # the largest predict_proba call of the offline limit
 ADJACENT_OFFLINE_SECONDS = 3.0
 LITSERVE_MAX_BATCH = 32
 LITSERVE_BATCH_TIMEOUT = 0.005
-SERVERS = ("OpenMaaS", "FastAPI", "LitServe")
+SERVERS = ("OpenMaaS", "FastAPI", "FastAPI async", "LitServe")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 T = TypeVar("T")
@@ -211,6 +212,7 @@ def start_openmaas(data_dir: Path, port: int, logs: Path) -> Service:
 def start_peer(server: str, trained: Trained, port: int, logs: Path) -> Service:
     script, health, extra = {
         "FastAPI": ("fastapi_server.py", "/healthz", []),
+        "FastAPI async": ("fastapi_server.py", "/healthz", ["--async-endpoint"]),
         "LitServe": (
             "litserve_server.py",
             "/health",
@@ -223,7 +225,7 @@ def start_peer(server: str, trained: Trained, port: int, logs: Path) -> Service:
         *("--model-dir", str(trained.directory), "--recipe", trained.recipe, "--runtime", trained.runtime),
         *("--port", str(port), *extra),
     ]
-    service = Service(server, command, logs / f"{server.lower()}-{trained.spec.key}.log")
+    service = Service(server, command, logs / f"{server.lower().replace(' ', '-')}-{trained.spec.key}.log")
     return service.wait_ready(f"http://{HOST}:{port}{health}")
 
 
@@ -504,7 +506,7 @@ def format_row(row: Row, ours: LoadResult | None) -> str:
     r = row.result
     versus = ours.throughput / r.throughput if ours is not None and r.throughput > 0 else math.nan
     return (
-        f"{row.model:<18}{row.server:<10}{r.concurrency:>5}{r.throughput:>10,.1f}"
+        f"{row.model:<18}{row.server:<14}{r.concurrency:>5}{r.throughput:>10,.1f}"
         f"{r.percentile_ms(50):>9.1f}{r.percentile_ms(95):>9.1f}{r.percentile_ms(99):>9.1f}{r.errors.total():>8}"
         f"{r.throughput / row.offline:>10.3f}{r.throughput / row.offline_now:>11.3f}{versus:>12.2f}"
         f"{r.server_cpu_ms:>12.2f}{r.client_cpu * 100:>10.0f}%"
@@ -513,7 +515,7 @@ def format_row(row: Row, ours: LoadResult | None) -> str:
 
 
 HEADER = (
-    f"{'model':<18}{'server':<10}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    f"{'model':<18}{'server':<14}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
     f"{'/offline':>10}{'/off. now':>11}{'OpenMaaS/x':>12}{'srv CPU ms':>12}{'client CPU':>11}{'all CPUs':>11}"
     f"{'bg CPU':>10}"
 )
@@ -569,7 +571,8 @@ def print_report(
         "run); OpenMaaS/x = OpenMaaS req/s ÷ this row's req/s at the same concurrency."
     )
     print(
-        f"Peers: plain FastAPI (sync endpoint, one forward pass per request); LitServe (max_batch_size "
+        "Peers: plain FastAPI, one forward pass per request, with a sync endpoint (FastAPI's thread pool) and with "
+        f"an async one (the forward pass on the event loop); LitServe (max_batch_size "
         f"{LITSERVE_MAX_BATCH}, batch_timeout {LITSERVE_BATCH_TIMEOUT * 1000:g} ms)."
     )
     print()

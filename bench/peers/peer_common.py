@@ -12,12 +12,14 @@ import numpy as np
 from openmaas.recipes import get_loader
 
 
-def arguments(description: str, batching: bool = False) -> argparse.Namespace:
+def arguments(description: str, batching: bool = False, async_endpoint: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model-dir", type=Path, required=True, help="The version's files, as the server loaded them.")
     parser.add_argument("--recipe", required=True, help="bow-mlp, transformer-classifier, ...")
     parser.add_argument("--runtime", required=True, help="The version's runtime: torch, onnx or onnx-int8.")
     parser.add_argument("--port", type=int, required=True)
+    if async_endpoint:
+        parser.add_argument("--async-endpoint", action="store_true", help="Run the forward pass on the event loop.")
     if batching:
         parser.add_argument("--max-batch-size", type=int, default=32)
         parser.add_argument("--batch-timeout", type=float, default=0.005, help="Seconds to wait for a batch to fill.")
