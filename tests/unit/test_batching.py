@@ -220,3 +220,37 @@ async def test_a_position_handed_twice_does_not_stand_for_one_never_handed() -> 
     )
     assert results[0] == [5] and isinstance(results[1], RuntimeError)
     await queue.close()
+
+
+async def test_a_lone_request_of_a_fast_model_runs_on_the_event_loop_and_concurrent_ones_on_a_lane() -> None:
+    threads: list[int] = []
+
+    def run(items: list[int]) -> list[int]:
+        threads.append(threading.get_ident())
+        return [item * 10 for item in items]
+
+    # max_wait holds a partial batch, so that two requests can be in the queue when it starts
+    queue = BatchQueue(run, max_batch_size=4, max_wait_ms=20, max_queue_size=64, inline_seconds=0.5)
+    loop_thread = threading.get_ident()
+    assert await queue.submit([1]) == [10]  # nothing measured yet: a lane
+    assert threads[-1] != loop_thread
+    assert await queue.submit([2, 3]) == [20, 30]  # measured fast, alone in the queue: on the loop
+    assert threads[-1] == loop_thread
+    assert await asyncio.gather(queue.submit([4]), queue.submit([5])) == [[40], [50]]
+    assert threads[-1] != loop_thread  # two requests in the queue: a lane, while the loop serves the others
+    await queue.close()
+
+
+async def test_a_slow_model_never_runs_on_the_event_loop() -> None:
+    threads: list[int] = []
+
+    def run(items: list[int]) -> list[int]:
+        threads.append(threading.get_ident())
+        time.sleep(0.01)
+        return items
+
+    queue = BatchQueue(run, max_batch_size=4, max_wait_ms=0, max_queue_size=64, inline_seconds=0.001)
+    for i in range(3):
+        assert await queue.submit([i]) == [i]
+    assert threading.get_ident() not in threads
+    await queue.close()

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 PoolKey = tuple[str, str, int, str]
 
+# The only request in a queue runs on the event loop instead of a lane thread when its batch is expected to take
+# less (see BatchQueue): bow-mlp's do (a few tens of microseconds); a MiniLM text takes ~6 ms and never does.
+INLINE_BATCH_SECONDS = 0.0005
+
 
 class ModelLoadError(Exception):
     """A version could not be loaded (missing or corrupt artifact, bad config)."""
@@ -142,6 +146,7 @@ class ModelPool:
                     name=name,
                     stats=stats,
                     run_parts=predictor.run_parts,
+                    inline_seconds=INLINE_BATCH_SECONDS,
                 )
             served = ServedModel(predictor, queue, settings, seconds)
             with self._lock:
