@@ -238,6 +238,10 @@ async def test_a_lone_request_of_a_fast_model_runs_on_the_event_loop_and_concurr
     assert threads[-1] == loop_thread
     assert await asyncio.gather(queue.submit([4]), queue.submit([5])) == [[40], [50]]
     assert threads[-1] != loop_thread  # two requests in the queue: a lane, while the loop serves the others
+    threads.clear()
+    # three batches: the loop takes at most the last (nothing queued behind it), never a run of them
+    assert await queue.submit(list(range(10))) == [i * 10 for i in range(10)]
+    assert len(threads) == 3 and loop_thread not in threads[:2]
     await queue.close()
 
 

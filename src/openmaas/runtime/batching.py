@@ -196,11 +196,12 @@ class BatchQueue(Generic[In, Out]):
             self._run(batch)
 
     def _inline(self, batch: list[tuple[_Request[In, Out], int]]) -> bool:
-        """The only request in the queue (none waiting, none running), of a model measured to be fast. With
-        other requests about, a lane is worth its hand-off: the loop reads and answers them while it runs."""
+        """The only request in the queue (none waiting, none running), the rest of it in this batch, of a model
+        measured to be fast. With other requests about, a lane is worth its hand-off: the loop reads and answers
+        them while it runs; and a request of many batches must not hold the loop for all of them."""
         if self._item_seconds is None or self._item_seconds * len(batch) > self.inline_seconds:
             return False
-        return len(self._idle) == len(self._lanes) and self._submitted == 1
+        return len(self._idle) == len(self._lanes) and self._submitted == 1 and not self._queued_items
 
     def _take_batch(self) -> list[tuple[_Request[In, Out], int]]:
         """Up to max_batch_size (request, item index) pairs, oldest first; skips cancelled requests."""
