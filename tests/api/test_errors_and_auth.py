@@ -54,6 +54,25 @@ def test_request_id_is_echoed_or_created(http: httpx.Client) -> None:
     assert len(set(created)) == 3 and all(len(id_) == 20 and int(id_, 16) >= 0 for id_ in created)
 
 
+def test_predictions_answer_like_every_other_route(http: httpx.Client) -> None:
+    # Predictions are answered before the middleware stack (api/direct.py); a client must not see the difference.
+    missing = http.post("/v1/models/no-such-model/predict", json={"inputs": ["hi"]}, headers={"x-request-id": "p-1"})
+    assert missing.status_code == 404 and missing.headers["x-request-id"] == "p-1"
+    assert missing.json()["error"]["type"] == "invalid_request_error" and missing.json()["error"]["param"] == "model"
+    bad = http.post("/v1/models/no-such-model/predict", json={"text": "hi"})
+    assert (
+        bad.status_code == 400 and bad.json()["error"]["param"] == "inputs" and len(bad.headers["x-request-id"]) == 20
+    )
+    wrong_method = http.put("/v1/models/no-such-model/predict")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    metrics = http.get("/metrics").text
+    counted = (
+        'openmaas_requests_total{method="POST",model="no-such-model",route="/v1/models/{ref}/predict",status="404"}'
+    )
+    assert f"{counted} 1.0" in metrics
+    assert 'route="/v1/models/{ref}/predict",status="400"' in metrics
+
+
 def test_generated_admin_key_is_written_once_with_mode_0600(start_server: type[Server]) -> None:
     server = start_server(OPENMAAS_ADMIN_KEY="")
     key_file = server.data_dir / "admin.key"

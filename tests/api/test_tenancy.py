@@ -182,6 +182,24 @@ def test_request_limit_is_exact_with_openai_headers_and_retry_after(first: dict[
         assert limited.get("/v1/datasets").status_code == 200
 
 
+def test_predictions_carry_the_limit_headers_and_are_refused_past_the_limit(first: dict[str, Any]) -> None:
+    # Predictions are answered before the middleware stack (api/direct.py): the headers must come all the same.
+    tenant = first["tenant"]
+    url = f"/v1/models/{first['model']}/predict"
+    with tenant.http(tenant.key(["infer"], requests_per_minute=3, tokens_per_minute=4)) as limited:
+        _wait_for_fresh_window()
+        ok = limited.post(url, json={"inputs": ["hi", "there", "you"]}, headers={"x-request-id": "rid-7"})
+        assert ok.status_code == 200 and ok.headers["x-request-id"] == "rid-7"
+        assert ok.headers["x-ratelimit-remaining-requests"] == "2"
+        assert ok.headers["x-ratelimit-remaining-tokens"] == "1"  # a classifier's tokens are its inputs
+        missing = limited.post("/v1/models/no-such-model/predict", json={"inputs": ["hi"]})
+        assert missing.status_code == 404 and missing.headers["x-ratelimit-remaining-requests"] == "1"
+        limited.post(url, json={"inputs": ["hi"]})
+        refused = limited.post(url, json={"inputs": ["hi"]})
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limit_error"
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0" and int(refused.headers["retry-after"]) >= 1
+
+
 def test_token_limit_counts_embedding_tokens(first: dict[str, Any]) -> None:
     tenant = first["tenant"]
     with tenant.http(tenant.key(["infer"], tokens_per_minute=10)) as limited:

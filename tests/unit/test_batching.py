@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTooLarge
+from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
 
 
 class Recorder:
@@ -79,6 +79,23 @@ async def test_a_cancelled_request_leaves_the_queue_without_running() -> None:
     assert await queue.submit([4]) == [40]
     assert [b for batch in run.batches for b in batch] == [1, 4]
     assert queue.depth == 0
+    await queue.close()
+
+
+async def test_a_request_past_its_timeout_fails_and_its_items_never_run() -> None:
+    run = Recorder()
+    run.gate.clear()
+    queue = BatchQueue(run, max_batch_size=1, max_wait_ms=0, max_queue_size=8)
+    running = asyncio.ensure_future(queue.submit([1], timeout=5))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    with pytest.raises(RequestTimedOut):
+        await queue.submit([2, 3], timeout=0.1)
+    assert 0.09 < time.monotonic() - started < 1
+    run.gate.set()
+    assert await running == [10]
+    assert await queue.submit([4], timeout=5) == [40]
+    assert [b for batch in run.batches for b in batch] == [1, 4] and queue.depth == 0
     await queue.close()
 
 

@@ -57,3 +57,17 @@ async def test_a_cancellation_from_elsewhere_is_not_taken_for_a_disconnect() -> 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_work_that_never_waits_starts_no_watcher() -> None:
+    tasks_during_work = set()
+
+    async def work() -> str:
+        tasks_during_work.update(asyncio.all_tasks())
+        return "done"  # no await: what a small model's lone request does when it runs on the loop
+
+    # A client already gone: a watcher, had one started, would see it at once.
+    assert await unless_disconnected(request_that_hangs_up(0), work()) == "done"
+    assert tasks_during_work == {asyncio.current_task()}
+    await asyncio.sleep(0.01)
+    assert asyncio.all_tasks() == {asyncio.current_task()}

@@ -10,13 +10,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Response
 from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import Receive, Scope, Send
 
 from openmaas import __version__
 from openmaas.api import admin, native, openai
 from openmaas.api.deps import Services
+from openmaas.api.direct import DirectRoute, DirectRoutes
 from openmaas.api.errors import install_error_handlers
-from openmaas.api.metrics import Metrics, MetricsMiddleware
-from openmaas.api.middleware import RequestIdMiddleware
+from openmaas.api.metrics import Metrics, MetricsMiddleware, RequestSeries
+from openmaas.api.middleware import RequestIdMiddleware, RequestIds
 from openmaas.config import Settings
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
@@ -48,6 +50,20 @@ def _announce_key(key: str, settings: Settings) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+class OpenMaaSApp(FastAPI):
+    """FastAPI, except that a request for a direct route (the predictions) is answered by `direct` before the
+    middleware stack: see api/direct.py for what that saves and what it does instead."""
+
+    direct: DirectRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.direct is not None and scope["type"] == "http" and (route := self.direct.match(scope)) is not None:
+            scope["app"] = self
+            await self.direct.answer(route, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -128,9 +144,10 @@ def create_app(settings: Settings) -> FastAPI:
     # time at 32 clients of the MiniLM classifier, py-spy), so they are on only when asked for.
     on = settings.opentelemetry
     telemetry: TelemetryConfig = {"tracing": on, "metrics": on, "logs": on}
-    app = FastAPI(title="OpenMaaS", version=__version__, lifespan=lifespan, telemetry=telemetry)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
+    app = OpenMaaSApp(title="OpenMaaS", version=__version__, lifespan=lifespan, telemetry=telemetry)
+    ids, series = RequestIds(), RequestSeries(metrics)
+    app.add_middleware(MetricsMiddleware, series=series)
+    app.add_middleware(RequestIdMiddleware, ids=ids)
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["health"])
@@ -141,6 +158,10 @@ def create_app(settings: Settings) -> FastAPI:
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    for router in (*native.routers, *openai.routers, *admin.routers):  # the inference routes first
-        app.include_router(router)
+    routers = (*native.routers, *openai.routers, *admin.routers)  # the inference routes first
+    for router in routers:
+        app.include_router(router)  # no prefix: a router's routes carry their whole path
+    if not on:  # traced requests take the usual way, through FastAPI's telemetry middleware
+        direct = [route for router in routers for route in router.routes if isinstance(route, DirectRoute)]
+        app.direct = DirectRoutes(direct, app.exception_handlers, ids, series)
     return app

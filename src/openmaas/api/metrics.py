@@ -116,15 +116,34 @@ class Metrics:
         return PoolHooks(on_load=[loaded], on_unload=[unloaded], batch_stats=batch_stats)
 
 
-class MetricsMiddleware:
-    """Counts and times every request by route template (never the raw path) and model."""
+class RequestSeries:
+    """Counts and times requests by route template (never the raw path), method, model and status."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         # (route, method, model, status) → its counter and histogram: `labels()` validates and locks on every
         # call, and a server sees few distinct label sets. Bounded all the same, in case of many models.
-        self._series: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._series: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        # path_format: the template without convertors (`{ref}`, not `{ref:path}`), as the OpenAPI schema names it
+        template = getattr(route, "path_format", None) or "unmatched"
+        labels = (template, scope["method"], scope.get("state", {}).get("model", ""), status)
+        series = self._series.get(labels)
+        if series is None:
+            if len(self._series) > 10_000:
+                self._series.clear()
+            names = (template, labels[1], labels[2], str(status))
+            series = self._series[labels] = (self.metrics.requests.labels(*names), self.metrics.latency.labels(*names))
+        series[0].inc()
+        series[1].observe(seconds)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, series: RequestSeries) -> None:
+        self.app = app
+        self.series = series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,18 +161,4 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route = scope.get("route")
-            # path_format: the template without convertors (`{ref}`, not `{ref:path}`), as the OpenAPI schema names it
-            template = getattr(route, "path_format", None) or "unmatched"
-            model = scope.get("state", {}).get("model", "")
-            labels = (template, scope["method"], model, str(status))
-            series = self._series.get(labels)
-            if series is None:
-                if len(self._series) > 10_000:
-                    self._series.clear()
-                series = self._series[labels] = (
-                    self.metrics.requests.labels(*labels),
-                    self.metrics.latency.labels(*labels),
-                )
-            series[0].inc()
-            series[1].observe(time.perf_counter() - started)
+            self.series.observe(scope, status, time.perf_counter() - started)

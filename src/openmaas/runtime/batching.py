@@ -65,6 +65,10 @@ class BatchQueueClosed(Exception):
     """The model was unloaded while the request waited."""
 
 
+class RequestTimedOut(Exception):
+    """The request's items were not all done within its `timeout`."""
+
+
 @dataclass
 class _Request(Generic[In, Out]):
     items: Sequence[In]
@@ -145,7 +149,9 @@ class BatchQueue(Generic[In, Out]):
         """Items waiting to run."""
         return self._queued_items
 
-    async def submit(self, items: Sequence[In]) -> list[Out]:
+    async def submit(self, items: Sequence[In], timeout: float | None = None) -> list[Out]:
+        """The items' results in order. After `timeout` seconds without them all, `RequestTimedOut`: the items
+        not yet run leave the queue. (A timer, not `asyncio.timeout`: a request run inline never needs it.)"""
         if self._closed:
             raise BatchQueueClosed(self.name)
         if not items:
@@ -160,13 +166,23 @@ class BatchQueue(Generic[In, Out]):
         self._pending.append(_Request(items, [None] * len(items), future, len(items)))
         self._queued_items += len(items)
         self._submitted += 1
+        expiry: asyncio.TimerHandle | None = None
         try:
             self._start_batches()
+            if timeout is not None and not future.done():
+                expiry = loop.call_later(timeout, self._expire, future, timeout)
             return await future
         finally:
             self._submitted -= 1
-            if not future.done():  # the caller went away (disconnect, timeout): drop what has not run yet
+            if expiry is not None:
+                expiry.cancel()
+            if not future.done():  # the caller went away (a disconnect): drop what has not run yet
                 future.cancel()
+
+    @staticmethod
+    def _expire(future: asyncio.Future[list[Out]], timeout: float) -> None:
+        if not future.done():  # what has not run yet is skipped, what runs is not delivered to it
+            future.set_exception(RequestTimedOut(f"not done within {timeout:g}s"))
 
     def _start_batches(self) -> None:
         """Hand batches to free threads while items wait; a partial batch may be held for max_wait first."""
@@ -274,27 +290,28 @@ class BatchQueue(Generic[In, Out]):
         """On the event loop, no lane busy: nothing else runs the model meanwhile."""
         running: _Running[In, Out] = _Running(batch, done=bytearray(len(batch)))
         started = time.perf_counter()
-        outcome: Future[None] = Future()
         try:
             self.run_parts(
                 [request.items[index] for request, index in batch], functools.partial(self._deliver, running)
             )
-            outcome.set_result(None)
         except Exception as error:  # reported by _complete, like a lane's
-            outcome.set_exception(error)
-        self._complete(running, outcome, started)
+            self._complete(running, error, started)
+        else:
+            self._complete(running, None, started)
 
     def _finish(self, lane: ThreadPoolExecutor, running: _Running[In, Out], done: Future[None], started: float) -> None:
         self._idle.append(lane)
-        self._complete(running, done, started)
+        failure = RuntimeError("the batch was cancelled") if done.cancelled() else done.exception()
+        self._complete(running, failure, started)
         self._start_batches()
 
-    def _complete(self, running: _Running[In, Out], done: Future[None], started: float) -> None:
+    def _complete(self, running: _Running[In, Out], failure: BaseException | None, started: float) -> None:
         for positions, outputs in running.last:
             self._deliver(running, positions, outputs)
         batch = running.items
         try:
-            done.result()
+            if failure is not None:
+                raise failure
             if running.delivered != len(batch):
                 raise RuntimeError(f"batch of {len(batch)} gave {running.delivered} results")
         except Exception as error:  # one failing batch fails its requests, not the queue

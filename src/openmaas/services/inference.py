@@ -13,7 +13,7 @@ import numpy as np
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.errors import InvalidRequest, RateLimited, Unavailable
 from openmaas.recipes.base import InputTooLong
-from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTooLarge
+from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
 from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
 from openmaas.runtime.predictors import EmbeddingPredictor
 from openmaas.services.limits import RateLimiter
@@ -145,11 +145,10 @@ class InferenceService:
     async def _submit(self, served: ServedModel, items: list[str]) -> list[Any]:
         try:
             assert isinstance(served.queue, BatchQueue)  # callers resolve the task first: never a causal LM
-            async with asyncio.timeout(self.request_timeout_s):  # no extra task, unlike wait_for before 3.12
-                return await served.queue.submit(items)
+            return await served.queue.submit(items, timeout=self.request_timeout_s)
         except QueueFull as error:
             raise at_capacity(served.version, error, "inputs queued") from None
-        except TimeoutError:
+        except RequestTimedOut:
             raise Unavailable(
                 f"the request took longer than {self.request_timeout_s:g}s waiting for "
                 f"{served.version.model}:{served.version.version}; retry later or send fewer inputs",
