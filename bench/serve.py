@@ -12,7 +12,9 @@
    on consecutive real texts, 1 a call, a batch as it comes (64 for bow-mlp, 32 for MiniLM; what a server
    that batches concurrent requests runs) and 256 a call, each before and again after the servers' rows
    (the machine's speed drifts; each size keeps its better figure). The limit is the best of them: the most
-   a server could deliver on this machine.
+   a server could deliver on this machine. And, for each concurrency N, the rate with N texts in flight and
+   nothing else: two calls of N/2 texts at once on two threads (one call of 1 for N = 1), as a server with N
+   clients and two batches at once has them; no server with N clients can batch more than N texts.
 4. Peers serve the identical files in their own processes: plain FastAPI + uvicorn (one forward pass per
    request; a sync endpoint in FastAPI's thread pool, and an async one that runs it on the event loop) and
    LitServe with dynamic batching (bench/peers/). Their answers are checked against the
@@ -22,8 +24,9 @@
    concurrency for a fixed duration after a warm-up and records every request's latency; a non-200 answer,
    a 200 without predictions, a connection error or a 30 s timeout counts as an error.
 
-Prints requests/s, p50/p95/p99 latency, errors, served / offline (against the limit, and for OpenMaaS rows also
-against the offline rate measured right before the row, since this VM's speed drifts over minutes), OpenMaaS /
+Prints requests/s, p50/p95/p99 latency, errors, served / offline (against the limit, against the in-flight rate at
+the row's concurrency, and for OpenMaaS rows also against the offline rate measured right before the row,
+since this VM's speed drifts over minutes), OpenMaaS /
 peer at the same concurrency, each server's CPU time per request (to set against the offline CPU time per
 text: what the HTTP path costs), and the OpenMaaS server's resident memory (VmRSS of its pid) idle and after
 each model's first prediction. The load generator shares the machine's cores with the server it measures; its
@@ -46,6 +49,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
@@ -71,6 +75,7 @@ WARMUP_SECONDS = 1.0
 REQUEST_TIMEOUT = 30.0
 START_TIMEOUT = 180.0
 OFFLINE_CHUNK = 256  # the largest predict_proba call of the offline limit
+IN_FLIGHT_CALLS = 2  # calls at once for the in-flight rate: the batches an OpenMaaS server runs at once on a CPU
 ADJACENT_OFFLINE_SECONDS = 3.0
 LITSERVE_MAX_BATCH = 32
 LITSERVE_BATCH_TIMEOUT = 0.005
@@ -319,6 +324,33 @@ def offline_rate(model: Any, texts: list[str], batch: int, seconds: float) -> Of
     return OfflineRate(done / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / done)
 
 
+def in_flight_rate(model: Any, texts: list[str], concurrency: int, seconds: float) -> OfflineRate:
+    """Texts/s with `concurrency` texts in flight and nothing else: IN_FLIGHT_CALLS calls of concurrency / calls
+    consecutive real texts at once, each on its own thread, each starting its next call when it returns."""
+    calls = min(IN_FLIGHT_CALLS, concurrency)
+    size = concurrency // calls
+    done = [0] * calls
+    stop = 0.0
+
+    def caller(index: int) -> None:
+        position = index * (len(texts) // calls)
+        while time.perf_counter() < stop:
+            model.predict_proba(texts[position : position + size])
+            done[index] += size
+            position = (position + size) % (len(texts) - size)
+
+    model.predict_proba(texts[:size])  # warm-up
+    threads = [threading.Thread(target=caller, args=(index,)) for index in range(calls)]
+    started, cpu = time.perf_counter(), time.process_time()
+    stop = started + seconds
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = sum(done)
+    return OfflineRate(total / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / total)
+
+
 def max_difference(url: str, trained: Trained, texts: list[str]) -> float:
     """Largest |probability difference| between a server's answers and the in-process model, one text a request
     and one a call (an int8 model's activations are quantized per pass, so its answers depend on batch-mates)."""
@@ -500,6 +532,7 @@ class Row:
     result: LoadResult
     offline: float
     offline_now: float = math.nan  # the offline rate (OFFLINE_CHUNK a call) measured right before this row
+    in_flight: float = math.nan  # the offline rate with this row's concurrency in texts in flight
 
 
 def format_row(row: Row, ours: LoadResult | None) -> str:
@@ -508,7 +541,8 @@ def format_row(row: Row, ours: LoadResult | None) -> str:
     return (
         f"{row.model:<18}{row.server:<14}{r.concurrency:>5}{r.throughput:>10,.1f}"
         f"{r.percentile_ms(50):>9.1f}{r.percentile_ms(95):>9.1f}{r.percentile_ms(99):>9.1f}{r.errors.total():>8}"
-        f"{r.throughput / row.offline:>10.3f}{r.throughput / row.offline_now:>11.3f}{versus:>12.2f}"
+        f"{r.throughput / row.offline:>10.3f}{r.throughput / row.in_flight:>12.3f}"
+        f"{r.throughput / row.offline_now:>11.3f}{versus:>12.2f}"
         f"{r.server_cpu_ms:>12.2f}{r.client_cpu * 100:>10.0f}%"
         f"{r.machine_cpu * 100:>10.0f}%{r.background_cpu * 100:>9.0f}%"
     )
@@ -516,8 +550,8 @@ def format_row(row: Row, ours: LoadResult | None) -> str:
 
 HEADER = (
     f"{'model':<18}{'server':<14}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
-    f"{'/offline':>10}{'/off. now':>11}{'OpenMaaS/x':>12}{'srv CPU ms':>12}{'client CPU':>11}{'all CPUs':>11}"
-    f"{'bg CPU':>10}"
+    f"{'/offline':>10}{'/in flight':>12}{'/off. now':>11}{'OpenMaaS/x':>12}{'srv CPU ms':>12}{'client CPU':>11}"
+    f"{'all CPUs':>11}{'bg CPU':>10}"
 )
 
 
@@ -543,6 +577,7 @@ def describe_offline(rates: dict[int, OfflineRate]) -> str:
 def print_report(
     rows: Sequence[Row],
     offline: dict[str, dict[int, OfflineRate]],
+    in_flight: dict[str, dict[int, OfflineRate]],
     memory: Sequence[tuple[str, float, str]],
     notes: Sequence[str],
     duration: float,
@@ -565,8 +600,16 @@ def print_report(
     print(f"Load average (1 min) when the run started: {load_average:.2f}.")
     for title, rates in offline.items():
         print(f"Offline, {title}: {describe_offline(rates)}.")
+    for title, rates in in_flight.items():
+        described = ", ".join(
+            f"{count}: {rate.texts_per_second:,.0f} texts/s ({rate.cpu_ms_per_text:.2f} ms of CPU a text)"
+            for count, rate in rates.items()
+        )
+        print(f"In flight, {title}: {described}.")
     print(
-        f"/offline = req/s ÷ offline limit; /off. now = req/s ÷ the offline rate at {OFFLINE_CHUNK} a call measured "
+        "/offline = req/s ÷ offline limit; /in flight = req/s ÷ the in-flight rate at the row's concurrency N (N texts "
+        f"in flight and nothing else: {IN_FLIGHT_CALLS} calls of N/{IN_FLIGHT_CALLS} at once; the most a server "
+        f"with N clients could batch); /off. now = req/s ÷ the offline rate at {OFFLINE_CHUNK} a call measured "
         f"for {ADJACENT_OFFLINE_SECONDS:g}s right before the row (OpenMaaS rows; the machine's speed drifts over a "
         "run); OpenMaaS/x = OpenMaaS req/s ÷ this row's req/s at the same concurrency."
     )
@@ -634,6 +677,7 @@ class Run:
     port: int
     rows: list[Row] = field(default_factory=list)
     offline: dict[str, dict[int, OfflineRate]] = field(default_factory=dict)  # title → {texts a call: rate}
+    in_flight: dict[str, dict[int, OfflineRate]] = field(default_factory=dict)  # title → {concurrency: rate}
     memory: list[tuple[str, float, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -672,10 +716,13 @@ class Run:
         rates = self.offline_rates(model)
         rate = max(r.texts_per_second for r in rates.values())
         print(f"{spec.title}: offline before the servers, {describe_offline(rates)}", flush=True)
+        flights = self.in_flight_rates(model)
         first_row = len(self.rows)
         for name in SERVERS[:1] if self.args.skip_peers else SERVERS:
             if name == "OpenMaaS":
-                self.measure_server(self.server, model, self.port, f"/v1/models/{spec.registry_name}/predict", rate)
+                self.measure_server(
+                    self.server, model, self.port, f"/v1/models/{spec.registry_name}/predict", rate, flights
+                )
                 continue
             port = free_port()
             try:
@@ -685,7 +732,7 @@ class Run:
                 print(f"  {name}: did not start, not measured (see the end)", flush=True)
                 continue
             try:
-                self.measure_server(peer, model, port, "/predict", rate)
+                self.measure_server(peer, model, port, "/predict", rate, flights)
             finally:
                 peer.stop()
         # Measured again after the servers: this VM's speed drifts by 10-15% over minutes, and the limit is
@@ -694,16 +741,26 @@ class Run:
         print(f"{spec.title}: offline after the servers, {describe_offline(again)}", flush=True)
         rates = {size: max(rates[size], again[size], key=lambda r: r.texts_per_second) for size in rates}
         self.offline[spec.title] = rates
+        flights_again = self.in_flight_rates(model)
+        flights = {n: max(flights[n], flights_again[n], key=lambda r: r.texts_per_second) for n in flights}
+        self.in_flight[spec.title] = flights
         for row in self.rows[first_row:]:
             row.offline = max(r.texts_per_second for r in rates.values())
+            row.in_flight = flights[row.result.concurrency].texts_per_second
         model.model = None
+
+    def in_flight_rates(self, model: Trained) -> dict[int, OfflineRate]:
+        seconds = min(self.args.duration, ADJACENT_OFFLINE_SECONDS)
+        return {n: in_flight_rate(model.model, self.texts, n, seconds) for n in self.args.concurrency}
 
     def offline_rates(self, model: Trained) -> dict[int, OfflineRate]:
         seconds = min(self.args.duration, 5.0)
         sizes = (1, model.spec.batch, OFFLINE_CHUNK)
         return {size: offline_rate(model.model, self.texts, size, seconds) for size in sizes}
 
-    def measure_server(self, service: Service, model: Trained, port: int, path: str, offline: float) -> None:
+    def measure_server(
+        self, service: Service, model: Trained, port: int, path: str, offline: float, flights: dict[int, OfflineRate]
+    ) -> None:
         """Check the server's answers against the in-process model, then load it at every concurrency."""
         name, title = service.name, model.spec.title
         sample = self.texts[:: max(1, len(self.texts) // 20)][:20]
@@ -723,7 +780,7 @@ class Run:
             if service is self.server:  # this VM's speed drifts: the same model offline, just before the row
                 now = offline_rate(model.model, self.texts, OFFLINE_CHUNK, ADJACENT_OFFLINE_SECONDS).texts_per_second
             result = measure(port, path, self.texts, concurrency, self.args.duration, service.pid)
-            self.rows.append(Row(title, name, result, offline, now))
+            self.rows.append(Row(title, name, result, offline, now, flights[concurrency].texts_per_second))
             print("  " + format_row(self.rows[-1], ours_for(self.rows, self.rows[-1])), flush=True)
         if service is not self.server and any(r.result.errors for r in self.rows[-len(self.args.concurrency) :]):
             self.notes.append(f"{name} log, serving {title} (tail):\n{service.log_tail(20)}")
@@ -753,7 +810,7 @@ def main() -> None:
             raise
         if server.log_tail():
             run.notes.append(f"OpenMaaS server log, warnings and errors (tail):\n{server.log_tail(20)}")
-    print_report(run.rows, run.offline, run.memory, run.notes, args.duration, load_average)
+    print_report(run.rows, run.offline, run.in_flight, run.memory, run.notes, args.duration, load_average)
 
 
 if __name__ == "__main__":
