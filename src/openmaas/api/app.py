@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.telemetry import TelemetryConfig
@@ -59,11 +60,19 @@ class OpenMaaSApp(FastAPI):
     direct: DirectRoutes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.direct is not None and scope["type"] == "http" and (route := self.direct.match(scope)) is not None:
-            scope["app"] = self
-            await self.direct.answer(route, scope, receive, send)
-            return
+        if self.direct is not None and scope["type"] == "http":
+            if self.root_path:  # as FastAPI.__call__ does before routing
+                scope["root_path"] = self.root_path
+            if (route := self.direct.match(scope)) is not None:
+                scope["app"] = self
+                await self.direct.answer(route, scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+    def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None:
+        # The direct routes do what the middleware known when they were set up does, and would skip a new one.
+        self.direct = None
+        super().add_middleware(middleware_class, *args, **kwargs)
 
 
 def create_app(settings: Settings) -> FastAPI:

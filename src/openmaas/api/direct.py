@@ -12,8 +12,11 @@ wrappers), each of which wraps the call and most of which wrap `send` as well. F
 bow-mlp they cost more than its forward pass, so the app hands a request that fully matches a direct route
 to `DirectRoutes.answer`, which does what those layers would do for it: the app's exception handlers turn
 failures into responses (looked up by class as Starlette does, `Exception` included, which answers 500),
-the response gets its request id and rate-limit headers, and the request is counted in the metrics. Every
-other request, and a direct route's path with the wrong method (405), takes the usual way.
+the response gets its request id and rate-limit headers, and the request is counted in the metrics. (One
+difference: a 500 here carries its request id too; through the stack, Starlette's server-error middleware,
+outside ours, sends it without.) Every other request, and a direct route's path with the wrong method (405),
+takes the usual way; so does every request once a middleware is added after the direct routes were set up,
+since they would skip it (`OpenMaaSApp.add_middleware`).
 """
 
 from __future__ import annotations
@@ -74,13 +77,30 @@ class DirectRoutes:
             try:
                 response: Response = await route.endpoint(request=request, **scope["path_params"])
             except Exception as error:
-                handled = self._handler_for(error)(request, error)
-                response = await handled if inspect.isawaitable(handled) else handled
+                response = await self._render(request, error)
             status = response.status_code
             response.raw_headers.extend(self.ids.response_headers(scope, request_id))
             await response(scope, receive, send)
         finally:
             self.series.observe(scope, status, time.perf_counter() - started)
+
+    async def _render(self, request: Request, error: Exception) -> Response:
+        """The app's handler's response to `error`; the `Exception` handler's (a 500) if that handler fails."""
+        handler = self._handler_for(error)
+        try:
+            handled = handler(request, error)
+            response = await handled if inspect.isawaitable(handled) else handled
+            if not isinstance(response, Response):
+                raise TypeError(f"the handler for {type(error).__name__} returned {type(response).__name__}")
+            return response
+        except Exception as failure:
+            last_resort = self.handlers.get(Exception)
+            if last_resort is None or last_resort is handler:
+                raise
+            handled = last_resort(request, failure)
+            response = await handled if inspect.isawaitable(handled) else handled
+            assert isinstance(response, Response)
+            return response
 
     def _handler_for(self, error: Exception) -> HTTPExceptionHandler:
         for kind in type(error).__mro__:

@@ -178,6 +178,8 @@ class BatchQueue(Generic[In, Out]):
                 expiry.cancel()
             if not future.done():  # the caller went away (a disconnect): drop what has not run yet
                 future.cancel()
+            elif not future.cancelled():
+                future.exception()  # seen, even by a caller cancelled right after its request failed
 
     @staticmethod
     def _expire(future: asyncio.Future[list[Out]], timeout: float) -> None:
