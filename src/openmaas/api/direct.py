@@ -47,6 +47,8 @@ class DirectRoute(APIRoute):
 
 
 class DirectRoutes:
+    """Matches requests to the direct routes and answers them as the middleware stack would (see above)."""
+
     def __init__(
         self,
         routes: Sequence[BaseRoute],
@@ -88,19 +90,12 @@ class DirectRoutes:
         """The app's handler's response to `error`; the `Exception` handler's (a 500) if that handler fails."""
         handler = self._handler_for(error)
         try:
-            handled = handler(request, error)
-            response = await handled if inspect.isawaitable(handled) else handled
-            if not isinstance(response, Response):
-                raise TypeError(f"the handler for {type(error).__name__} returned {type(response).__name__}")
-            return response
+            return await _respond(handler, request, error)
         except Exception as failure:
             last_resort = self.handlers.get(Exception)
             if last_resort is None or last_resort is handler:
                 raise
-            handled = last_resort(request, failure)
-            response = await handled if inspect.isawaitable(handled) else handled
-            assert isinstance(response, Response)
-            return response
+            return await _respond(last_resort, request, failure)
 
     def _handler_for(self, error: Exception) -> HTTPExceptionHandler:
         for kind in type(error).__mro__:
@@ -108,3 +103,11 @@ class DirectRoutes:
             if handler is not None:
                 return handler
         raise error
+
+
+async def _respond(handler: HTTPExceptionHandler, request: Request, error: Exception) -> Response:
+    handled = handler(request, error)
+    response = await handled if inspect.isawaitable(handled) else handled
+    if not isinstance(response, Response):
+        raise TypeError(f"the handler for {type(error).__name__} returned {type(response).__name__}")
+    return response
