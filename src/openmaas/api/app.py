@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from openmaas import __version__
 from openmaas.api import admin, native, openai
 from openmaas.api.deps import Services
-from openmaas.api.direct import DirectRoute, DirectRoutes
+from openmaas.api.direct import DirectRoutes
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.metrics import Metrics, MetricsMiddleware, RequestSeries
 from openmaas.api.middleware import RequestIdMiddleware, RequestIds
@@ -171,6 +171,6 @@ def create_app(settings: Settings) -> FastAPI:
     for router in routers:
         app.include_router(router)  # no prefix: a router's routes carry their whole path
     if not on:  # traced requests take the usual way, through FastAPI's telemetry middleware
-        direct = [route for router in routers for route in router.routes if isinstance(route, DirectRoute)]
-        app.direct = DirectRoutes(direct, app.exception_handlers, ids, series)
+        routes = [route for router in routers for route in router.routes]
+        app.direct = DirectRoutes(routes, app.exception_handlers, ids, series)  # keeps the DirectRoutes of them
     return app
