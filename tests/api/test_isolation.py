@@ -196,3 +196,27 @@ def test_one_caller_cannot_hurt_another(shared: dict[str, Any]) -> None:
         assert time.monotonic() - started_chat < 5
         assert http.get("/healthz").json() == {"status": "ok"}
     assert elapsed < 60, f"took {elapsed:.0f}s"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/tenants", b'{"name": "t-\\ud800"}'),
+        ("PATCH", "/v1/models/spam", b'{"description": "\\udfff"}'),
+        ("POST", "/v1/embeddings", b'{"model": "all-minilm-l6-v2", "input": "x", "user": "\\ud800"}'),
+        ("POST", "/v1/models/spam/predict", b'{"inputs": ["\\ud800"]}'),
+        ("POST", "/v1/tenants", b'{"name": "t", "limits": {"requests_per_minute": NaN}}'),
+    ],
+)
+def test_every_route_refuses_a_body_that_is_not_unicode_json_with_a_400(
+    shared: dict[str, Any], method: str, path: str, body: bytes
+) -> None:
+    server: Server = shared["server"]
+    with server.http() as admin:  # the admin key: every route is open to it
+        response = admin.request(method, path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_json" and error["type"] == "invalid_request_error"
+    assert "not valid JSON" in error["message"]
+    if b"\\u" in body:
+        assert "surrogate" in error["message"]
