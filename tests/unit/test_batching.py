@@ -275,3 +275,48 @@ async def test_a_slow_model_never_runs_on_the_event_loop() -> None:
         assert await queue.submit([i]) == [i]
     assert threading.get_ident() not in threads
     await queue.close()
+
+
+def utf8_lengths(items: list[str]) -> list[int]:
+    """A model's own first step, as a tokenizer does it: text that is not Unicode fails, for the whole batch."""
+    return [len(text.encode("utf-8")) for text in items]
+
+
+async def test_a_batch_failing_on_one_item_fails_that_request_only_and_answers_the_others() -> None:
+    calls: list[list[str]] = []
+
+    def run(items: list[str]) -> list[int]:
+        calls.append(items)
+        return utf8_lengths(items)
+
+    queue: BatchQueue[str, int] = BatchQueue(run, max_batch_size=8, max_wait_ms=50, max_queue_size=64)
+    texts = [f"text {i}" for i in range(8)]
+    texts[5] = "bad \ud800"
+    results = await asyncio.gather(*(queue.submit([text]) for text in texts), return_exceptions=True)
+    assert isinstance(results[5], UnicodeEncodeError)
+    assert [r for i, r in enumerate(results) if i != 5] == [[len(t)] for i, t in enumerate(texts) if i != 5]
+    # The whole batch, then halves down to the bad item: 1 + 2·log2(8) calls, not one per item.
+    assert len(calls) == 7 and calls[0] == texts
+    assert await queue.submit(["after"]) == [5]
+    await queue.close()
+
+
+async def test_a_batch_run_in_parts_reruns_only_the_positions_left_without_results() -> None:
+    ran: list[str] = []
+
+    def run_parts(items: list[str], deliver: Callable[[Sequence[int], Sequence[int]], None]) -> None:
+        for start in range(0, len(items), 2):  # parts of two, as a model that runs a batch in parts
+            part = items[start : start + 2]
+            lengths = utf8_lengths(part)
+            ran.extend(part)
+            deliver(range(start, start + len(part)), lengths)
+
+    queue: BatchQueue[str, int] = BatchQueue(
+        utf8_lengths, run_parts=run_parts, max_batch_size=6, max_wait_ms=50, max_queue_size=64
+    )
+    texts = ["a", "bb", "ccc", "\ud800", "eeeee", "ffffff"]
+    results = await asyncio.gather(*(queue.submit([text]) for text in texts), return_exceptions=True)
+    assert isinstance(results[3], UnicodeEncodeError)
+    assert [r for i, r in enumerate(results) if i != 3] == [[1], [2], [3], [5], [6]]
+    assert ran.count("a") == 1 and ran.count("bb") == 1  # answered by the first run, never run again
+    await queue.close()

@@ -4,17 +4,22 @@ the tokens it gets alone, stop strings cut the text, and a failure ends the stre
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
 from openmaas.recipes.generative import CausalLM, load_causal_lm
+from openmaas.runtime.batching import BatchQueueClosed
 from openmaas.runtime.generation import (
+    Generation,
     GenerationDone,
     GenerationFailed,
     GenerationQueue,
     SamplingParams,
     StopMatcher,
     TextDelta,
+    sample,
 )
 from tests.tiny_llm import build_tiny_causal_lm
 
@@ -104,3 +109,120 @@ def test_a_failing_model_ends_every_stream_with_the_error(model: CausalLM) -> No
 
     errors = asyncio.run(run())
     assert all("out of memory" in str(error) for error in errors)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-8, 0.5, 2.0])
+def test_every_temperature_above_zero_samples_a_token(temperature: float) -> None:
+    import torch
+
+    logits = torch.tensor([3.0, 1.0, -2.0, 3.0 - 1e-6, float("-inf")])
+    generator = torch.Generator().manual_seed(0)
+    for top_p in (1.0, 0.5):
+        token = sample(logits, SamplingParams(max_tokens=1, temperature=temperature, top_p=top_p), generator)
+        assert 0 <= token < 4
+        if temperature < 1e-6:
+            assert token == 0  # the limit is greedy
+
+
+class FatalPrefill(Broken):
+    """A failure no guard catches (a BaseException): the worker thread itself ends, once `gate` is set."""
+
+    gate = threading.Event()
+
+    def step(self, tokens, batch):  # type: ignore[no-untyped-def]
+        return self.inner.step(tokens, batch)
+
+    def prefill(self, ids):  # type: ignore[no-untyped-def]
+        if len(ids) == 1:
+            self.gate.wait(5)
+            raise SystemExit("the decoding thread ends")
+        return self.inner.prefill(ids)
+
+
+async def read_all(generation: Generation, timeout: float = 10) -> tuple[str, GenerationDone]:
+    pieces = []
+    while not isinstance(event := await generation.next(timeout), GenerationDone):
+        assert isinstance(event, TextDelta), event
+        pieces.append(event.text)
+    return "".join(pieces), event
+
+
+def test_a_seed_the_sampler_refuses_fails_that_generation_and_the_others_go_on(model: CausalLM) -> None:
+    async def run() -> None:
+        queue = GenerationQueue(model, max_queue_size=8, max_batch_size=4, name="tiny")
+        ids = model.encode(PROMPTS[0], chat=False)
+        good = queue.submit(ids, SamplingParams(max_tokens=20, seed=1))
+        bad = queue.submit(ids, SamplingParams(max_tokens=20, seed=2**64))  # past what manual_seed takes
+        hot = queue.submit(ids, SamplingParams(max_tokens=20, temperature=1e-300))
+        with pytest.raises(GenerationFailed):
+            await bad.next(10)
+        assert (await read_all(good))[1].completion_tokens == 20
+        assert (await read_all(hot))[1].completion_tokens == 20
+        started = time.monotonic()
+        later = queue.submit(ids, SamplingParams(max_tokens=5, seed=3))
+        assert (await read_all(later))[1].completion_tokens == 5
+        assert time.monotonic() - started < 5 and queue.alive
+        await queue.close()
+
+    asyncio.run(run())
+
+
+class FailsOnce(Broken):
+    """Decoding fails once, for the first row to reach its third token: a failure of one row in a batch step."""
+
+    def __init__(self, model: CausalLM) -> None:
+        super().__init__(model)
+        self.armed = True
+
+    def step(self, tokens, batch):  # type: ignore[no-untyped-def]
+        return self.inner.step(tokens, batch)
+
+    def decode(self, ids):  # type: ignore[no-untyped-def]
+        if self.armed and len(ids) == 3:
+            self.armed = False
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        return self.inner.decode(ids)
+
+
+def test_one_rows_failure_in_a_batch_step_ends_that_row_only(model: CausalLM) -> None:
+    async def run(queue_model: CausalLM | FailsOnce, prompts: list[str]) -> list[object]:
+        queue = GenerationQueue(queue_model, max_queue_size=8, max_batch_size=4, name="tiny")  # type: ignore[arg-type]
+        params = SamplingParams(max_tokens=12, temperature=0)
+        generations = [queue.submit(model.encode(p, chat=False), params) for p in prompts]
+        try:
+            return list(await asyncio.gather(*(read_all(g) for g in generations), return_exceptions=True))
+        finally:
+            await queue.close()
+
+    alone = asyncio.run(run(model, PROMPTS[1:2]))
+    victim, other = asyncio.run(run(FailsOnce(model), PROMPTS[:2]))
+    assert isinstance(victim, GenerationFailed) and "UnicodeDecodeError" in str(victim)
+    assert other == alone[0]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's end is the point
+def test_a_stopped_decoding_thread_fails_its_generations_at_once_and_tells_its_owner(model: CausalLM) -> None:
+    stopped = threading.Event()
+    fatal = FatalPrefill(model)
+
+    async def run() -> None:
+        queue = GenerationQueue(fatal, max_queue_size=8, max_batch_size=1, name="fatal", on_stopped=stopped.set)
+        started = time.monotonic()
+        running = queue.submit([model.start_token_id], SamplingParams(max_tokens=5))
+        waiting = queue.submit(model.encode(PROMPTS[0], chat=False), SamplingParams(max_tokens=5))
+        fatal.gate.set()
+        for generation in (running, waiting):
+            with pytest.raises(BatchQueueClosed):
+                await generation.next(10)
+        assert time.monotonic() - started < 5
+        assert stopped.wait(5) and not queue.alive
+        with pytest.raises(BatchQueueClosed):
+            queue.submit([1, 2], SamplingParams(max_tokens=5))
+        await queue.close()
+
+    asyncio.run(run())
+
+
+def test_an_empty_prompt_starts_from_the_models_start_token(model: CausalLM) -> None:
+    assert model.encode("", chat=False) == [model.start_token_id]
+    assert model.start_token_id == model.tokenizer.eos_token_id  # the tiny model has no BOS token, as GPT-2

@@ -8,18 +8,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from openmaas import __version__
 from openmaas.api import admin, native, openai
+from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Services
-from openmaas.api.direct import DirectRoutes
+from openmaas.api.direct import DirectRoute, DirectRoutes
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.metrics import Metrics, MetricsMiddleware, RequestSeries
 from openmaas.api.middleware import RequestIdMiddleware, RequestIds
+from openmaas.api.responses import FastJSONResponse
 from openmaas.config import Settings
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
@@ -158,9 +161,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, series=series)
     app.add_middleware(RequestIdMiddleware, ids=ids)
     install_error_handlers(app)
+    app.router.route_class = JSONRoute  # the app's own routes, like every router's
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
+    @app.get("/healthz", tags=["health"], response_model=None)
+    async def healthz(request: Request) -> dict[str, str] | FastJSONResponse:
+        # Not ready while a loaded model's queue no longer serves (the pool drops such a one at once). Counted,
+        # not named: the route is open to anyone, and model names are their tenants'.
+        services: Services | None = getattr(request.app.state, "services", None)
+        stopped = services.inference.pool.stopped() if services is not None else []
+        if stopped:
+            return FastJSONResponse({"status": "degraded", "models_stopped": len(stopped)}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/metrics", tags=["health"], response_class=Response)
@@ -168,6 +178,10 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     routers = (*native.routers, *openai.routers, *admin.routers)  # the inference routes first
+    for route in (route for router in routers for route in router.routes):
+        if isinstance(route, APIRoute) and not isinstance(route, JSONRoute | DirectRoute):
+            # Its body would be decoded by Python's json, which lets lone surrogates through (api/bodies.py).
+            raise TypeError(f"the route {route.path} must be a JSONRoute (APIRouter(route_class=JSONRoute))")
     for router in routers:
         app.include_router(router)  # no prefix: a router's routes carry their whole path
     if not on:  # traced requests take the usual way, through FastAPI's telemetry middleware

@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import orjson
 from fastapi import Depends, Header, Request
 
+from openmaas.api.bodies import decode_json
 from openmaas.config import Settings
 from openmaas.domain.entities import Principal
-from openmaas.errors import InvalidRequest, PermissionDenied
+from openmaas.errors import PermissionDenied
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
@@ -97,14 +97,10 @@ async def authorize(request: Request, scope: str) -> Principal:
 
 
 async def json_body(request: Request) -> Any:
-    """The request's JSON body (None when it is empty); invalid JSON is a 400, as for routes with a body model."""
+    """The request's JSON body (None when it is empty); invalid JSON (lone surrogates included) is a 400, as for
+    routes with a body model: one decoder for both (api/bodies.py)."""
     raw = await request.body()
-    if not raw:
-        return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("the request body is not valid JSON", code="invalid_json") from None
+    return decode_json(raw) if raw else None
 
 
 Caller = Annotated[Principal, Depends(get_principal)]

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from openmaas.api.bodies import invalid_json_message
 from openmaas.api.disconnect import ClientDisconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.errors import OpenMaaSError, status_and_type
@@ -40,8 +41,11 @@ async def _validation(_request: Request, error: Exception) -> FastJSONResponse:
     first: dict[str, Any] = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request", "type": ""}
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
     param = ".".join(loc) or None
-    if first.get("type") == "json_invalid":
-        return error_response(400, "invalid_request_error", "the request body is not valid JSON", None, "invalid_json")
+    if first.get("type") == "json_invalid":  # FastAPI's: loc is ("body", position), ctx the decoder's reason
+        reason = str(first.get("ctx", {}).get("error", "invalid JSON"))
+        position = first.get("loc", ("body", 0))[-1]
+        message = invalid_json_message(reason, position)
+        return error_response(400, "invalid_request_error", message, None, "invalid_json")
     message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
     return error_response(400, "invalid_request_error", message, param, first.get("type"))
 

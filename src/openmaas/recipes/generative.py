@@ -93,7 +93,17 @@ class CausalLM:
         # A rendered chat already holds every special token the template wants; a raw prompt gets the
         # tokenizer's usual ones (a BOS token for Llama-style models), as vLLM does.
         ids: list[int] = self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
-        return ids
+        return ids or [self.start_token_id]
+
+    @property
+    def start_token_id(self) -> int:
+        """What a prompt of no tokens (OpenAI accepts `""`) starts from: the BOS token, or the EOS token where
+        there is none (GPT-2 style: documents were separated by it in training)."""
+        tokenizer = self.tokenizer
+        for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+            if isinstance(candidate, int):
+                return candidate
+        return min(self.eos_token_ids) if self.eos_token_ids else 0
 
     def decode(self, ids: Sequence[int]) -> str:
         text: str = self.tokenizer.decode(list(ids), skip_special_tokens=True)

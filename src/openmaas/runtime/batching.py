@@ -18,6 +18,11 @@ A model that runs a batch in parts (several forward passes) may hand each part's
 ends (`run_parts`): a request is answered when its own items are done, not when the whole batch is, so its
 client sends the next one sooner and the next batch finds it waiting.
 
+A batch whose model call raises is run again in halves (the positions it left without results), down to
+single items: an item that fails on its own gets its error, every other item its result, so one caller's
+bad input cannot fail the requests it happened to share a batch with. That costs at most 2n - 1 calls for a
+batch of n items (when every item fails), and about 2·log2(n) more for one bad item.
+
 There is no scheduling task: a batch is started by the call that makes it possible (a submit, the end of
 the previous batch, the end of a wait), and its results come back through a callback on the loop per part.
 That keeps the per-request cost of the queue to a future, a thread hand-off and a wake-up of the loop.
@@ -67,6 +72,13 @@ class BatchQueueClosed(Exception):
 
 class RequestTimedOut(Exception):
     """The request's items were not all done within its `timeout`."""
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A position's result when its item failed on its own: its request gets `error`."""
+
+    error: Exception
 
 
 @dataclass
@@ -269,7 +281,26 @@ class BatchQueue(Generic[In, Out]):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._finish, lane, running, done, started)
 
-        lane.submit(self.run_parts, inputs, deliver).add_done_callback(finished)
+        lane.submit(self._run_isolating, inputs, deliver).add_done_callback(finished)
+
+    def _run_isolating(self, inputs: list[In], deliver: Deliver) -> None:
+        """`run_parts` on the batch; when it raises, again on each half of the positions still without a result,
+        down to single items, which get their own failure (see the module's docstring for what that costs)."""
+        runs = [list(range(len(inputs)))]
+        while runs:
+            positions = runs.pop()
+            handed: set[int] = set()
+            try:
+                self.run_parts([inputs[p] for p in positions], functools.partial(_hand, positions, handed, deliver))
+            except Exception as error:
+                left = [p for i, p in enumerate(positions) if i not in handed]
+                if len(positions) == 1:
+                    log.error("an item failed on %s", self.name, exc_info=error)
+                    deliver(left, [_Failed(error)] * len(left))
+                elif left:
+                    log.warning("a batch of %d failed on %s (%s): in halves", len(positions), self.name, error)
+                    middle = (len(left) + 1) // 2
+                    runs.extend(half for half in (left[middle:], left[:middle]) if half)
 
     def _deliver(self, running: _Running[In, Out], positions: Sequence[int], outputs: Sequence[Any]) -> None:
         if len(positions) != len(outputs):
@@ -283,6 +314,9 @@ class BatchQueue(Generic[In, Out]):
             request, index = running.items[position]
             if request.future.done():
                 continue
+            if isinstance(output, _Failed):
+                request.future.set_exception(output.error)
+                continue
             request.results[index] = output
             request.remaining -= 1
             if request.remaining == 0:
@@ -293,7 +327,7 @@ class BatchQueue(Generic[In, Out]):
         running: _Running[In, Out] = _Running(batch, done=bytearray(len(batch)))
         started = time.perf_counter()
         try:
-            self.run_parts(
+            self._run_isolating(
                 [request.items[index] for request, index in batch], functools.partial(self._deliver, running)
             )
         except Exception as error:  # reported by _complete, like a lane's
@@ -342,3 +376,11 @@ class BatchQueue(Generic[In, Out]):
         self._queued_items = 0
         for lane in self._lanes:
             lane.shutdown(wait=False)
+
+
+def _hand(
+    positions: Sequence[int], handed: set[int], deliver: Deliver, local: Sequence[int], outputs: Sequence[Any]
+) -> None:
+    """A part of a run on `positions`: its results, at the batch's positions, and which of the run's it covered."""
+    handed.update(local)
+    deliver([positions[i] for i in local], outputs)

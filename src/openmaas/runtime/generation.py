@@ -1,6 +1,12 @@
 """Generation serving: a bounded queue per causal LM whose worker thread decodes the running generations
 together, token by token on a KV cache (continuous batching), and hands each new piece of text to the waiting
-coroutine as soon as it is decoded."""
+coroutine as soon as it is decoded.
+
+Nothing one request does can stop the worker: everything done for one generation (its sampler, its prompt's
+forward pass, its sampling and decoding) fails that generation only, and an unexpected failure of the loop
+itself fails the generations it concerns while the thread goes on. Should the thread end anyway, the queue
+fails what waits at once, refuses new generations and tells its owner (`on_stopped`), which reloads the
+model, instead of leaving callers to wait out their timeouts."""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -105,7 +111,11 @@ def sample(logits: Any, params: SamplingParams, generator: Any) -> int:
 
     if params.temperature <= 0:
         return int(torch.argmax(logits))
-    probabilities = torch.softmax(logits.float() / params.temperature, dim=-1)
+    # The largest logit is 0 before the division: a tiny temperature sends the others to -inf, never the
+    # largest to +inf (inf - inf is nan), so every temperature above 0 gives a distribution. In float64, where
+    # the temperature is what the caller sent (1e-300 is 0 in float32, and 0 / 0 is nan).
+    logits = logits.double()
+    probabilities = torch.softmax((logits - logits.max()) / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_p, order = torch.sort(probabilities, descending=True)
         keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < params.top_p  # always keeps the most likely token
@@ -126,9 +136,16 @@ class Generation:
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.completion_tokens = 0  # written by the worker as tokens come: what a cancelled request used
         self.first_token_at: float | None = None
+        self.ended = False  # a last event (done or failed) was sent: nothing follows it
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+    def end(self, event: GenerationDone | BaseException) -> None:
+        """Send the last event, once: a generation failed by two guards gets the first failure only."""
+        if not self.ended:
+            self.ended = True
+            self.emit(event)
 
     def emit(self, event: Event) -> None:
         """Called from the worker thread."""
@@ -175,6 +192,7 @@ class GenerationQueue:
         name: str,
         max_batch_size: int = 1,
         stats: BatchStats | None = None,
+        on_stopped: Callable[[], None] | None = None,
     ) -> None:
         if max_queue_size < 1 or max_batch_size < 1:
             raise ValueError("max_queue_size and max_batch_size must be at least 1")
@@ -183,10 +201,12 @@ class GenerationQueue:
         self.max_batch_size = max_batch_size
         self.name = name
         self.stats = stats
+        self.on_stopped = on_stopped  # called from the worker thread should it ever end unasked
         self._pending: collections.deque[Generation] = collections.deque()
         self._condition = threading.Condition()
         self._closed = False
         self._active: list[_Slot] = []
+        self._admitted: list[Generation] = []  # taken from the queue in this round, being started
         self._seconds_per_request = 1.0  # a running estimate for Retry-After
         self._thread = threading.Thread(target=self._work, name=f"generate-{name}", daemon=True)
         self._thread.start()
@@ -194,6 +214,11 @@ class GenerationQueue:
     @property
     def depth(self) -> int:
         return len(self._pending)
+
+    @property
+    def alive(self) -> bool:
+        """The worker thread decodes (or waits for work): false once it has stopped, asked or not."""
+        return self._thread.is_alive() and not self._closed
 
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         generation = Generation(asyncio.get_running_loop(), prompt_ids, params)
@@ -217,7 +242,7 @@ class GenerationQueue:
                 slot.generation.cancel()
             self._condition.notify_all()
         for generation in pending:
-            generation.emit(BatchQueueClosed(self.name))
+            generation.end(BatchQueueClosed(self.name))
 
     def _admit(self) -> list[Generation] | None:
         """Generations to start now: waits only when nothing is running. None once the queue is closed."""
@@ -230,36 +255,68 @@ class GenerationQueue:
             return [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
 
     def _work(self) -> None:
+        try:
+            self._decode()
+        finally:
+            self._stopped()
+
+    def _decode(self) -> None:
         import torch
 
         batch: Any = None
         with torch.inference_mode():
             while (newcomers := self._admit()) is not None:
-                for generation in newcomers:
-                    batch = self._start(generation, batch)
-                if self._active:
-                    batch = self._step(batch)
-        for slot in self._active:
-            slot.generation.emit(BatchQueueClosed(self.name))
+                self._admitted = newcomers
+                try:
+                    for generation in newcomers:
+                        batch = self._start(generation, batch)
+                    if self._active:
+                        batch = self._step(batch)
+                except Exception as error:  # a bug of the loop's own: fail what it concerns, keep serving
+                    log.exception("the decoding loop failed on %s", self.name)
+                    failure = GenerationFailed(f"{type(error).__name__}: {error}")
+                    with self._condition:
+                        active, self._active = self._active, []
+                    for slot in active:
+                        self._end(slot, failure)
+                    for generation in newcomers:
+                        generation.end(failure)
+                    batch = None
+
+    def _stopped(self) -> None:
+        """The worker's last act, asked (close) or not: nothing it held or that waits for it may hang."""
+        with self._condition:
+            unasked = not self._closed
+            self._closed = True
+            pending, self._pending = list(self._pending), collections.deque()
+            active, self._active = self._active, []
+        for generation in [slot.generation for slot in active] + self._admitted + pending:
+            generation.end(BatchQueueClosed(self.name))  # a no-op for those that ended already
+        if unasked:
+            log.error("the decoding thread of %s stopped; its generations failed", self.name)
+            if self.on_stopped is not None:
+                self.on_stopped()
 
     def _start(self, generation: Generation, batch: Any) -> Any:
         """Read the prompt (its own forward pass), take the first token, and join the running batch."""
         import torch
 
         if generation.cancelled.is_set():
+            generation.ended = True  # nobody reads it any more
             return batch
-        generator = torch.Generator()
-        if generation.params.seed is not None:
-            generator.manual_seed(generation.params.seed)
-        else:
-            generator.seed()
-        slot = _Slot(generation, generator, StopMatcher(generation.params.stop), time.perf_counter())
-        try:
+        params = generation.params
+        slot = _Slot(generation, None, StopMatcher(params.stop), time.perf_counter())
+        try:  # everything of this generation's own: a failure here ends it, never the worker or the batch
+            slot.generator = torch.Generator()
+            if params.seed is not None:
+                slot.generator.manual_seed(params.seed)
+            else:
+                slot.generator.seed()
             logits, cache = self.model.prefill(generation.prompt_ids)
-            if self._accept(slot, sample(logits, generation.params, generator)):
+            if self._accept(slot, sample(logits, params, slot.generator)):
                 return batch
             joined = self.model.join(batch, self.model.start_batch(cache, len(generation.prompt_ids)))
-        except Exception as error:  # noqa: BLE001 (a failure ends this stream, never the worker)
+        except Exception as error:
             log.exception("generation failed on %s", self.name)
             self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))
             return batch
@@ -268,32 +325,37 @@ class GenerationQueue:
         return joined
 
     def _step(self, batch: Any) -> Any:
-        """One token for every running generation; those that finish or were cancelled leave the batch."""
+        """One token for every running generation; those that finish, fail or were cancelled leave the batch."""
         active = self._active
         try:
             logits = self.model.step([slot.produced[-1] for slot in active], batch)
-            leaving = {
-                row
-                for row, slot in enumerate(active)
-                if slot.generation.cancelled.is_set()
-                or self._accept(slot, sample(logits[row], slot.generation.params, slot.generator))
-            }
-        except Exception as error:  # noqa: BLE001 (the batch is lost: every stream in it ends with the error)
+        except Exception as error:  # the batch is lost: every stream in it ends with the error
             log.exception("generation failed on %s", self.name)
             for slot in active:
                 self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))
             with self._condition:
                 self._active = []
             return None
+        leaving = {row for row, slot in enumerate(active) if self._next_token(slot, logits[row])}
         if not leaving:
             return batch
-        for row in leaving:
-            if active[row].generation.cancelled.is_set():
-                self._end(active[row], None)
         keep = [row for row in range(len(active)) if row not in leaving]
         with self._condition:
             self._active = [active[row] for row in keep]
         return self.model.keep_rows(batch, keep) if keep else None
+
+    def _next_token(self, slot: _Slot, logits: Any) -> bool:
+        """Sample and take one row's token. True when it leaves the batch: finished, cancelled or failed (its
+        own sampling or decoding failed: that ends its stream only)."""
+        if slot.generation.cancelled.is_set():
+            self._end(slot, None)
+            return True
+        try:
+            return self._accept(slot, sample(logits, slot.generation.params, slot.generator))
+        except Exception as error:
+            log.exception("generation failed on %s", self.name)
+            self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))
+            return True
 
     def _accept(self, slot: _Slot, token: int) -> bool:
         """Take a sampled token: send the text it completes. True when the generation is finished."""
@@ -324,7 +386,9 @@ class GenerationQueue:
 
     def _end(self, slot: _Slot, event: GenerationDone | GenerationFailed | None) -> None:
         if event is not None:
-            slot.generation.emit(event)
+            slot.generation.end(event)
+        else:
+            slot.generation.ended = True  # cancelled: nobody reads it any more
         elapsed = time.perf_counter() - slot.started
         self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * elapsed
         if self.stats is not None:

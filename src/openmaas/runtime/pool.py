@@ -1,5 +1,6 @@
 """The model pool: loads versions on first use (one load shared by concurrent callers), gives each its batch
-queue, and evicts the least recently used under a memory budget."""
+queue, and evicts the least recently used under a memory budget. A version whose queue stopped serving (its
+decoding thread ended unasked) is dropped at once, so the next request loads it afresh."""
 
 from __future__ import annotations
 
@@ -57,6 +58,11 @@ class ServedModel:
     def version(self) -> ModelVersion:
         return self.predictor.version
 
+    @property
+    def alive(self) -> bool:
+        """Its queue serves (a batch queue's lanes always do; a generation queue's thread may have stopped)."""
+        return not isinstance(self.queue, GenerationQueue) or self.queue.alive
+
 
 @dataclass
 class PoolHooks:
@@ -107,6 +113,9 @@ class ModelPool:
         self._loop = asyncio.get_running_loop()
         key = key_of(version)
         served = self.loaded.get(key)
+        if served is not None and not served.alive:  # its queue stopped serving: load it afresh
+            self.unload(key)
+            served = None
         if served is None:
             served = await self._load_shared(key, version, settings)
         served.last_used = time.monotonic()
@@ -134,6 +143,7 @@ class ModelPool:
                     max_batch_size=settings.max_batch_size,
                     name=name,
                     stats=stats,
+                    on_stopped=lambda: self._drop_stopped(key),
                 )
             else:
                 queue = BatchQueue(
@@ -162,6 +172,20 @@ class ModelPool:
             raise
         finally:
             del self._loading[key]
+
+    def _drop_stopped(self, key: PoolKey) -> None:
+        """From the worker thread of a queue that stopped unasked: unload the version, if it is still that one."""
+        with self._lock:
+            served = self.loaded.get(key)
+        if served is not None and not served.alive:
+            log.error("reloading %s:%s on its next request: its queue stopped serving", key[1], key[2])
+            self.unload(key)
+
+    def stopped(self) -> list[str]:
+        """The loaded versions whose queue no longer serves (`model:version`): none, unless dropping one failed."""
+        with self._lock:
+            served_models = list(self.loaded.values())
+        return [f"{s.version.model}:{s.version.version}" for s in served_models if not s.alive]
 
     def _default_settings(self, predictor: Predictor) -> BatchSettings:
         if isinstance(predictor, GenerativePredictor):  # generations decoded together; the queue counts requests

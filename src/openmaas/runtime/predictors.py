@@ -111,7 +111,7 @@ class GenerativePredictor:
         out = []
         with torch.inference_mode():
             for text in items:
-                logits, _ = self.model.prefill(self.model.encode(text, chat=False) or [0])
+                logits, _ = self.model.prefill(self.model.encode(text, chat=False))
                 out.append(self.model.decode([int(torch.argmax(logits))]))
         return out
 

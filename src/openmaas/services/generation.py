@@ -228,17 +228,27 @@ class GenerationService:
                 code="context_length_exceeded",
             )
         params = SamplingParams(max_tokens, options.temperature, options.top_p, stops, options.seed)
-        try:
-            generation = queue.submit(prompt_ids, params)
-        except QueueFull as error:
-            raise at_capacity(version, error, "generations waiting") from None
-        except BatchQueueClosed:
-            raise Unavailable(
-                f"model {version.model}:{version.version} is being unloaded", code="model_unloaded"
-            ) from None
+        generation = await self._submit(version, queue, prompt_ids, params)
         rate_limit = self.limiter.charge_tokens(principal, len(prompt_ids))
         model_name = name_for(principal, version, ref)
         return GenerationStream(model_name, version, len(prompt_ids), rate_limit, generation, self, principal, started)
+
+    async def _submit(
+        self, version: ModelVersion, queue: GenerationQueue, prompt_ids: list[int], params: SamplingParams
+    ) -> Generation:
+        """Queue the generation. A queue closed meanwhile (the model unloaded, or its decoding thread stopped,
+        which drops it from the pool) is the pool's to replace: the version is acquired once more."""
+        for attempt in range(2):
+            try:
+                return queue.submit(prompt_ids, params)
+            except QueueFull as error:
+                raise at_capacity(version, error, "generations waiting") from None
+            except BatchQueueClosed:
+                if attempt == 0:
+                    served = await self.inference.acquire(version)
+                    assert isinstance(served.queue, GenerationQueue)
+                    queue = served.queue
+        raise Unavailable(f"model {version.model}:{version.version} is being unloaded", code="model_unloaded")
 
     @staticmethod
     def _tokenize(model: CausalLM, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int]:

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Admin, Svc
 from openmaas.domain.entities import ApiKey, AuditEntry, Tenant
 from openmaas.protocol.native import AuditOut, KeyCreate, KeyOut, TenantCreate, TenantOut, TenantUpdate
 from openmaas.protocol.openai import ListOf
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], route_class=JSONRoute)
 
 
 def tenant_out(t: Tenant) -> TenantOut:

@@ -7,11 +7,12 @@ from typing import Literal
 
 from fastapi import APIRouter
 
+from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Reader, Svc
 from openmaas.protocol.native import UsageRow
 from openmaas.protocol.openai import ListOf
 
-router = APIRouter(tags=["usage"])
+router = APIRouter(tags=["usage"], route_class=JSONRoute)
 
 
 @router.get("/v1/usage", response_model=ListOf[UsageRow], response_model_exclude_none=True)

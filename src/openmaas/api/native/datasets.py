@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
+from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import IdempotencyKey, Reader, Svc, Trainer
 from openmaas.domain.entities import Dataset
 from openmaas.errors import PayloadTooLarge
 from openmaas.protocol.native import DatasetOut, Deleted
 from openmaas.protocol.openai import ListOf
 
-router = APIRouter(tags=["datasets"])
+router = APIRouter(tags=["datasets"], route_class=JSONRoute)
 MULTIPART_SLACK = 64 * 1024
 
 

@@ -10,13 +10,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
+from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import IdempotencyKey, Reader, Services, Svc, Trainer
 from openmaas.domain.entities import Job, JobEvent, Principal
 from openmaas.domain.jobs import JobStatus
 from openmaas.protocol.native import CheckpointOut, JobCreate, JobEventOut, JobOut
 from openmaas.protocol.openai import ListOf
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=JSONRoute)
 
 
 def _ts(value: float | None) -> int | None:

@@ -12,6 +12,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
+from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Admin, Reader, Svc, Trainer, add_response_headers, authorize, json_body, services_of
 from openmaas.api.direct import DirectRoute
 from openmaas.api.disconnect import unless_disconnected
@@ -34,7 +35,7 @@ from openmaas.protocol.openai import ListOf
 from openmaas.runtime.pool import BatchSettings, ServedModel
 from openmaas.services.registry import reference_for
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=JSONRoute)
 # Included before `router`: routes are tried in order, and predictions are the hot path. Their key and body
 # are read by plain calls, not as dependencies, which FastAPI would solve anew on every request.
 predictions = APIRouter(tags=["models"], route_class=DirectRoute)

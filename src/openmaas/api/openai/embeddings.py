@@ -7,12 +7,13 @@ import base64
 import numpy as np
 from fastapi import APIRouter, Request
 
+from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Inferrer, Svc, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.protocol.openai import EmbeddingRequest
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=JSONRoute)
 
 
 @router.post("/v1/embeddings", response_class=FastJSONResponse)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Inferrer, Svc, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
@@ -27,7 +28,7 @@ from openmaas.runtime.generation import GenerationDone, TextDelta
 from openmaas.services.generation import GenerationOptions, GenerationStream
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=JSONRoute)
 KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
