@@ -27,6 +27,7 @@ from openmaas.domain.ids import now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import ModelRef
 from openmaas.failpoints import failpoint
+from openmaas.lines import split_lines
 from openmaas.recipes import get_recipe
 from openmaas.recipes.base import Document, Examples, PinnedBase, Recipe, TextRecipe, TrainingPlan, resolve_device
 from openmaas.storage.artifacts import LocalArtifactStore
@@ -67,7 +68,7 @@ class _StopFlag:
 
 
 def load_rows(artifacts: LocalArtifactStore, sha256: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in artifacts.read_bytes(sha256).decode("utf-8").splitlines()]
+    return [json.loads(line) for line in split_lines(artifacts.read_bytes(sha256).decode("utf-8"))]
 
 
 def die_with_parent() -> None:
