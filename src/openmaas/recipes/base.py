@@ -130,6 +130,9 @@ class Recipe(Loader, Protocol):
     name: str
     dataset_kind: Literal["classification"]
     hyperparameters: type[CommonHyperparameters]
+    # The task of the registry version the `base_model` hyperparameter names (checked when the job is created);
+    # None when the recipe has no base model.
+    base_task: str | None
 
     def plan(
         self,

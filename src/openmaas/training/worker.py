@@ -24,7 +24,7 @@ import torch
 from openmaas.config import Settings
 from openmaas.domain.entities import Dataset, Job, UsageRecord
 from openmaas.domain.ids import now
-from openmaas.domain.jobs import JobStatus
+from openmaas.domain.jobs import JobFailure, JobStatus
 from openmaas.domain.refs import ModelRef
 from openmaas.failpoints import failpoint
 from openmaas.lines import split_lines
@@ -119,10 +119,10 @@ def materialize_base(
     deleted, remade, or no longer shared since is refused."""
     pin = hp.pinned_base
     if pin is None:
-        raise RuntimeError("the job has no pinned base model (it was not created through the job service)")
+        raise JobFailure("the job has no pinned base model (it was not created through the job service)")
     version = store.models.resolve(job.tenant_id, ModelRef(pin.model, version=pin.version, owner=pin.owner))
     if version is None or version.artifact_sha256 != pin.artifact_sha256:
-        raise RuntimeError(
+        raise JobFailure(
             f"base model {pin.owner}/{pin.model}:{pin.version} was deleted or stopped being shared after the job "
             "was created"
         )
@@ -153,12 +153,15 @@ def train(
         return
     dataset = store.datasets.get(job.tenant_id, job.dataset_id)
     if dataset is None:
-        raise RuntimeError(f"dataset {job.dataset_id} was deleted before the job started")
+        raise JobFailure(f"dataset {job.dataset_id} was deleted before the job started")
     recipe = get_recipe(job.recipe)
     if dataset.kind != recipe.dataset_kind:
-        raise RuntimeError(f"recipe {job.recipe} trains on {recipe.dataset_kind} datasets, not {dataset.kind} ones")
+        raise JobFailure(f"recipe {job.recipe} trains on {recipe.dataset_kind} datasets, not {dataset.kind} ones")
     hp = recipe.hyperparameters(**job.hyperparameters)
-    device = resolve_device(hp.device)
+    try:
+        device = resolve_device(hp.device)
+    except ValueError as error:  # cuda asked for on a machine without a GPU
+        raise JobFailure(str(error)) from None
     rows = load_rows(artifacts, dataset.sha256)
     # The scratch directory holds a base model's files for as long as training and export need them.
     with tempfile.TemporaryDirectory(dir=artifacts.tmp) as scratch:
@@ -270,6 +273,17 @@ def record_compute(store: MetadataStore, job_id: str, seconds: float) -> None:
         store.usage.add_many([record])
 
 
+def failure_reason(error: Exception, data_dir: Path) -> str:
+    """What the job's owner reads: our own failures' messages; for anything else only the exception's type,
+    since its message may carry server paths (the traceback goes to the job log)."""
+    if isinstance(error, JobFailure):
+        reason = str(error)
+    else:
+        reason = f"internal error in the worker (see the job log): {type(error).__name__}"
+    # A message of ours may still quote a path by mistake: the data directory never leaves the server.
+    return reason.replace(str(data_dir.resolve()), "<data dir>").replace(str(data_dir), "<data dir>")
+
+
 def main(job_id: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     die_with_parent()
@@ -291,7 +305,7 @@ def main(job_id: str) -> int:
                 store.jobs.add_event(job_id, "interrupted", {"reason": reason})
     except Exception as error:  # the job fails with the reason; the worker itself ends cleanly
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        reason = f"{type(error).__name__}: {error}"
+        reason = failure_reason(error, settings.data_dir)
         if store.jobs.transition(job_id, JobStatus.FAILED, reason=reason):
             store.jobs.add_event(job_id, "failed", {"reason": reason})
         return 1
