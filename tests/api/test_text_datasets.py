@@ -109,7 +109,7 @@ def test_lora_base_model_must_exist_and_generate_text(http: httpx.Client) -> Non
 
     error = assert_error(create("no-such-model"), 404, "'no-such-model'", code="model_not_found")
     assert error["param"] == "hyperparameters.base_model"
-    error = assert_error(create("all-minilm-l6-v2"), 400, "embeddings model", code="wrong_base_model_task")
+    error = assert_error(create("all-minilm-l6-v2"), 422, "embeddings model", code="wrong_base_model_task")
     assert error["param"] == "hyperparameters.base_model"
     assert_error(create("bad name!"), 400, "invalid model reference", code="invalid_model_reference")
     unknown = http.post(

@@ -139,6 +139,17 @@ def test_job_events_page_in_order(store: MetadataStore) -> None:
     assert not more and [e.data["epoch"] for e in rest] == [3, 4]
 
 
+def test_an_attempts_usage_record_holds_its_latest_total_once(store: MetadataStore) -> None:
+    j = job("ds_x")
+    store.jobs.add(j)
+    first, second = store.jobs.open_attempt_usage(j), store.jobs.open_attempt_usage(j)
+    for seconds in (1.5, 4.0, 4.0):  # a repeated update changes nothing
+        store.jobs.meter_attempt(first, seconds)
+    store.jobs.meter_attempt(second, 2.0, version=3)
+    rows = store.usage.summary("t1", None, None, "model")
+    assert [(r["kind"], r["records"], r["seconds"]) for r in rows] == [("training", 2, 6.0)]
+
+
 def test_succeeding_registers_the_version_in_the_same_transaction(store: MetadataStore) -> None:
     j = job("ds_x")
     store.jobs.add(j)

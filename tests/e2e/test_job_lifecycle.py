@@ -116,3 +116,25 @@ def test_cancel_keeps_the_last_checkpoint(client: Client, tmp_path: Path) -> Non
     assert client.wait_for_job(job["id"], timeout=30)["status"] == "cancelled"
     checkpoints = client._request("GET", f"/v1/jobs/{job['id']}/checkpoints")["data"]
     assert checkpoints and checkpoints[-1]["step"] > 0 and checkpoints[-1]["object"] == "training.job.checkpoint"
+
+
+def test_reconnecting_with_the_newest_event_id_sends_only_newer_events(
+    server: Server, client: Client, tmp_path: Path
+) -> None:
+    # One long, quiet epoch: after `started`, nothing new for a while, which is when a reconnect used to replay.
+    dataset = small_dataset(client, tmp_path, "reconnect", rows=3000)
+    job = client.create_job(dataset, "reconnect", hyperparameters={"epochs": 3, "batch_size": 1, "log_every_steps": 0})
+    try:
+        newest = next(client.stream_job_events(job["id"]))["id"]  # `started`
+        later = client._request("GET", f"/v1/jobs/{job['id']}/events", params={"after": newest})["data"]
+        assert all(e["id"] > newest for e in later)
+        headers = {**client._http.headers, "Last-Event-ID": str(newest)}
+        with httpx.stream(
+            "GET", f"{server.url}/v1/jobs/{job['id']}/events", params={"stream": "true"}, headers=headers, timeout=60
+        ) as response:
+            assert response.status_code == 200
+            first = next(int(line[4:]) for line in response.iter_lines() if line.startswith("id: "))
+        assert first > newest, (first, newest)  # not `started` again: the job is not replayed
+    finally:
+        if client.get_job(job["id"])["status"] not in ("succeeded", "failed", "cancelled"):
+            client.cancel_job(job["id"])

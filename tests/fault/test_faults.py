@@ -83,3 +83,23 @@ def test_a_worker_that_keeps_dying_fails_its_job_with_the_reason(start_server: t
         # The server is fine and runs the next job.
         again = client.create_job(dataset, "after-kill", hyperparameters={"epochs": 1})
         assert client.wait_for_job(again["id"], timeout=120)["status"] == "succeeded"
+
+
+def test_an_unexpected_worker_error_fails_the_job_without_showing_a_server_path(
+    start_server: type[Server], tmp_path: Path
+) -> None:
+    server = start_server()
+    (server.data_dir / "checkpoints").write_text("a file where the checkpoints' directory should be")
+    with server.client() as client:
+        dataset = upload(client, tmp_path)
+        job = client.create_job(dataset, "no-checkpoints", hyperparameters={"epochs": 2})
+        final = client.wait_for_job(job["id"], timeout=120)
+        assert final["status"] == "failed", final
+        reasons = [
+            final["reason"],
+            *(e["data"]["reason"] for e in client.job_events(job["id"]) if e["type"] == "failed"),
+        ]
+    for reason in reasons:
+        assert reason == "internal error in the worker (see the job log): NotADirectoryError", reason
+        assert str(server.data_dir) not in reason
+    assert "NotADirectoryError" in (server.data_dir / "logs" / "jobs" / f"{job['id']}.log").read_text()

@@ -135,3 +135,44 @@ def test_a_crash_during_registration_leaves_no_half_registered_version(
             == 0
         )
     assert_store_is_sound(server)
+
+
+def newer_checkpoint(client: Client, job_id: str, after: int, timeout: float = 60) -> int:
+    """The id of the first checkpoint event after event `after` (one of the attempt now running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in client.job_events(job_id, after=after):
+            if event["type"] == "checkpoint":
+                return int(event["id"])
+        time.sleep(0.05)
+    raise AssertionError(f"no new checkpoint for {job_id}")
+
+
+def test_server_kills_spend_no_attempt_and_every_killed_attempt_is_metered(
+    start_server: type[Server], tmp_path: Path
+) -> None:
+    server = start_server(OPENMAAS_JOB_MAX_ATTEMPTS="3")
+    hyperparameters = {"epochs": 100_000, "batch_size": 2, "checkpoint_every_steps": 50, "log_every_steps": 0}
+    with server.client() as client:
+        dataset = client.upload_dataset(sms_subset(tmp_path, rows=200), name="sms")["id"]
+        job = client.create_job(dataset, "kills", hyperparameters=hyperparameters)
+    since = 0  # the newest event when the attempt now running began
+    for _ in range(3):  # as many kills as the job has attempts
+        with server.client() as client:
+            newer_checkpoint(client, job["id"], since)
+        server.kill()
+        server.start()  # requeues the job (a `retrying` event) before it answers
+        with server.client() as client:
+            since = client.job_events(job["id"])[-1]["id"]
+    with server.client() as client:
+        newer_checkpoint(client, job["id"], since)  # the job runs on: a 4th attempt, counted as the 1st
+        running = client.get_job(job["id"])
+        assert running["status"] == "running" and running["attempts"] == 1, running
+        kinds = [e["type"] for e in client.job_events(job["id"])]
+        assert kinds.count("retrying") == 3 and kinds.count("resumed") == 3 and "failed" not in kinds
+        client.cancel_job(job["id"])
+        assert client.wait_for_job(job["id"], timeout=60)["status"] == "cancelled"
+        assert client._request("GET", f"/v1/jobs/{job['id']}/checkpoints")["data"]
+    with sqlite3.connect(server.data_dir / "openmaas.db") as db:
+        seconds = [row[0] for row in db.execute("select seconds from usage_records where kind = 'training'")]
+    assert len(seconds) == 4 and all(s > 0 for s in seconds), seconds  # one record per attempt, none lost

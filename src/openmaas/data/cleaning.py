@@ -2,6 +2,11 @@
 
 `clean` is for labelled rows (classification), `clean_documents` for the documents of a text dataset;
 both run one pass, `_sift`, which keeps the first of equal rows and counts the others by reason.
+
+Unicode line and paragraph separators (U+2028, U+2029, NEL U+0085, VT, FF, U+001C-U+001E) are whitespace
+here: stripped from a text's ends like any other (a text made only of them is empty and dropped), and kept
+as they are inside it, so a model trains on the characters it will be asked to predict on. They never end a
+row: files are cut into lines at `\n`, `\r\n` and `\r` only (openmaas/lines.py).
 """
 
 from __future__ import annotations

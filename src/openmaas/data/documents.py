@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openmaas.data.uploads import DatasetFileError, decode_utf8, format_from_name, read_json_objects
+from openmaas.lines import split_lines
 
 TEXT_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 # The roles recipes/chat.py renders (data/ sits below recipes/, so it cannot import them from there).
@@ -43,7 +44,7 @@ def detect_text_format(filename: str) -> str:
 def read_documents(data: bytes, fmt: str, text_column: str = "text") -> Iterator[RawDocument]:
     text = decode_utf8(data)
     if fmt == "txt":
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(split_lines(text), start=1):
             yield RawDocument(number, text=line)
         return
     for number, record in read_json_objects(text):

@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from openmaas.lines import split_lines
+
 
 class DatasetFileError(Exception):
     """The file cannot be read as a dataset. `code` names the problem, `line` where it is."""
@@ -45,7 +47,7 @@ def decode_utf8(data: bytes) -> str:
 
 def read_json_objects(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; a line that is not a JSON object is an error."""
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(split_lines(text), start=1):
         if not raw.strip():
             continue
         try:

@@ -5,6 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class JobFailure(Exception):
+    """A job cannot go on, for a reason its owner can act on: the message becomes the job's failure reason as
+    it is, so it names only the user's own things (ids, names, settings), never a server path. Any other
+    exception in a worker is our bug, and the reason only names its type (the traceback is in the job log)."""
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

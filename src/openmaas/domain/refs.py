@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from openmaas.domain.ids import DB_INT_MAX
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 DEFAULT_ALIAS = "production"
@@ -47,8 +49,8 @@ def parse_ref(text: str) -> ModelRef | None:
         return None
     if not sep:
         return ModelRef(name, owner=owner)
-    if tail.isdigit():
-        return ModelRef(name, version=int(tail), owner=owner) if int(tail) > 0 else None
+    if tail.isascii() and tail.isdigit():  # str.isdigit alone also takes '²' and other scripts' digits
+        return ModelRef(name, version=int(tail), owner=owner) if 0 < int(tail) <= DB_INT_MAX else None
     if tail == "latest":
         return ModelRef(name, owner=owner)  # resolved as "newest version" by the registry
     return ModelRef(name, alias=tail, owner=owner) if is_valid_alias(tail) else None

@@ -146,7 +146,7 @@ class ModelUpdate(BaseModel):
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**63 - 1)  # the largest integer the databases store
 
 
 class PredictRequest(BaseModel):

@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from openmaas.domain.ids import DB_INT_MAX
+
 
 class CommonHyperparameters(BaseModel):
     """Hyperparameters every recipe accepts. Unknown names are refused, so typos do not pass silently."""
@@ -28,14 +30,16 @@ class CommonHyperparameters(BaseModel):
     validation_split: float = Field(0.1, ge=0, lt=1)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    max_steps: int | None = Field(None, ge=1, le=DB_INT_MAX, description="Stop after this many optimizer steps.")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop when validation loss has not improved for this many epochs."
+        None, ge=1, le=DB_INT_MAX, description="Stop when validation loss has not improved for this many epochs."
     )
     checkpoint_every_steps: int | None = Field(
-        None, ge=1, description="Also checkpoint every N steps (always at the end of each epoch)."
+        None, ge=1, le=DB_INT_MAX, description="Also checkpoint every N steps (always at the end of each epoch)."
     )
-    log_every_steps: int = Field(50, ge=0, description="A `step` progress event every N steps (0: none).")
+    log_every_steps: int = Field(
+        50, ge=0, le=DB_INT_MAX, description="A `step` progress event every N steps (0: none)."
+    )
 
 
 class InputTooLong(ValueError):
@@ -126,6 +130,9 @@ class Recipe(Loader, Protocol):
     name: str
     dataset_kind: Literal["classification"]
     hyperparameters: type[CommonHyperparameters]
+    # The task of the registry version the `base_model` hyperparameter names (checked when the job is created);
+    # None when the recipe has no base model.
+    base_task: str | None
 
     def plan(
         self,

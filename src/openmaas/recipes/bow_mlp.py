@@ -179,6 +179,7 @@ class BowMlpInference:
 class BowMlpRecipe:
     name = "bow-mlp"
     dataset_kind: Literal["classification"] = "classification"
+    base_task: str | None = None
     hyperparameters = Hyperparameters
 
     def plan(self, train: Examples, validation: Examples, labels: Sequence[str], hp: Any, device: str) -> BowMlpPlan:

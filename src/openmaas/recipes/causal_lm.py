@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
+from openmaas.domain.jobs import JobFailure
 from openmaas.recipes.base import CommonHyperparameters, Document, ExportInfo
 from openmaas.recipes.causal_training import CausalLmTraining
 from openmaas.recipes.chat import FALLBACK_CHAT_TEMPLATE, render_chat
@@ -121,7 +122,7 @@ class CausalLmPlan(CausalLmTraining):
         state = dict(state)
         saved = state.pop(TOKENIZER_KEY, None)
         if saved is not None and not torch.equal(saved, _tokenizer_digest(self.tokenizer)):
-            raise RuntimeError("the tokenizer trained again differs from the checkpoint's: cannot resume")
+            raise JobFailure("the tokenizer trained again differs from the checkpoint's: cannot resume")
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         trained = {name for name, _ in self.model.named_parameters()}
         if unexpected or trained & set(missing):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.nn import functional
 
+from openmaas.domain.jobs import JobFailure
 from openmaas.recipes.base import Document, StepResult
 from openmaas.recipes.chat import render_chat
 
@@ -75,7 +76,7 @@ class CausalLmTraining:
         self.train = windows(self.tokenizer, train, context_length)
         self.validation = windows(self.tokenizer, validation, context_length)
         if not self.train:
-            raise ValueError("the training documents hold no tokens to learn from")
+            raise JobFailure("the training documents hold no tokens to learn from")
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
+from openmaas.domain.jobs import JobFailure
 from openmaas.recipes.base import CommonHyperparameters, Document, ExportInfo, PinnedBase
 from openmaas.recipes.causal_training import CausalLmTraining
 
@@ -56,10 +57,10 @@ def load_base(directory: Path, device: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if any(directory.glob("*.bin")) and not any(directory.glob("*.safetensors")):
-        raise ValueError("the base model has only pickled weights (.bin); they are never loaded")
+        raise JobFailure("the base model has only pickled weights (.bin); they are never loaded")
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
     if tokenizer.eos_token_id is None:
-        raise ValueError("the base model's tokenizer has no EOS token: a document's end cannot be marked")
+        raise JobFailure("the base model's tokenizer has no EOS token: a document's end cannot be marked")
     model: Any = AutoModelForCausalLM.from_pretrained(
         directory, dtype=torch.float32, local_files_only=True, use_safetensors=True, trust_remote_code=False
     )
@@ -107,7 +108,7 @@ class LoraPlan(CausalLmTraining):
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         if set(state) != set(self.trainable):
-            raise RuntimeError("the checkpoint's adapter does not fit this base model and configuration")
+            raise JobFailure("the checkpoint's adapter does not fit this base model and configuration")
         with torch.no_grad():
             for name, tensor in state.items():
                 self.trainable[name].copy_(tensor)

@@ -214,6 +214,7 @@ class TransformerClassifierInference:
 class TransformerClassifierRecipe:
     name = "transformer-classifier"
     dataset_kind: Literal["classification"] = "classification"
+    base_task: str | None = "embeddings"  # a sentence encoder: the `base_model` hyperparameter must be one
     hyperparameters = Hyperparameters
 
     def plan(

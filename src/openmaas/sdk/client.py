@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from openmaas.lines import iter_lines
+
 TERMINAL = {"succeeded", "failed", "cancelled"}
 FINAL_EVENTS = TERMINAL
 
@@ -142,7 +144,7 @@ class Client:
                     response.read()
                     self._raise(response)
                 data: list[str] = []
-                for line in response.iter_lines():
+                for line in iter_lines(response.iter_text()):  # SSE lines end at CR/LF only
                     if line.startswith("data:"):
                         data.append(line[5:].strip())
                     elif not line and data:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from openmaas.domain.entities import Dataset, Job, JobEvent, Principal
+from openmaas.domain.entities import Dataset, Job, JobEvent, ModelVersion, Principal
 from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import is_valid_name
@@ -103,8 +103,15 @@ class JobService:
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id!r}", param="dataset", code="dataset_not_found")
         _check_dataset_kind(recipe_impl, dataset)
-        if recipe_impl.dataset_kind == "text" and recipe_impl.base_task is not None:
-            resolved["pinned_base"] = self._pin_base(principal, resolved["base_model"], recipe_impl.base_task)
+        if recipe_impl.base_task is not None:
+            # A classifier's encoder is read from the shipped package: one this server does not offer is checked
+            # against the catalog; a language model's base is pinned, so it must be in the registry.
+            base = self._base_version(
+                principal, resolved["base_model"], recipe_impl.base_task, shipped=recipe_impl.dataset_kind != "text"
+            )
+            if recipe_impl.dataset_kind == "text":
+                assert base is not None
+                resolved["pinned_base"] = self._pin(base)
         job = Job(
             id=new_id("job"),
             tenant_id=principal.tenant_id,
@@ -125,30 +132,42 @@ class JobService:
         self.executor.wake()
         return job
 
-    def _pin_base(self, principal: Principal, reference: str, task: str) -> dict[str, Any]:
-        """The exact version `base_model` means to the caller now: the job trains on it even if aliases move."""
+    def _base_version(
+        self, principal: Principal, reference: str, task: str, *, shipped: bool = False
+    ) -> ModelVersion | None:
+        """The version `base_model` names for the caller now, refused unless it is a model of the kind the
+        recipe builds on (a chat model under a classifier would fail only later, in the worker). With
+        `shipped`, a foundation model the registry does not hold is checked against the catalog (None)."""
         param = "hyperparameters.base_model"
+        version: ModelVersion | None = None
         try:
             version = self.registry.resolve(principal, reference)
+            found = version.task
         except NotFound:
-            raise NotFound(
-                f"no model version matches base_model {reference!r}", param=param, code="model_not_found"
-            ) from None
+            if not (shipped and reference in FOUNDATION_MODELS):
+                raise NotFound(
+                    f"no model version matches base_model {reference!r}", param=param, code="model_not_found"
+                ) from None
+            found = FOUNDATION_MODELS[reference].task
         except InvalidRequest as error:
             raise InvalidRequest(error.message, param=param, code=error.code) from None
-        if version.task != task:
-            raise InvalidRequest(
-                f"base_model {reference!r} is a {version.task} model; this recipe fine-tunes {task} models",
+        if found != task:
+            raise Unprocessable(
+                f"base_model {reference!r} is a {found} model; this recipe builds on {task} models",
                 param=param,
                 code="wrong_base_model_task",
             )
-        if any(name.startswith("adapter/") for name in version.files):
+        if version is not None and any(name.startswith("adapter/") for name in version.files):
             raise InvalidRequest(
                 f"base_model {reference!r} is a LoRA adapter on top of another model; fine-tune a merged version "
                 "(trained with merge: true) or its base",
                 param=param,
                 code="adapter_as_base",
             )
+        return version
+
+    def _pin(self, version: ModelVersion) -> dict[str, Any]:
+        """The exact version the job trains on, even if aliases move before it runs."""
         owner = self.store.tenants.get(version.tenant_id)
         assert owner is not None  # a model's tenant outlives it
         return {

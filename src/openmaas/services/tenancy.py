@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from openmaas.domain.entities import SCOPES, SYSTEM_TENANT, ApiKey, AuditEntry, Principal, Tenant
-from openmaas.domain.ids import new_id, now
+from openmaas.domain.ids import DB_INT_MAX, new_id, now
 from openmaas.domain.refs import is_valid_name
 from openmaas.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from openmaas.services.auth import PREFIX_LENGTH, generate_key, hash_key
@@ -19,8 +19,10 @@ def check_limits(limits: dict[str, Any], allowed: tuple[str, ...] = LIMITS) -> d
     for name, value in limits.items():
         if name not in allowed:
             raise InvalidRequest(f"unknown limit {name!r}; known: {', '.join(allowed)}", param=f"limits.{name}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise InvalidRequest(f"limit {name!r} must be a non-negative integer", param=f"limits.{name}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= DB_INT_MAX:
+            raise InvalidRequest(
+                f"limit {name!r} must be an integer from 0 to {DB_INT_MAX}", param=f"limits.{name}"
+            )
     return dict(limits)
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,11 +23,11 @@ from typing import Any
 import torch
 
 from openmaas.config import Settings
-from openmaas.domain.entities import Dataset, Job, UsageRecord
-from openmaas.domain.ids import now
-from openmaas.domain.jobs import JobStatus
+from openmaas.domain.entities import Dataset, Job
+from openmaas.domain.jobs import JobFailure, JobStatus
 from openmaas.domain.refs import ModelRef
 from openmaas.failpoints import failpoint
+from openmaas.lines import split_lines
 from openmaas.recipes import get_recipe
 from openmaas.recipes.base import Document, Examples, PinnedBase, Recipe, TextRecipe, TrainingPlan, resolve_device
 from openmaas.storage.artifacts import LocalArtifactStore
@@ -67,7 +68,7 @@ class _StopFlag:
 
 
 def load_rows(artifacts: LocalArtifactStore, sha256: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in artifacts.read_bytes(sha256).decode("utf-8").splitlines()]
+    return [json.loads(line) for line in split_lines(artifacts.read_bytes(sha256).decode("utf-8"))]
 
 
 def die_with_parent() -> None:
@@ -118,10 +119,10 @@ def materialize_base(
     deleted, remade, or no longer shared since is refused."""
     pin = hp.pinned_base
     if pin is None:
-        raise RuntimeError("the job has no pinned base model (it was not created through the job service)")
+        raise JobFailure("the job has no pinned base model (it was not created through the job service)")
     version = store.models.resolve(job.tenant_id, ModelRef(pin.model, version=pin.version, owner=pin.owner))
     if version is None or version.artifact_sha256 != pin.artifact_sha256:
-        raise RuntimeError(
+        raise JobFailure(
             f"base model {pin.owner}/{pin.model}:{pin.version} was deleted or stopped being shared after the job "
             "was created"
         )
@@ -145,6 +146,7 @@ def train(
     checkpoints: CheckpointStore,
     job_id: str,
     stop: _StopFlag,
+    meter: AttemptMeter,
 ) -> None:
     job = store.jobs.get(None, job_id)
     if job is None or job.status is not JobStatus.RUNNING:
@@ -152,12 +154,15 @@ def train(
         return
     dataset = store.datasets.get(job.tenant_id, job.dataset_id)
     if dataset is None:
-        raise RuntimeError(f"dataset {job.dataset_id} was deleted before the job started")
+        raise JobFailure(f"dataset {job.dataset_id} was deleted before the job started")
     recipe = get_recipe(job.recipe)
     if dataset.kind != recipe.dataset_kind:
-        raise RuntimeError(f"recipe {job.recipe} trains on {recipe.dataset_kind} datasets, not {dataset.kind} ones")
+        raise JobFailure(f"recipe {job.recipe} trains on {recipe.dataset_kind} datasets, not {dataset.kind} ones")
     hp = recipe.hyperparameters(**job.hyperparameters)
-    device = resolve_device(hp.device)
+    try:
+        device = resolve_device(hp.device)
+    except ValueError as error:  # cuda asked for on a machine without a GPU
+        raise JobFailure(str(error)) from None
     rows = load_rows(artifacts, dataset.sha256)
     # The scratch directory holds a base model's files for as long as training and export need them.
     with tempfile.TemporaryDirectory(dir=artifacts.tmp) as scratch:
@@ -170,7 +175,7 @@ def train(
                 prepared.started["base_model"] = f"{lineage.model}:{lineage.version}"
         else:
             prepared = prepare_classification(recipe, hp, device, rows)
-        run_and_register(store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop)
+        run_and_register(store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter)
 
 
 def run_and_register(
@@ -183,6 +188,7 @@ def run_and_register(
     device: str,
     prepared: Prepared,
     stop: _StopFlag,
+    meter: AttemptMeter,
 ) -> None:
     job_id, plan, note = job.id, prepared.plan, prepared.note
     emit = lambda type_, data: store.jobs.add_event(job_id, type_, data)  # noqa: E731
@@ -206,6 +212,7 @@ def run_and_register(
 
     def save(state: LoopState, epoch_generator: torch.Tensor) -> None:
         path = checkpoints.save(job_id, state, plan.trainable_state(), plan.optimizer.state_dict(), epoch_generator)
+        meter.update()  # a killed attempt is metered at least up to the checkpoint it resumes from
         last = state.history[-1] if state.history else {}
         emit(
             "checkpoint",
@@ -261,12 +268,53 @@ def run_and_register(
     emit("succeeded", {"model": job.model, "version": version.version, "stopped_reason": result.stopped_reason})
 
 
-def record_compute(store: MetadataStore, job_id: str, seconds: float) -> None:
-    """Meter this worker's compute time (each attempt of a job counts what it used)."""
-    job = store.jobs.get(None, job_id)
-    if job is not None:
-        record = UsageRecord(job.tenant_id, None, "training", job.model, job.model_version, 0, 0, seconds, now())
-        store.usage.add_many([record])
+class AttemptMeter:
+    """Meters this attempt's compute time in its one usage record, as it runs: every `EVERY_SECONDS` (from a
+    thread, so a long step or a base model's loading is counted too), at each checkpoint, and at the end.
+
+    Each update writes the attempt's total so far into the same record, so an attempt killed with the
+    server (or by the OOM killer) is metered up to its last update, and nothing is ever counted twice: no
+    one else writes the record, and a later update replaces the earlier total instead of adding to it."""
+
+    EVERY_SECONDS = 5.0
+
+    def __init__(self, store: MetadataStore, job_id: str) -> None:
+        self.store = store
+        self.began = time.perf_counter()
+        job = store.jobs.get(None, job_id)
+        self.record = store.jobs.open_attempt_usage(job) if job is not None else None
+        self.job_id = job_id
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="attempt-meter", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.EVERY_SECONDS):
+            try:
+                self.update()
+            except Exception:  # the next update, or the last one, writes the total
+                log.exception("metering job %s failed; will retry", self.job_id)
+
+    def update(self, version: int | None = None) -> None:
+        if self.record is not None:
+            self.store.jobs.meter_attempt(self.record, time.perf_counter() - self.began, version)
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+        job = self.store.jobs.get(None, self.job_id)
+        self.update(job.model_version if job is not None else None)
+
+
+def failure_reason(error: Exception, data_dir: Path) -> str:
+    """What the job's owner reads: our own failures' messages; for anything else only the exception's type,
+    since its message may carry server paths (the traceback goes to the job log)."""
+    if isinstance(error, JobFailure):
+        reason = str(error)
+    else:
+        reason = f"internal error in the worker (see the job log): {type(error).__name__}"
+    # A message of ours may still quote a path by mistake: the data directory never leaves the server.
+    return reason.replace(str(data_dir.resolve()), "<data dir>").replace(str(data_dir), "<data dir>")
 
 
 def main(job_id: str) -> int:
@@ -277,9 +325,9 @@ def main(job_id: str) -> int:
     stop = _StopFlag(store, job_id)
     artifacts = LocalArtifactStore(settings.artifacts_dir)
     checkpoints = CheckpointStore(settings.checkpoints_dir, keep=settings.checkpoints_kept)
-    began = time.perf_counter()
+    meter = AttemptMeter(store, job_id)
     try:
-        train(store, artifacts, checkpoints, job_id, stop)
+        train(store, artifacts, checkpoints, job_id, stop, meter)
     except loop.Cancelled:
         if store.jobs.cancel_requested(job_id):
             if store.jobs.transition(job_id, JobStatus.CANCELLED, reason="cancelled by the user"):
@@ -290,12 +338,12 @@ def main(job_id: str) -> int:
                 store.jobs.add_event(job_id, "interrupted", {"reason": reason})
     except Exception as error:  # the job fails with the reason; the worker itself ends cleanly
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        reason = f"{type(error).__name__}: {error}"
+        reason = failure_reason(error, settings.data_dir)
         if store.jobs.transition(job_id, JobStatus.FAILED, reason=reason):
             store.jobs.add_event(job_id, "failed", {"reason": reason})
         return 1
     finally:
-        record_compute(store, job_id, time.perf_counter() - began)
+        meter.close()
         store.close()
     return 0
 

@@ -47,7 +47,7 @@ def upload_dataset(
     idempotency_key: IdempotencyKey = None,
 ) -> DatasetOut:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > svc.datasets.max_bytes + MULTIPART_SLACK:
+    if declared.isascii() and declared.isdigit() and int(declared) > svc.datasets.max_bytes + MULTIPART_SLACK:
         raise PayloadTooLarge(f"the upload is over the limit of {svc.datasets.max_bytes} bytes", param="file")
     filename = file.filename or ""
     data = svc.datasets.read_limited(file.file)

@@ -13,7 +13,9 @@ from fastapi.responses import StreamingResponse
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import IdempotencyKey, Reader, Services, Svc, Trainer
 from openmaas.domain.entities import Job, JobEvent, Principal
+from openmaas.domain.ids import DB_INT_MAX
 from openmaas.domain.jobs import JobStatus
+from openmaas.errors import InvalidRequest
 from openmaas.protocol.native import CheckpointOut, JobCreate, JobEventOut, JobOut
 from openmaas.protocol.openai import ListOf
 
@@ -79,22 +81,34 @@ async def job_events(
     job_id: str,
     caller: Reader,
     svc: Svc,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     stream: bool = False,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Any:
     """The job's progress events; with `stream=true`, Server-Sent Events as they happen until it ends."""
-    if last_event_id and last_event_id.isdigit():
-        after = max(after, int(last_event_id))
+    if last_event_id is not None:
+        after = max(after, _event_id(last_event_id))
     events, more = await asyncio.to_thread(svc.jobs.events, caller, job_id, after=after, limit=limit)
     if not stream:
         return ListOf[JobEventOut](data=[event_out(e) for e in events], has_more=more)
     return StreamingResponse(
-        stream_events(svc, caller, job_id, events),
+        stream_events(svc, caller, job_id, events, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _event_id(header: str) -> int:
+    """A reconnecting client's Last-Event-ID: one of our event ids (ASCII digits), so bounded like `after`."""
+    value = header.strip()
+    if not (value.isascii() and value.isdigit()) or int(value) > DB_INT_MAX:
+        raise InvalidRequest(
+            f"Last-Event-ID must be an event id, an integer from 0 to {DB_INT_MAX}",
+            param="Last-Event-ID",
+            code="invalid_last_event_id",
+        )
+    return int(value)
 
 
 def event_out(e: JobEvent) -> JobEventOut:
@@ -106,8 +120,12 @@ POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
 
 
-async def stream_events(svc: Services, caller: Principal, job_id: str, first: list[JobEvent]) -> AsyncIterator[str]:
-    events, after, quiet_since = first, 0, time.monotonic()
+async def stream_events(
+    svc: Services, caller: Principal, job_id: str, first: list[JobEvent], after: int
+) -> AsyncIterator[str]:
+    """`first` are the events after `after`; later polls go on from the last event sent, or from `after`
+    itself while none was (a client that reconnects with the newest id must not get the job replayed)."""
+    events, quiet_since = first, time.monotonic()
     while True:
         for event in events:
             after = event.id

@@ -7,9 +7,10 @@ instead of making the route miss (404 or 405 from the router, depending on the m
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from openmaas.api.bodies import JSONRoute
@@ -18,6 +19,7 @@ from openmaas.api.direct import DirectRoute
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
+from openmaas.domain.ids import DB_INT_MAX
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.native import (
     AliasSet,
@@ -39,6 +41,8 @@ router = APIRouter(tags=["models"], route_class=JSONRoute)
 # Included before `router`: routes are tried in order, and predictions are the hot path. Their key and body
 # are read by plain calls, not as dependencies, which FastAPI would solve anew on every request.
 predictions = APIRouter(tags=["models"], route_class=DirectRoute)
+
+VersionNumber = Annotated[int, PathParam(ge=1, le=DB_INT_MAX)]
 
 
 @predictions.post(
@@ -170,7 +174,7 @@ def delete_alias(name: str, alias: str, caller: Trainer, svc: Svc) -> ModelOut:
 
 
 @router.delete("/v1/models/{name:path}/versions/{version}", response_model=Deleted)
-def delete_version(name: str, version: int, caller: Trainer, svc: Svc) -> Deleted:
+def delete_version(name: str, version: VersionNumber, caller: Trainer, svc: Svc) -> Deleted:
     svc.registry.delete_version(caller, name, version)
     return Deleted(id=f"{name}:{version}", object="model.version")
 

@@ -333,6 +333,35 @@ class JobRepository:
                 raise AlreadyExists(f"job {job_id} is no longer running")
             return registered
 
+    def open_attempt_usage(self, job: Job) -> int:
+        """The usage record of one attempt of a job (0 compute seconds so far): its id, for `meter_attempt`."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(t.usage_records).values(
+                    tenant_id=job.tenant_id,
+                    key_id=None,
+                    kind="training",
+                    model=job.model,
+                    version=None,
+                    items=0,
+                    tokens=0,
+                    seconds=0.0,
+                    created_at=now(),
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def meter_attempt(self, record_id: int, seconds: float, version: int | None = None) -> None:
+        """Set the compute seconds an attempt used so far. The total replaces the last one, never adds to it:
+        metering again, or after a crash, cannot count a second twice."""
+        values: dict[str, Any] = {"seconds": seconds, "created_at": now()}
+        if version is not None:
+            values["version"] = version
+        with self.engine.begin() as conn:
+            conn.execute(update(t.usage_records).where(t.usage_records.c.id == record_id).values(**values))
+
     def add_event(self, job_id: str, type_: str, data: dict[str, Any]) -> JobEvent:
         created = now()
         with self.engine.begin() as conn:

@@ -66,9 +66,14 @@ class LocalProcessExecutor:
 
     def _requeue_orphans(self) -> None:
         # A job left `running` by a previous server process lost its worker with it (workers die with
-        # their server): it goes back to the queue and resumes from its last checkpoint.
+        # their server): it goes back to the queue and resumes from its last checkpoint. The server's death
+        # is not an attempt of the job, so the attempt is given back: only the worker's own failures (a
+        # crash, an OOM kill, a non-zero exit: see `_reap_one`) spend `max_attempts`. The killed attempt's
+        # compute is already in its usage record, which its worker kept up to date (worker.AttemptMeter).
+        reason = "interrupted: the server stopped while the job was running; it resumes from its last checkpoint"
         for job_id in self.jobs.ids_in(JobStatus.RUNNING):
-            self._retry_or_fail(job_id, "interrupted: the server stopped while the job was running")
+            if self.jobs.requeue_interrupted(job_id, reason):
+                self.jobs.add_event(job_id, "retrying", {"reason": reason})
 
     def _retry_or_fail(self, job_id: str, reason: str) -> None:
         job = self.jobs.get(None, job_id)
