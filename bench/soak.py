@@ -317,6 +317,7 @@ def prepare(server: Service, url: str, chat: bool) -> Setup:
                     if time.monotonic() > deadline or server.process.poll() is not None:
                         raise RuntimeError(f"{name} not offered:\n{server.log_tail()}") from None
                     time.sleep(1)
+        print(f"models offered {time.perf_counter() - began:.0f}s after the training began", flush=True)
     return Setup(server, url, key, dataset, read_texts())
 
 
