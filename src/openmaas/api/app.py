@@ -123,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
             usage=recorder,
             request_timeout_s=settings.request_timeout_s,
         )
+        inference.on_resolve.append(series.resolved)
         app.state.services = Services(
             settings=settings,
             auth=auth,

@@ -73,6 +73,7 @@ class DirectRoutes:
     async def answer(self, route: DirectRoute, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
+        model = self.series.start()
         try:
             request_id = self.ids.of(scope)
             request = Request(scope, receive, send)
@@ -84,7 +85,7 @@ class DirectRoutes:
             response.raw_headers.extend(self.ids.response_headers(scope, request_id))
             await response(scope, receive, send)
         finally:
-            self.series.observe(scope, status, time.perf_counter() - started)
+            self.series.observe(scope, status, time.perf_counter() - started, model)
 
     async def _render(self, request: Request, error: Exception) -> Response:
         """The app's handler's response to `error`; the `Exception` handler's (a 500) if that handler fails."""

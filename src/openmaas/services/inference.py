@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,9 @@ class InferenceService:
         self.max_inputs = max_inputs
         self.request_timeout_s = request_timeout_s
         self._resolved: dict[tuple[str, str], tuple[ModelVersion, float]] = {}
+        # Called with each reference that resolved (the caller, its version, the reference): the API's metrics
+        # take a request's model label from it, so only registered names become labels.
+        self.on_resolve: list[Callable[[Principal, ModelVersion, str], None]] = []
         registry.on_version_deleted.append(pool.unload_version)
         registry.on_change.append(self._resolved.clear)
 
@@ -102,11 +106,14 @@ class InferenceService:
         key = (principal.tenant_id, ref)
         hit = self._resolved.get(key)
         if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        version = await asyncio.to_thread(self.registry.resolve, principal, ref)
-        if len(self._resolved) > 10_000:
-            self._resolved.clear()
-        self._resolved[key] = (version, time.monotonic() + RESOLVE_SECONDS)
+            version = hit[0]
+        else:
+            version = await asyncio.to_thread(self.registry.resolve, principal, ref)
+            if len(self._resolved) > 10_000:
+                self._resolved.clear()
+            self._resolved[key] = (version, time.monotonic() + RESOLVE_SECONDS)
+        for hook in self.on_resolve:
+            hook(principal, version, ref)
         return version
 
     async def acquire(self, version: ModelVersion, settings: BatchSettings | None = None) -> ServedModel:
