@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_ADMIN_KEY_LENGTH = 32  # a key chosen by hand: refuse one too short to be a secret
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENMAAS_", extra="ignore")
@@ -15,7 +17,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; defaults to a SQLite file under data_dir."
     )
-    admin_key: str | None = Field(default=None, description="The bootstrap admin key; generated if unset.")
+    admin_key: str | None = Field(
+        default=None,
+        description="The bootstrap admin key, at least 32 characters (a shorter one is refused at start); "
+        "generated if unset.",
+    )
     rate_limit_window_s: int = Field(default=60, ge=1, description="The limits' window; per minute unless testing.")
     redis_url: str | None = Field(default=None, description="Share rate-limit counters through Redis.")
     host: str = "127.0.0.1"
@@ -51,6 +57,17 @@ class Settings(BaseSettings):
     foundation_cache_dir: Path | None = Field(
         default=None, description="Where converted foundation models are kept; data_dir/cache/foundation if unset."
     )
+
+    @field_validator("admin_key")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value and len(value) < MIN_ADMIN_KEY_LENGTH:
+            raise ValueError(
+                f"OPENMAAS_ADMIN_KEY has {len(value)} characters; use at least {MIN_ADMIN_KEY_LENGTH} "
+                "(for instance `python -c 'import secrets; print(\"om-\" + secrets.token_urlsafe(32))'`), "
+                "or leave it unset to have one generated"
+            )
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -59,6 +59,7 @@ def serve(
 ) -> None:
     """Start the server (embedded default: SQLite and local files under the data directory)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from openmaas.api.app import create_app
     from openmaas.config import Settings
@@ -67,7 +68,14 @@ def serve(
     overrides: dict[str, Any] = {"host": host, "port": port}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:  # a clear line per setting, not a traceback
+        for problem in error.errors():
+            setting = "OPENMAAS_" + "_".join(str(part) for part in problem["loc"]).upper()
+            message = problem["msg"].removeprefix("Value error, ")
+            err.print(f"[red]invalid setting {setting}[/red]: {message}", soft_wrap=True)
+        raise typer.Exit(2) from None
     uvicorn.run(
         create_app(settings),
         host=host,
