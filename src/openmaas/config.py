@@ -27,7 +27,28 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
-    max_upload_bytes: int = 50 * 1024 * 1024
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="A dataset upload's largest file.")
+    max_json_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="The largest body of every other route: a larger Content-Length is a 413 before it is read.",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="A request's request line and headers together; larger is a 431."
+    )
+    max_headers: int = Field(default=100, ge=8, description="Headers in one request; more is a 431.")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="A request's head must arrive within this long of its first byte: else 408."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="The longest a request's body may pause between two reads: else 408."
+    )
+    keep_alive_timeout_s: int = Field(default=5, ge=1, description="An idle kept-alive connection is closed after.")
+    max_connections: int = Field(
+        default=1000,
+        ge=2,
+        description="Open connections and requests in flight (uvicorn's limit_concurrency): past it, 503.",
+    )
     max_concurrent_jobs: int = 1
     job_poll_seconds: float = 0.2
     job_max_attempts: int = 3

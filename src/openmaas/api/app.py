@@ -18,8 +18,10 @@ from openmaas.api import admin, native, openai
 from openmaas.api.deps import Services
 from openmaas.api.direct import DirectRoutes
 from openmaas.api.errors import install_error_handlers
+from openmaas.api.limits import BodyGate, BodyGateMiddleware
 from openmaas.api.metrics import Metrics, MetricsMiddleware, RequestSeries
 from openmaas.api.middleware import RequestIdMiddleware, RequestIds
+from openmaas.api.native.datasets import MULTIPART_SLACK
 from openmaas.config import Settings
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
@@ -86,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         foundation = FoundationModels(store, artifacts, settings.resolved_foundation_cache_dir)
         foundation.ensure(settings.foundation_models)
         auth = AuthService(store.tenants, store.api_keys)
+        gate.auth = auth
         counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else LocalCounters()
         limiter = RateLimiter(counters, settings.rate_limit_window_s)
         recorder = UsageRecorder(store.usage, UsageJournal(settings.data_dir / "journal"), settings.usage_drain_s)
@@ -156,6 +159,9 @@ def create_app(settings: Settings) -> FastAPI:
     telemetry: TelemetryConfig = {"tracing": on, "metrics": on, "logs": on}
     app = OpenMaaSApp(title="OpenMaaS", version=__version__, lifespan=lifespan, telemetry=telemetry)
     ids, series = RequestIds(), RequestSeries(metrics)
+    # Uploads have their own limit (the dataset route checks the file's own size again, within the form).
+    gate = BodyGate(settings.max_json_body_bytes, {"/v1/datasets": settings.max_upload_bytes + MULTIPART_SLACK})
+    app.add_middleware(BodyGateMiddleware, gate=gate)
     app.add_middleware(MetricsMiddleware, series=series)
     app.add_middleware(RequestIdMiddleware, ids=ids)
     install_error_handlers(app)
@@ -173,5 +179,5 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)  # no prefix: a router's routes carry their whole path
     if not on:  # traced requests take the usual way, through FastAPI's telemetry middleware
         routes = [route for router in routers for route in router.routes]
-        app.direct = DirectRoutes(routes, app.exception_handlers, ids, series)  # keeps the DirectRoutes of them
+        app.direct = DirectRoutes(routes, app.exception_handlers, ids, series, gate)  # keeps the DirectRoutes of them
     return app

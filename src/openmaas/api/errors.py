@@ -29,10 +29,14 @@ def error_response(
     return FastJSONResponse(body, status_code=status, headers=headers)
 
 
-async def _ours(_request: Request, error: Exception) -> FastJSONResponse:
-    assert isinstance(error, OpenMaaSError)
+def rendered(error: OpenMaaSError) -> FastJSONResponse:
     status, type_ = status_and_type(error)
     return error_response(status, type_, error.message, error.param, error.code, error.headers)
+
+
+async def _ours(_request: Request, error: Exception) -> FastJSONResponse:
+    assert isinstance(error, OpenMaaSError)
+    return rendered(error)
 
 
 async def _validation(_request: Request, error: Exception) -> FastJSONResponse:

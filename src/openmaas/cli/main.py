@@ -62,6 +62,7 @@ def serve(
     from pydantic import ValidationError
 
     from openmaas.api.app import create_app
+    from openmaas.api.connections import ConnectionLimits, protocol_class
     from openmaas.config import Settings
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,7 +82,16 @@ def serve(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(
+            ConnectionLimits(
+                max_header_bytes=settings.max_header_bytes,
+                max_headers=settings.max_headers,
+                header_timeout_s=settings.header_timeout_s,
+                body_timeout_s=settings.body_timeout_s,
+            )
+        ),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         log_level=log_level,
         access_log=False,
     )
