@@ -166,3 +166,14 @@ def test_past_the_connection_cap_a_request_is_a_503(limited: Server) -> None:
             sock.close()
     time.sleep(0.2)
     assert httpx.get(f"{limited.url}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/models/no-such-model/predict", "/v1/jobs"])
+def test_a_client_that_leaves_mid_body_is_no_error_in_the_log(limited: Server, path: str) -> None:
+    with _connect(limited) as sock:
+        sock.sendall(_head("POST", path, AUTH, "Content-Type: application/json", "Content-Length: 1000"))
+        sock.sendall(b'{"inputs": ["hi"')
+        time.sleep(0.3)  # the route is reading the body when the client goes
+    time.sleep(0.5)
+    log = limited.log()
+    assert "unhandled error" not in log and "Traceback" not in log and "Exception in ASGI" not in log, log

@@ -89,7 +89,9 @@ def create_app(settings: Settings) -> FastAPI:
         foundation.ensure(settings.foundation_models)
         auth = AuthService(store.tenants, store.api_keys)
         gate.auth = auth
-        counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else LocalCounters()
+        counters: Counters = LocalCounters()
+        if settings.redis_url:
+            counters = await RedisCounters.connect(settings.redis_url)
         limiter = RateLimiter(counters, settings.rate_limit_window_s)
         recorder = UsageRecorder(store.usage, UsageJournal(settings.data_dir / "journal"), settings.usage_drain_s)
         recorder.recover()  # calls answered by a process that died before they reached the database
@@ -150,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
             await executor.stop()
             await pool.close()
             await recorder.close()
+            await counters.close()
             store.close()
 
     metrics = Metrics()

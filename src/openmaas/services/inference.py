@@ -127,7 +127,7 @@ class InferenceService:
             ) from None
 
     async def load(self, principal: Principal, ref: str, settings: BatchSettings | None) -> ServedModel:
-        version = self.registry.resolve(principal, ref)
+        version = await asyncio.to_thread(self.registry.resolve, principal, ref)  # the database: off the loop
         if settings is not None and (served := self.pool.get(version)) and served.settings != settings:
             self.pool.unload_version(version)  # reload with the new batch settings
         return await self.acquire(version, settings)
@@ -180,7 +180,7 @@ class InferenceService:
     async def predict(self, principal: Principal, ref: str, inputs: Any) -> Prediction:
         texts = check_texts(inputs, "inputs", self.max_inputs)
         version = await self._resolve_for(principal, ref, "text-classification", "use POST /v1/embeddings for it")
-        self.limiter.check_tokens(principal)
+        await self.limiter.check_tokens(principal)
         started = time.perf_counter()
         served = await self.acquire(version)
         predictions = await self._run(served, texts)
@@ -193,7 +193,7 @@ class InferenceService:
     async def _meter(
         self, principal: Principal, model: str, version: ModelVersion, items: int, tokens: int, started: float
     ) -> dict[str, str]:
-        headers = self.limiter.charge_tokens(principal, tokens)
+        headers = await self.limiter.charge_tokens(principal, tokens)
         await self.usage.record(
             principal,
             model=model,
@@ -209,7 +209,7 @@ class InferenceService:
     ) -> Embeddings:
         texts = check_texts(inputs, "input", self.max_inputs, allow_single=True, allow_empty=False)
         version = await self._resolve_for(principal, ref, "embeddings", "it answers POST /v1/models/{ref}/predict")
-        self.limiter.check_tokens(principal)
+        await self.limiter.check_tokens(principal)
         started = time.perf_counter()
         served = await self.acquire(version)
         predictor = served.predictor
