@@ -69,7 +69,7 @@ from openmaas.storage.artifacts.local import sha256_file
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parents[1] / "shared" / "datasets" / "sms_spam" / "sms_spam.csv"
-KEY = "om-bench-key-0000000000000000"
+KEY = "om-bench-key-0000000000000000-000000"  # 32 characters at least: a shorter admin key is refused
 HOST = "127.0.0.1"
 WARMUP_SECONDS = 1.0
 REQUEST_TIMEOUT = 30.0

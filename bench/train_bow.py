@@ -30,7 +30,7 @@ from openmaas.recipes.bow_mlp import BowMlp
 from openmaas.recipes.featurizers import BagOfWords
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sms_spam" / "sms_spam.csv"
-KEY = "om-bench-key-0000000000000000"
+KEY = "om-bench-key-0000000000000000-000000"  # 32 characters at least: a shorter admin key is refused
 
 
 def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_ADMIN_KEY_LENGTH = 32  # a key chosen by hand: refuse one too short to be a secret
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENMAAS_", extra="ignore")
@@ -15,13 +17,38 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; defaults to a SQLite file under data_dir."
     )
-    admin_key: str | None = Field(default=None, description="The bootstrap admin key; generated if unset.")
+    admin_key: str | None = Field(
+        default=None,
+        description="The bootstrap admin key, at least 32 characters (a shorter one is refused at start); "
+        "generated if unset.",
+    )
     rate_limit_window_s: int = Field(default=60, ge=1, description="The limits' window; per minute unless testing.")
     redis_url: str | None = Field(default=None, description="Share rate-limit counters through Redis.")
     host: str = "127.0.0.1"
     port: int = 8000
 
-    max_upload_bytes: int = 50 * 1024 * 1024
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="A dataset upload's largest file.")
+    max_json_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="The largest body of every other route: a larger Content-Length is a 413 before it is read.",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="A request's request line and headers together; larger is a 431."
+    )
+    max_headers: int = Field(default=100, ge=8, description="Headers in one request; more is a 431.")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="A request's head must arrive within this long of its first byte: else 408."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="The longest a request's body may pause between two reads: else 408."
+    )
+    keep_alive_timeout_s: int = Field(default=5, ge=1, description="An idle kept-alive connection is closed after.")
+    max_connections: int = Field(
+        default=1000,
+        ge=2,
+        description="Open connections and requests in flight (uvicorn's limit_concurrency): past it, 503.",
+    )
     max_concurrent_jobs: int = 1
     job_poll_seconds: float = 0.2
     job_max_attempts: int = 3
@@ -51,6 +78,17 @@ class Settings(BaseSettings):
     foundation_cache_dir: Path | None = Field(
         default=None, description="Where converted foundation models are kept; data_dir/cache/foundation if unset."
     )
+
+    @field_validator("admin_key")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value and len(value) < MIN_ADMIN_KEY_LENGTH:
+            raise ValueError(
+                f"OPENMAAS_ADMIN_KEY has {len(value)} characters; use at least {MIN_ADMIN_KEY_LENGTH} "
+                "(for instance `python -c 'import secrets; print(\"om-\" + secrets.token_urlsafe(32))'`), "
+                "or leave it unset to have one generated"
+            )
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -67,9 +67,10 @@ def test_predictions_answer_like_every_other_route(http: httpx.Client) -> None:
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
     metrics = http.get("/metrics").text
     counted = (
-        'openmaas_requests_total{method="POST",model="no-such-model",route="/v1/models/{ref}/predict",status="404"}'
+        # a name the registry does not know is no label (tests/api/test_metric_labels.py)
+        'openmaas_requests_total{method="POST",model="",route="/v1/models/{ref}/predict",status="404"}'
     )
-    assert f"{counted} 1.0" in metrics
+    assert counted in metrics  # shared server: other tests count 404s here too
     assert 'route="/v1/models/{ref}/predict",status="400"' in metrics
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from openmaas.domain.entities import Dataset, Job, UsageRecord
+from openmaas.domain.entities import ApiKey, Dataset, Job, UsageRecord
 from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import ModelRef
@@ -88,7 +88,15 @@ def test_migrations_are_idempotent(store: MetadataStore) -> None:
     again = open_store(str(store.engine.url.render_as_string(hide_password=False)))
     again.close()
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0005"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0006"
+
+
+def test_a_key_is_found_by_its_hash_alone(store: MetadataStore) -> None:
+    key = ApiKey(id=new_id("key"), tenant_id="t1", prefix="a1b2c3d4e5f6", scopes=("read",), created_at=now())
+    store.api_keys.add(key, "ab" * 32)
+    found = store.api_keys.by_hash("ab" * 32)
+    assert found is not None and found[0].id == key.id and found[1].name == "one"
+    assert store.api_keys.by_hash("cd" * 32) is None
 
 
 def test_datasets_are_scoped_to_their_tenant(store: MetadataStore) -> None:

@@ -11,6 +11,7 @@ from openmaas.api.app import OpenMaaSApp
 from openmaas.api.direct import DirectRoute, DirectRoutes
 from openmaas.api.disconnect import ClientDisconnected
 from openmaas.api.errors import install_error_handlers
+from openmaas.api.limits import BodyGate
 from openmaas.api.metrics import Metrics, RequestSeries
 from openmaas.api.middleware import RequestIds
 from openmaas.errors import InvalidRequest
@@ -42,7 +43,8 @@ def make_app() -> tuple[OpenMaaSApp, Metrics]:
     app.include_router(router)
     install_error_handlers(app)
     app.add_exception_handler(Unrenderable, failing_handler)
-    app.direct = DirectRoutes(router.routes, app.exception_handlers, RequestIds(), RequestSeries(metrics))
+    gate = BodyGate(1024, {})
+    app.direct = DirectRoutes(router.routes, app.exception_handlers, RequestIds(), RequestSeries(metrics), gate)
     return app, metrics
 
 

@@ -20,8 +20,10 @@ from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Services
 from openmaas.api.direct import DirectRoute, DirectRoutes
 from openmaas.api.errors import install_error_handlers
+from openmaas.api.limits import BodyGate, BodyGateMiddleware
 from openmaas.api.metrics import Metrics, MetricsMiddleware, RequestSeries
 from openmaas.api.middleware import RequestIdMiddleware, RequestIds
+from openmaas.api.native.datasets import MULTIPART_SLACK
 from openmaas.api.responses import FastJSONResponse
 from openmaas.config import Settings
 from openmaas.runtime.pool import BatchSettings, ModelPool
@@ -89,7 +91,10 @@ def create_app(settings: Settings) -> FastAPI:
         foundation = FoundationModels(store, artifacts, settings.resolved_foundation_cache_dir)
         foundation.ensure(settings.foundation_models)
         auth = AuthService(store.tenants, store.api_keys)
-        counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else LocalCounters()
+        gate.auth = auth
+        counters: Counters = LocalCounters()
+        if settings.redis_url:
+            counters = await RedisCounters.connect(settings.redis_url)
         limiter = RateLimiter(counters, settings.rate_limit_window_s)
         recorder = UsageRecorder(store.usage, UsageJournal(settings.data_dir / "journal"), settings.usage_drain_s)
         recorder.recover()  # calls answered by a process that died before they reached the database
@@ -126,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
             usage=recorder,
             request_timeout_s=settings.request_timeout_s,
         )
+        inference.on_resolve.append(series.resolved)
         app.state.services = Services(
             settings=settings,
             auth=auth,
@@ -149,6 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
             await executor.stop()
             await pool.close()
             await recorder.close()
+            await counters.close()
             store.close()
 
     metrics = Metrics()
@@ -158,6 +165,9 @@ def create_app(settings: Settings) -> FastAPI:
     telemetry: TelemetryConfig = {"tracing": on, "metrics": on, "logs": on}
     app = OpenMaaSApp(title="OpenMaaS", version=__version__, lifespan=lifespan, telemetry=telemetry)
     ids, series = RequestIds(), RequestSeries(metrics)
+    # Uploads have their own limit (the dataset route checks the file's own size again, within the form).
+    gate = BodyGate(settings.max_json_body_bytes, {"/v1/datasets": settings.max_upload_bytes + MULTIPART_SLACK})
+    app.add_middleware(BodyGateMiddleware, gate=gate)
     app.add_middleware(MetricsMiddleware, series=series)
     app.add_middleware(RequestIdMiddleware, ids=ids)
     install_error_handlers(app)
@@ -186,5 +196,5 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)  # no prefix: a router's routes carry their whole path
     if not on:  # traced requests take the usual way, through FastAPI's telemetry middleware
         routes = [route for router in routers for route in router.routes]
-        app.direct = DirectRoutes(routes, app.exception_handlers, ids, series)  # keeps the DirectRoutes of them
+        app.direct = DirectRoutes(routes, app.exception_handlers, ids, series, gate)  # keeps the DirectRoutes of them
     return app

@@ -68,7 +68,7 @@ async def _principal(request: Request, authorization: str | None) -> Principal:
     principal = auth.cached(authorization)
     if principal is None:
         principal = await asyncio.to_thread(auth.authenticate, authorization)
-    headers = services.limiter.admit_request(principal)
+    headers = await services.limiter.admit_request(principal)
     if headers:
         add_response_headers(request, headers)
     return principal

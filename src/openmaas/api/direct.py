@@ -12,7 +12,8 @@ wrappers), each of which wraps the call and most of which wrap `send` as well. F
 bow-mlp they cost more than its forward pass, so the app hands a request that fully matches a direct route
 to `DirectRoutes.answer`, which does what those layers would do for it: the app's exception handlers turn
 failures into responses (looked up by class as Starlette does, `Exception` included, which answers 500),
-the response gets its request id and rate-limit headers, and the request is counted in the metrics. (One
+the body gate checks the key and the body's size first (api/limits.py), the response gets its request id
+and rate-limit headers, and the request is counted in the metrics. (One
 difference: a 500 here carries its request id too; through the stack, Starlette's server-error middleware,
 outside ours, sends it without.) Every other request, and a direct route's path with the wrong method (405),
 takes the usual way; so does every request once a middleware is added after the direct routes were set up,
@@ -31,6 +32,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match
 from starlette.types import HTTPExceptionHandler, Receive, Scope, Send
 
+from openmaas.api.limits import BodyGate
 from openmaas.api.metrics import RequestSeries
 from openmaas.api.middleware import RequestIds
 
@@ -55,11 +57,13 @@ class DirectRoutes:
         handlers: Mapping[Any, Any],
         ids: RequestIds,
         series: RequestSeries,
+        gate: BodyGate,
     ) -> None:
         self.routes = [route for route in routes if isinstance(route, DirectRoute)]
         self.handlers = handlers  # the app's own: exception class (or status code) → handler
         self.ids = ids
         self.series = series
+        self.gate = gate
 
     def match(self, scope: Scope) -> DirectRoute | None:
         """The direct route that fully matches an HTTP request, its path parameters now in `scope`."""
@@ -73,10 +77,15 @@ class DirectRoutes:
     async def answer(self, route: DirectRoute, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
+        model = self.series.start()
         try:
             request_id = self.ids.of(scope)
             request = Request(scope, receive, send)
             try:
+                pending = self.gate.screen(scope)  # the key and the body's size, before the body is read
+                if pending is not None:
+                    receive, send = await self.gate.admit(pending, receive, send)
+                    request = Request(scope, receive, send)
                 response: Response = await route.endpoint(request=request, **scope["path_params"])
             except Exception as error:
                 response = await self._render(request, error)
@@ -84,7 +93,7 @@ class DirectRoutes:
             response.raw_headers.extend(self.ids.response_headers(scope, request_id))
             await response(scope, receive, send)
         finally:
-            self.series.observe(scope, status, time.perf_counter() - started)
+            self.series.observe(scope, status, time.perf_counter() - started, model)
 
     async def _render(self, request: Request, error: Exception) -> Response:
         """The app's handler's response to `error`; the `Exception` handler's (a 500) if that handler fails."""

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from openmaas.api.bodies import invalid_json_message
@@ -30,10 +31,14 @@ def error_response(
     return FastJSONResponse(body, status_code=status, headers=headers)
 
 
-async def _ours(_request: Request, error: Exception) -> FastJSONResponse:
-    assert isinstance(error, OpenMaaSError)
+def rendered(error: OpenMaaSError) -> FastJSONResponse:
     status, type_ = status_and_type(error)
     return error_response(status, type_, error.message, error.param, error.code, error.headers)
+
+
+async def _ours(_request: Request, error: Exception) -> FastJSONResponse:
+    assert isinstance(error, OpenMaaSError)
+    return rendered(error)
 
 
 async def _validation(_request: Request, error: Exception) -> FastJSONResponse:
@@ -72,13 +77,16 @@ async def _unexpected(request: Request, error: Exception) -> FastJSONResponse:
     return error_response(500, "server_error", "internal server error", None, "internal_error")
 
 
-async def _gone(_request: Request, _error: Exception) -> Response:
-    # Nobody is listening; 499 (nginx's "client closed request") only shows in metrics and logs.
+async def _gone(request: Request, _error: Exception) -> Response:
+    # Nobody is listening; 499 (nginx's "client closed request") only shows in metrics and logs. A client
+    # that leaves is no failure of ours: a debug line, not an error.
+    log.debug("client left before the answer to %s %s", request.method, request.url.path)
     return Response(status_code=499)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ClientDisconnected, _gone)
+    app.add_exception_handler(ClientDisconnected, _gone)  # while the work ran
+    app.add_exception_handler(ClientDisconnect, _gone)  # Starlette's: while the body was read
     app.add_exception_handler(OpenMaaSError, _ours)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar, Token
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openmaas.domain.entities import ModelVersion
+from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.runtime.batching import BatchStats
 from openmaas.runtime.pool import PoolHooks, ServedModel
+from openmaas.services.registry import name_for
+
+# The request's model label: set only once a reference resolved to a registered version, so a client's made-up
+# names never become series. A context variable, because the service that resolves sees no request; each
+# request's task (and `RequestSeries.start`) begins it empty.
+_MODEL: ContextVar[str] = ContextVar("openmaas_request_model", default="")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -117,7 +124,10 @@ class Metrics:
 
 
 class RequestSeries:
-    """Counts and times requests by route template (never the raw path), method, model and status."""
+    """Counts and times requests by route template (never the raw path), method, model and status.
+
+    The model is the registered one a request's reference resolved to (`resolved`, a hook of the inference
+    service), else "": names the registry does not know never become labels."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -125,11 +135,22 @@ class RequestSeries:
         # call, and a server sees few distinct label sets. Bounded all the same, in case of many models.
         self._series: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
 
-    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+    @staticmethod
+    def start() -> Token[str]:
+        """Begin a request with no model; returns what `observe` takes to end it."""
+        return _MODEL.set("")
+
+    @staticmethod
+    def resolved(principal: Principal, version: ModelVersion, ref: str) -> None:
+        _MODEL.set(name_for(principal, version, ref))
+
+    def observe(self, scope: Scope, status: int, seconds: float, started: Token[str] | None = None) -> None:
         route = scope.get("route")
         # path_format: the template without convertors (`{ref}`, not `{ref:path}`), as the OpenAPI schema names it
         template = getattr(route, "path_format", None) or "unmatched"
-        labels = (template, scope["method"], scope.get("state", {}).get("model", ""), status)
+        labels = (template, scope["method"], _MODEL.get(), status)
+        if started is not None:
+            _MODEL.reset(started)
         series = self._series.get(labels)
         if series is None:
             if len(self._series) > 10_000:
@@ -151,6 +172,7 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        model = self.series.start()
 
         async def send_and_record(message: Message) -> None:
             nonlocal status
@@ -161,4 +183,4 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            self.series.observe(scope, status, time.perf_counter() - started)
+            self.series.observe(scope, status, time.perf_counter() - started, model)

@@ -24,7 +24,7 @@ class ArtifactService:
         self.cache_dir = cache_dir
 
     async def export(self, principal: Principal, ref: str, fmt: str) -> tuple[ModelVersion, Path]:
-        version = self.registry.resolve(principal, ref)
+        version = await asyncio.to_thread(self.registry.resolve, principal, ref)  # the database: off the loop
         if fmt == "onnx":
             served = await self.inference.acquire(version)
             path = getattr(getattr(served.predictor, "model", None), "onnx_path", None)

@@ -1,9 +1,11 @@
-"""API keys: the bootstrap admin key, hashing, and turning a bearer token into a Principal."""
+"""API keys: the bootstrap admin key, hashing, and turning a bearer token into a Principal.
+
+Only a key's hash is stored, and keys are found by it. A key's `prefix` is a random label to tell keys apart
+in listings; it is drawn apart from the key, so it reveals nothing of it."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import os
 import secrets
@@ -20,7 +22,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TENANT = "default"
 ALL_SCOPES = SCOPES
 KEY_PREFIX = "om-"
-PREFIX_LENGTH = 12
 
 
 def hash_key(key: str) -> str:
@@ -30,6 +31,11 @@ def hash_key(key: str) -> str:
 
 def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def display_prefix() -> str:
+    """A key's label in listings: random, drawn apart from the key."""
+    return secrets.token_hex(6)
 
 
 class AuthService:
@@ -61,7 +67,7 @@ class AuthService:
 
     def _store(self, key: str, scopes: tuple[str, ...]) -> ApiKey:
         record = ApiKey(
-            id=new_id("key"), tenant_id=DEFAULT_TENANT, prefix=key[:PREFIX_LENGTH], scopes=scopes, created_at=now()
+            id=new_id("key"), tenant_id=DEFAULT_TENANT, prefix=display_prefix(), scopes=scopes, created_at=now()
         )
         self.api_keys.add(record, hash_key(key))
         return record
@@ -86,27 +92,27 @@ class AuthService:
     def authenticate(self, authorization: str | None) -> Principal:
         token = self.token_of(authorization)
         wanted = hash_key(token)
-        for key, stored_hash, tenant in self.api_keys.with_tenant(token[:PREFIX_LENGTH]):
-            if not hmac.compare_digest(stored_hash, wanted):
-                continue
-            if key.revoked:
-                raise Unauthenticated("this API key was revoked", code="revoked_api_key")
-            if key.expires_at is not None and key.expires_at <= time.time():
-                raise Unauthenticated("this API key has expired", code="expired_api_key")
-            if tenant.disabled:
-                raise PermissionDenied(f"tenant {tenant.name!r} is disabled", code="tenant_disabled")
-            principal = Principal(
-                tenant_id=key.tenant_id,
-                key_id=key.id,
-                scopes=frozenset(key.scopes),
-                key_limits=key.limits,
-                tenant_limits=tenant.limits,
-            )
-            if len(self._verified) > 10_000:
-                self._verified.clear()
-            self._verified[wanted] = (principal, time.monotonic() + self.CACHE_SECONDS)
-            return principal
-        raise Unauthenticated("invalid API key")
+        found = self.api_keys.by_hash(wanted)
+        if found is None:
+            raise Unauthenticated("invalid API key")
+        key, tenant = found
+        if key.revoked:
+            raise Unauthenticated("this API key was revoked", code="revoked_api_key")
+        if key.expires_at is not None and key.expires_at <= time.time():
+            raise Unauthenticated("this API key has expired", code="expired_api_key")
+        if tenant.disabled:
+            raise PermissionDenied(f"tenant {tenant.name!r} is disabled", code="tenant_disabled")
+        principal = Principal(
+            tenant_id=key.tenant_id,
+            key_id=key.id,
+            scopes=frozenset(key.scopes),
+            key_limits=key.limits,
+            tenant_limits=tenant.limits,
+        )
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[wanted] = (principal, time.monotonic() + self.CACHE_SECONDS)
+        return principal
 
     def forget(self) -> None:
         """Drop remembered keys (after a revocation or a tenant change in this process)."""

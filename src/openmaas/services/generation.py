@@ -205,7 +205,7 @@ class GenerationService:
             raise InvalidRequest(
                 f"model {ref!r} is a {version.task} model, not a generative one", param="model", code="wrong_task"
             )
-        self.limiter.check_tokens(principal)
+        await self.limiter.check_tokens(principal)
         started = time.perf_counter()
         served = await self.inference.acquire(version)
         predictor, queue = served.predictor, served.queue
@@ -229,7 +229,7 @@ class GenerationService:
             )
         params = SamplingParams(max_tokens, options.temperature, options.top_p, stops, options.seed)
         generation = await self._submit(version, queue, prompt_ids, params)
-        rate_limit = self.limiter.charge_tokens(principal, len(prompt_ids))
+        rate_limit = await self.limiter.charge_tokens(principal, len(prompt_ids))
         model_name = name_for(principal, version, ref)
         return GenerationStream(model_name, version, len(prompt_ids), rate_limit, generation, self, principal, started)
 
@@ -263,7 +263,7 @@ class GenerationService:
 
     async def meter(self, stream: GenerationStream, completion_tokens: int) -> None:
         if completion_tokens:
-            self.limiter.charge_tokens(stream.principal, completion_tokens)
+            await self.limiter.charge_tokens(stream.principal, completion_tokens)
         await self.usage.record(
             stream.principal,
             model=stream.model,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,9 @@ class InferenceService:
         self.max_inputs = max_inputs
         self.request_timeout_s = request_timeout_s
         self._resolved: dict[tuple[str, str], tuple[ModelVersion, float]] = {}
+        # Called with each reference that resolved (the caller, its version, the reference): the API's metrics
+        # take a request's model label from it, so only registered names become labels.
+        self.on_resolve: list[Callable[[Principal, ModelVersion, str], None]] = []
         registry.on_version_deleted.append(pool.unload_version)
         registry.on_change.append(self._resolved.clear)
 
@@ -102,11 +106,14 @@ class InferenceService:
         key = (principal.tenant_id, ref)
         hit = self._resolved.get(key)
         if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        version = await asyncio.to_thread(self.registry.resolve, principal, ref)
-        if len(self._resolved) > 10_000:
-            self._resolved.clear()
-        self._resolved[key] = (version, time.monotonic() + RESOLVE_SECONDS)
+            version = hit[0]
+        else:
+            version = await asyncio.to_thread(self.registry.resolve, principal, ref)
+            if len(self._resolved) > 10_000:
+                self._resolved.clear()
+            self._resolved[key] = (version, time.monotonic() + RESOLVE_SECONDS)
+        for hook in self.on_resolve:
+            hook(principal, version, ref)
         return version
 
     async def acquire(self, version: ModelVersion, settings: BatchSettings | None = None) -> ServedModel:
@@ -120,7 +127,7 @@ class InferenceService:
             ) from None
 
     async def load(self, principal: Principal, ref: str, settings: BatchSettings | None) -> ServedModel:
-        version = self.registry.resolve(principal, ref)
+        version = await asyncio.to_thread(self.registry.resolve, principal, ref)  # the database: off the loop
         if settings is not None and (served := self.pool.get(version)) and served.settings != settings:
             self.pool.unload_version(version)  # reload with the new batch settings
         return await self.acquire(version, settings)
@@ -173,7 +180,7 @@ class InferenceService:
     async def predict(self, principal: Principal, ref: str, inputs: Any) -> Prediction:
         texts = check_texts(inputs, "inputs", self.max_inputs)
         version = await self._resolve_for(principal, ref, "text-classification", "use POST /v1/embeddings for it")
-        self.limiter.check_tokens(principal)
+        await self.limiter.check_tokens(principal)
         started = time.perf_counter()
         served = await self.acquire(version)
         predictions = await self._run(served, texts)
@@ -186,7 +193,7 @@ class InferenceService:
     async def _meter(
         self, principal: Principal, model: str, version: ModelVersion, items: int, tokens: int, started: float
     ) -> dict[str, str]:
-        headers = self.limiter.charge_tokens(principal, tokens)
+        headers = await self.limiter.charge_tokens(principal, tokens)
         await self.usage.record(
             principal,
             model=model,
@@ -202,7 +209,7 @@ class InferenceService:
     ) -> Embeddings:
         texts = check_texts(inputs, "input", self.max_inputs, allow_single=True, allow_empty=False)
         version = await self._resolve_for(principal, ref, "embeddings", "it answers POST /v1/models/{ref}/predict")
-        self.limiter.check_tokens(principal)
+        await self.limiter.check_tokens(principal)
         started = time.perf_counter()
         served = await self.acquire(version)
         predictor = served.predictor

@@ -33,12 +33,12 @@ class RateLimiter:
             out.append((f"tenant:{principal.tenant_id}:{name}", int(limit)))
         return out
 
-    def admit_request(self, principal: Principal) -> dict[str, str]:
+    async def admit_request(self, principal: Principal) -> dict[str, str]:
         """Count one request against requests_per_minute; 429 when over. Returns the headers to send."""
         headers: dict[str, str] = {}
         tightest: tuple[int, int, float] | None = None  # (remaining, limit, reset)
         for key, limit in self._scopes(principal, "requests_per_minute"):
-            count, reset = self.counters.add(key, 1, self.window)
+            count, reset = await self.counters.add(key, 1, self.window)
             remaining = limit - count
             if remaining < 0:
                 raise self._refusal("requests", limit, reset)
@@ -53,17 +53,17 @@ class RateLimiter:
             }
         return headers
 
-    def check_tokens(self, principal: Principal) -> None:
+    async def check_tokens(self, principal: Principal) -> None:
         """Refuse when a tokens_per_minute budget is already spent in this window."""
         for key, limit in self._scopes(principal, "tokens_per_minute"):
-            count, reset = self.counters.peek(key, self.window)
+            count, reset = await self.counters.peek(key, self.window)
             if count >= limit:
                 raise self._refusal("tokens", limit, reset)
 
-    def charge_tokens(self, principal: Principal, tokens: int) -> dict[str, str]:
+    async def charge_tokens(self, principal: Principal, tokens: int) -> dict[str, str]:
         headers: dict[str, str] = {}
         for key, limit in self._scopes(principal, "tokens_per_minute"):
-            count, reset = self.counters.add(key, tokens, self.window)
+            count, reset = await self.counters.add(key, tokens, self.window)
             headers = {
                 "x-ratelimit-limit-tokens": str(limit),
                 "x-ratelimit-remaining-tokens": str(max(0, limit - count)),

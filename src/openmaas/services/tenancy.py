@@ -8,7 +8,7 @@ from openmaas.domain.entities import SCOPES, SYSTEM_TENANT, ApiKey, AuditEntry, 
 from openmaas.domain.ids import DB_INT_MAX, new_id, now
 from openmaas.domain.refs import is_valid_name
 from openmaas.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from openmaas.services.auth import PREFIX_LENGTH, generate_key, hash_key
+from openmaas.services.auth import display_prefix, generate_key, hash_key
 from openmaas.storage.metadata import MetadataStore
 from openmaas.storage.metadata.repositories import AlreadyExists
 
@@ -101,7 +101,7 @@ class TenancyService:
         key = ApiKey(
             id=new_id("key"),
             tenant_id=tenant_id,
-            prefix=secret[:PREFIX_LENGTH],
+            prefix=display_prefix(),
             scopes=tuple(dict.fromkeys(scopes)),
             created_at=now(),
             expires_at=expires_at,

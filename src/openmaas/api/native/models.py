@@ -62,7 +62,6 @@ async def predict(ref: str, request: Request) -> FastJSONResponse:
     body = await json_body(request)
     if not isinstance(body, dict) or "inputs" not in body:
         raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
-    request.state.model = ref.partition(":")[0]
     result = await unless_disconnected(request, svc.inference.predict(caller, ref, body["inputs"]))
     add_response_headers(request, result.rate_limit)
     return FastJSONResponse(

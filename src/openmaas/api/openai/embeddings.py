@@ -18,7 +18,6 @@ router = APIRouter(tags=["openai"], route_class=JSONRoute)
 
 @router.post("/v1/embeddings", response_class=FastJSONResponse)
 async def create_embeddings(body: EmbeddingRequest, request: Request, caller: Inferrer, svc: Svc) -> FastJSONResponse:
-    request.state.model = body.model.partition(":")[0]
     work = svc.inference.embed(caller, body.model, body.input, truncate=body.truncate, dimensions=body.dimensions)
     result = await unless_disconnected(request, work)
     add_response_headers(request, result.rate_limit)

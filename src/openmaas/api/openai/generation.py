@@ -154,7 +154,6 @@ async def _answer(
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, caller: Inferrer, svc: Svc
 ) -> FastJSONResponse | StreamingResponse:
-    request.state.model = body.model.partition(":")[0]
     options = GenerationOptions(
         body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.stop, body.seed
     )
@@ -167,7 +166,6 @@ async def create_chat_completion(
 async def create_completion(
     body: CompletionRequest, request: Request, caller: Inferrer, svc: Svc
 ) -> FastJSONResponse | StreamingResponse:
-    request.state.model = body.model.partition(":")[0]
     options = GenerationOptions(body.max_tokens, body.temperature, body.top_p, body.stop, body.seed)
     stream = await unless_disconnected(request, svc.generation.complete(caller, body.model, body.prompt, options))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

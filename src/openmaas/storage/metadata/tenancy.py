@@ -118,8 +118,8 @@ class ApiKeyRepository:
         with self.engine.begin() as conn:
             return conn.execute(update(t.api_keys).where(t.api_keys.c.id == key_id).values(revoked=True)).rowcount > 0
 
-    def with_tenant(self, prefix: str) -> list[tuple[ApiKey, str, Tenant]]:
-        """Keys with this prefix, their stored hash and their tenant: what authentication needs."""
+    def by_hash(self, key_hash: str) -> tuple[ApiKey, Tenant] | None:
+        """The key with this hash and its tenant: what authentication needs."""
         query = (
             select(
                 t.api_keys,
@@ -129,20 +129,16 @@ class ApiKeyRepository:
                 t.tenants.c.created_at.label("tenant_created"),
             )
             .join(t.tenants, t.tenants.c.id == t.api_keys.c.tenant_id)
-            .where(t.api_keys.c.prefix == prefix)
+            .where(t.api_keys.c.hash == key_hash)
         )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [
-            (
-                _key(r),
-                r["hash"],
-                Tenant(
-                    r["tenant_id"], r["name"], dict(r["tenant_limits"] or {}), bool(r["disabled"]), r["tenant_created"]
-                ),
-            )
-            for r in rows
-        ]
+            r = conn.execute(query).mappings().first()
+        if r is None:
+            return None
+        tenant = Tenant(
+            r["tenant_id"], r["name"], dict(r["tenant_limits"] or {}), bool(r["disabled"]), r["tenant_created"]
+        )
+        return _key(r), tenant
 
 
 class UsageRepository:
