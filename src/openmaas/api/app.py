@@ -20,6 +20,7 @@ from openmaas.api.direct import DirectRoutes
 from openmaas.api.errors import install_error_handlers
 from openmaas.api.metrics import Metrics, MetricsMiddleware, RequestSeries
 from openmaas.api.middleware import RequestIdMiddleware, RequestIds
+from openmaas.api.openapi import install_openapi
 from openmaas.config import Settings
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
@@ -157,7 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
     ids, series = RequestIds(), RequestSeries(metrics)
     app.add_middleware(MetricsMiddleware, series=series)
     app.add_middleware(RequestIdMiddleware, ids=ids)
-    install_error_handlers(app)
+    install_openapi(app, settings)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -170,7 +171,8 @@ def create_app(settings: Settings) -> FastAPI:
     routers = (*native.routers, *openai.routers, *admin.routers)  # the inference routes first
     for router in routers:
         app.include_router(router)  # no prefix: a router's routes carry their whole path
+    routes = [route for router in routers for route in router.routes]
+    install_error_handlers(app, [*app.routes, *routes])
     if not on:  # traced requests take the usual way, through FastAPI's telemetry middleware
-        routes = [route for router in routers for route in router.routes]
         app.direct = DirectRoutes(routes, app.exception_handlers, ids, series)  # keeps the DirectRoutes of them
     return app

@@ -8,10 +8,11 @@ from typing import Literal
 from fastapi import APIRouter
 
 from openmaas.api.deps import Reader, Svc
+from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.protocol.native import UsageRow
 from openmaas.protocol.openai import ListOf
 
-router = APIRouter(tags=["usage"])
+router = APIRouter(tags=["usage"], responses=error_responses(*AUTHENTICATED))
 
 
 @router.get("/v1/usage", response_model=ListOf[UsageRow], response_model_exclude_none=True)
