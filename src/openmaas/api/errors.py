@@ -76,15 +76,15 @@ class AllowedMethods:
     """Every method of every route whose path matches a request's, for a 405's `Allow`: Starlette's router
     names only the first such route's methods."""
 
-    def __init__(self, routes: Sequence[BaseRoute]) -> None:
-        self.routes = [route for route in routes if getattr(route, "methods", None)]
+    def __init__(self, routes: Sequence[BaseRoute] | None) -> None:
+        self.routes = routes  # None: the app's own list, as it is when a request comes
 
     def of(self, request: Request) -> str:
         methods: set[str] = set()
-        for route in self.routes:
+        for route in self.routes if self.routes is not None else request.app.routes:
             match, _ = route.matches(request.scope)
             if match is not Match.NONE:
-                methods.update(getattr(route, "methods", ()))
+                methods.update(getattr(route, "methods", None) or ())
         return ", ".join(sorted(methods))
 
 
@@ -115,8 +115,9 @@ async def _gone(_request: Request, _error: Exception) -> Response:
     return Response(status_code=499)
 
 
-def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute]) -> None:
-    """`routes`: all of the app's, each one itself (FastAPI may keep an included router as one entry)."""
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] | None = None) -> None:
+    """`routes`: all of the app's, each one itself (FastAPI may keep an included router as one entry, whose
+    routes a 405's `Allow` would miss); by default the app's list."""
     app.add_exception_handler(ClientDisconnected, _gone)
     app.add_exception_handler(OpenMaaSError, _ours)
     app.add_exception_handler(RequestValidationError, _validation)
