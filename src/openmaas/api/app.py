@@ -24,6 +24,7 @@ from openmaas.api.limits import BodyGate, BodyGateMiddleware
 from openmaas.api.metrics import Metrics, MetricsMiddleware, RequestSeries
 from openmaas.api.middleware import RequestIdMiddleware, RequestIds
 from openmaas.api.native.datasets import MULTIPART_SLACK
+from openmaas.api.openapi import install_openapi
 from openmaas.api.responses import FastJSONResponse
 from openmaas.config import Settings
 from openmaas.runtime.pool import BatchSettings, ModelPool
@@ -170,7 +171,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyGateMiddleware, gate=gate)
     app.add_middleware(MetricsMiddleware, series=series)
     app.add_middleware(RequestIdMiddleware, ids=ids)
-    install_error_handlers(app)
+    install_openapi(app, settings)
     app.router.route_class = JSONRoute  # the app's own routes, like every router's
 
     @app.get("/healthz", tags=["health"], response_model=None)
@@ -194,7 +195,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise TypeError(f"the route {route.path} must be a JSONRoute (APIRouter(route_class=JSONRoute))")
     for router in routers:
         app.include_router(router)  # no prefix: a router's routes carry their whole path
+    routes = [route for router in routers for route in router.routes]
+    install_error_handlers(app, [*app.routes, *routes])
     if not on:  # traced requests take the usual way, through FastAPI's telemetry middleware
-        routes = [route for router in routers for route in router.routes]
         app.direct = DirectRoutes(routes, app.exception_handlers, ids, series, gate)  # keeps the DirectRoutes of them
     return app

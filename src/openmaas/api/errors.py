@@ -1,8 +1,10 @@
-"""Renders every failure as OpenAI's error body, with the status from the one table in openmaas.errors."""
+"""Renders every failure as OpenAI's error body, with the status from the one table in openmaas.errors, and
+documents those answers for the routes (`error_responses`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,13 +12,34 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 
 from openmaas.api.bodies import invalid_json_message
 from openmaas.api.disconnect import ClientDisconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.errors import OpenMaaSError, status_and_type
+from openmaas.protocol.openai import ErrorBody
 
 log = logging.getLogger(__name__)
+
+_MEANINGS = {
+    400: "Malformed request: a parameter or the body is invalid (`param` names it)",
+    401: "Missing, malformed, unknown, revoked or expired API key",
+    403: "The key lacks the scope this route needs, or its tenant is disabled",
+    404: "No such resource, or another tenant's",
+    409: "Conflict with the resource's state (already exists, in use, finished)",
+    413: "Over a size limit or the tenant's storage quota",
+    422: "Well-formed but not valid (an unknown recipe or hyperparameter, a bad model directory)",
+    429: "Rate limited, or the model's queue is full: retry after `Retry-After` seconds",
+    503: "The model could not be loaded, is being prepared, or did not answer in time: retry later",
+}
+# What every authenticated route may answer: a bad parameter, the key, its scope, its requests per minute.
+AUTHENTICATED = (400, 401, 403, 429)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a router or route: each status with OpenAI's error body and what it means here."""
+    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
 
 
 def error_response(
@@ -58,18 +81,37 @@ async def _validation(_request: Request, error: Exception) -> FastJSONResponse:
 _HTTP_CODES = {404: "unknown_url", 405: "method_not_allowed"}
 
 
-async def _http(request: Request, error: Exception) -> FastJSONResponse:
-    assert isinstance(error, StarletteHTTPException)
-    if error.status_code == 404:
-        message = f"unknown URL: {request.method} {request.url.path}"
-    elif error.status_code == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
-    else:
-        message = str(error.detail)
-    type_ = "server_error" if error.status_code >= 500 else "invalid_request_error"
-    return error_response(
-        error.status_code, type_, message, None, _HTTP_CODES.get(error.status_code), dict(error.headers or {})
-    )
+class AllowedMethods:
+    """Every method of every route whose path matches a request's, for a 405's `Allow`: Starlette's router
+    names only the first such route's methods."""
+
+    def __init__(self, routes: Sequence[BaseRoute] | None) -> None:
+        self.routes = routes  # None: the app's own list, as it is when a request comes
+
+    def of(self, request: Request) -> str:
+        methods: set[str] = set()
+        for route in self.routes if self.routes is not None else request.app.routes:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods.update(getattr(route, "methods", None) or ())
+        return ", ".join(sorted(methods))
+
+
+def _http_handler(allowed: AllowedMethods) -> Callable[[Request, Exception], Awaitable[FastJSONResponse]]:
+    async def _http(request: Request, error: Exception) -> FastJSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        headers = dict(error.headers or {})
+        if error.status_code == 404:
+            message = f"unknown URL: {request.method} {request.url.path}"
+        elif error.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+            headers["Allow"] = allowed.of(request)
+        else:
+            message = str(error.detail)
+        type_ = "server_error" if error.status_code >= 500 else "invalid_request_error"
+        return error_response(error.status_code, type_, message, None, _HTTP_CODES.get(error.status_code), headers)
+
+    return _http
 
 
 async def _unexpected(request: Request, error: Exception) -> FastJSONResponse:
@@ -84,10 +126,12 @@ async def _gone(request: Request, _error: Exception) -> Response:
     return Response(status_code=499)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] | None = None) -> None:
+    """`routes`: all of the app's, each one itself (FastAPI may keep an included router as one entry, whose
+    routes a 405's `Allow` would miss); by default the app's list."""
     app.add_exception_handler(ClientDisconnected, _gone)  # while the work ran
     app.add_exception_handler(ClientDisconnect, _gone)  # Starlette's: while the body was read
     app.add_exception_handler(OpenMaaSError, _ours)
     app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(StarletteHTTPException, _http_handler(AllowedMethods(routes)))
     app.add_exception_handler(Exception, _unexpected)

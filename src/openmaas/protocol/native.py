@@ -4,7 +4,30 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic.config import JsonDict
+
+from openmaas.protocol.openai import JSONInt
+
+# Requests take JSON's own types (strict): `"public": 0` or `"max_wait_ms": false` is a 400, as the schema says.
+REQUEST = ConfigDict(extra="forbid", strict=True)
+# Documented only: the services check these and name the rule broken (domain/refs.py has the same patterns).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ALIAS_PATTERN = r"^(?!latest$)[A-Za-z][A-Za-z0-9_-]{0,63}$"
+REF_PATTERN = (
+    r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+    r"(:([0-9]*[1-9][0-9]*|[A-Za-z][A-Za-z0-9_-]{0,63}))?$"
+)
+SCOPE_NAMES: list[JsonValue] = ["read", "train", "infer", "admin"]
+
+
+def _limits(*names: JsonValue) -> JsonDict:
+    """A limits object's schema: the names the tenancy service knows, each a non-negative integer."""
+    return {"propertyNames": {"enum": list(names)}, "additionalProperties": {"type": "integer", "minimum": 0}}
+
+
+TENANT_LIMITS = _limits("requests_per_minute", "tokens_per_minute", "concurrent_jobs", "storage_bytes")
+KEY_LIMITS = _limits("requests_per_minute", "tokens_per_minute")
 
 
 class DatasetOut(BaseModel):
@@ -22,13 +45,13 @@ class DatasetOut(BaseModel):
 
 
 class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     dataset: str = Field(description="Dataset id to train on.")
     model: str = Field(description="Registry name the trained version is registered under.")
     recipe: str = "bow-mlp"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    priority: int = Field(0, ge=-100, le=100, description="Orders this tenant's own queued jobs; higher first.")
+    priority: JSONInt = Field(0, ge=-100, le=100, description="Orders this tenant's own queued jobs; higher first.")
 
 
 class JobOut(BaseModel):
@@ -99,7 +122,7 @@ class ModelOut(BaseModel):
 
 
 class ModelImport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     path: str = Field(description="Absolute path, on the server, of a Hugging Face model directory.")
     name: str = Field(description="Registry name for the imported version.")
@@ -113,11 +136,11 @@ class ModelImport(BaseModel):
 class LoadRequest(BaseModel):
     """Batch settings for this model while it stays loaded (defaults: the server's, or the model's own)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
-    max_batch_size: int | None = Field(None, ge=1, le=4096)
+    max_batch_size: JSONInt | None = Field(None, ge=1, le=4096)
     max_wait_ms: float = Field(0.0, ge=0, le=1000)
-    max_queue_size: int = Field(4096, ge=1, le=1_000_000)
+    max_queue_size: JSONInt = Field(4096, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _room_for_a_batch(self) -> LoadRequest:
@@ -138,19 +161,22 @@ class LoadedOut(BaseModel):
 
 
 class ModelUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     public: bool
 
 
 class AliasSet(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
-    version: int = Field(ge=1, le=2**63 - 1)  # the largest integer the databases store
+    version: JSONInt = Field(ge=1, le=2**63 - 1)  # the largest integer the databases store
 
 
 class PredictRequest(BaseModel):
-    inputs: Any = Field(description="A non-empty list of texts.")
+    """Documents the predict route's body, which the route reads itself (api/direct.py); the service checks it."""
+
+    # At most the server's max_predict_inputs (2048 unless set otherwise): the served document states it.
+    inputs: list[str] = Field(min_length=1, max_length=2048, description="A non-empty list of texts.")
 
 
 class PredictionOut(BaseModel):
@@ -172,16 +198,16 @@ class Deleted(BaseModel):
 
 
 class TenantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
-    name: str
-    limits: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
+    limits: dict[str, Any] = Field(default_factory=dict, json_schema_extra=TENANT_LIMITS)
 
 
 class TenantUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
-    limits: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = Field(None, json_schema_extra=TENANT_LIMITS)
     disabled: bool | None = None
 
 
@@ -195,11 +221,14 @@ class TenantOut(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
-    scopes: list[str] = Field(default_factory=lambda: ["read", "train", "infer"])
-    expires_at: float | None = Field(None, description="Unix seconds.")
-    limits: dict[str, Any] = Field(default_factory=dict)
+    scopes: list[str] = Field(
+        default_factory=lambda: ["read", "train", "infer"],
+        json_schema_extra={"minItems": 1, "items": {"enum": SCOPE_NAMES}},
+    )
+    expires_at: float | None = Field(None, description="Unix seconds, in the future.")
+    limits: dict[str, Any] = Field(default_factory=dict, json_schema_extra=KEY_LIMITS)
 
 
 class KeyOut(BaseModel):

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query
 
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Admin, Svc
+from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.domain.entities import ApiKey, AuditEntry, Tenant
 from openmaas.protocol.native import AuditOut, KeyCreate, KeyOut, TenantCreate, TenantOut, TenantUpdate
 from openmaas.protocol.openai import ListOf
 
-router = APIRouter(tags=["admin"], route_class=JSONRoute)
+router = APIRouter(route_class=JSONRoute, tags=["admin"], responses=error_responses(*AUTHENTICATED))
 
 
 def tenant_out(t: Tenant) -> TenantOut:
@@ -45,7 +46,7 @@ def audit_out(e: AuditEntry) -> AuditOut:
     )
 
 
-@router.post("/v1/tenants", status_code=201, response_model=TenantOut)
+@router.post("/v1/tenants", status_code=201, response_model=TenantOut, responses=error_responses(409))
 def create_tenant(body: TenantCreate, caller: Admin, svc: Svc) -> TenantOut:
     return tenant_out(svc.tenancy.create_tenant(caller, body.name, body.limits))
 
@@ -55,30 +56,32 @@ def list_tenants(caller: Admin, svc: Svc) -> ListOf[TenantOut]:
     return ListOf[TenantOut](data=[tenant_out(t) for t in svc.tenancy.list_tenants(caller)])
 
 
-@router.get("/v1/tenants/{tenant_id}", response_model=TenantOut)
+@router.get("/v1/tenants/{tenant_id}", response_model=TenantOut, responses=error_responses(404))
 def get_tenant(tenant_id: str, caller: Admin, svc: Svc) -> TenantOut:
     return tenant_out(svc.tenancy.get_tenant(caller, tenant_id))
 
 
-@router.patch("/v1/tenants/{tenant_id}", response_model=TenantOut)
+@router.patch("/v1/tenants/{tenant_id}", response_model=TenantOut, responses=error_responses(404, 409))
 def update_tenant(tenant_id: str, body: TenantUpdate, caller: Admin, svc: Svc) -> TenantOut:
     tenant = svc.tenancy.update_tenant(caller, tenant_id, body.limits, body.disabled)
     svc.auth.forget()  # limits and the disabled flag take effect at once in this process
     return tenant_out(tenant)
 
 
-@router.post("/v1/tenants/{tenant_id}/keys", status_code=201, response_model=KeyOut)
+@router.post(
+    "/v1/tenants/{tenant_id}/keys", status_code=201, response_model=KeyOut, responses=error_responses(404)
+)
 def create_key(tenant_id: str, body: KeyCreate, caller: Admin, svc: Svc) -> KeyOut:
     key, secret = svc.tenancy.create_key(caller, tenant_id, body.scopes, body.expires_at, body.limits)
     return key_out(key, secret)
 
 
-@router.get("/v1/tenants/{tenant_id}/keys", response_model=ListOf[KeyOut])
+@router.get("/v1/tenants/{tenant_id}/keys", response_model=ListOf[KeyOut], responses=error_responses(404))
 def list_keys(tenant_id: str, caller: Admin, svc: Svc) -> ListOf[KeyOut]:
     return ListOf[KeyOut](data=[key_out(k) for k in svc.tenancy.list_keys(caller, tenant_id)])
 
 
-@router.delete("/v1/keys/{key_id}", response_model=KeyOut)
+@router.delete("/v1/keys/{key_id}", response_model=KeyOut, responses=error_responses(404, 409))
 def revoke_key(key_id: str, caller: Admin, svc: Svc) -> KeyOut:
     key = svc.tenancy.revoke_key(caller, key_id)
     svc.auth.forget()

@@ -9,10 +9,11 @@ from fastapi import APIRouter
 
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Reader, Svc
+from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.protocol.native import UsageRow
 from openmaas.protocol.openai import ListOf
 
-router = APIRouter(tags=["usage"], route_class=JSONRoute)
+router = APIRouter(route_class=JSONRoute, tags=["usage"], responses=error_responses(*AUTHENTICATED))
 
 
 @router.get("/v1/usage", response_model=ListOf[UsageRow], response_model_exclude_none=True)

@@ -8,12 +8,13 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import IdempotencyKey, Reader, Svc, Trainer
+from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.domain.entities import Dataset
 from openmaas.errors import PayloadTooLarge
 from openmaas.protocol.native import DatasetOut, Deleted
 from openmaas.protocol.openai import ListOf
 
-router = APIRouter(tags=["datasets"], route_class=JSONRoute)
+router = APIRouter(route_class=JSONRoute, tags=["datasets"], responses=error_responses(*AUTHENTICATED))
 MULTIPART_SLACK = 64 * 1024
 
 
@@ -32,7 +33,7 @@ def dataset_out(d: Dataset) -> DatasetOut:
     )
 
 
-@router.post("/v1/datasets", status_code=201, response_model=DatasetOut)
+@router.post("/v1/datasets", status_code=201, response_model=DatasetOut, responses=error_responses(409, 413, 422))
 def upload_dataset(
     request: Request,
     caller: Trainer,
@@ -75,12 +76,12 @@ def list_datasets(
     return ListOf[DatasetOut](data=[dataset_out(d) for d in items], has_more=more)
 
 
-@router.get("/v1/datasets/{dataset_id}", response_model=DatasetOut)
+@router.get("/v1/datasets/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))
 def get_dataset(dataset_id: str, caller: Reader, svc: Svc) -> DatasetOut:
     return dataset_out(svc.datasets.get(caller, dataset_id))
 
 
-@router.delete("/v1/datasets/{dataset_id}", response_model=Deleted)
+@router.delete("/v1/datasets/{dataset_id}", response_model=Deleted, responses=error_responses(404, 409))
 def delete_dataset(dataset_id: str, caller: Trainer, svc: Svc) -> Deleted:
     svc.datasets.delete(caller, dataset_id)
     return Deleted(id=dataset_id, object="dataset")

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import IdempotencyKey, Reader, Services, Svc, Trainer
+from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.domain.entities import Job, JobEvent, Principal
 from openmaas.domain.ids import DB_INT_MAX
 from openmaas.domain.jobs import JobStatus
@@ -19,7 +20,7 @@ from openmaas.errors import InvalidRequest
 from openmaas.protocol.native import CheckpointOut, JobCreate, JobEventOut, JobOut
 from openmaas.protocol.openai import ListOf
 
-router = APIRouter(tags=["jobs"], route_class=JSONRoute)
+router = APIRouter(route_class=JSONRoute, tags=["jobs"], responses=error_responses(*AUTHENTICATED))
 
 
 def _ts(value: float | None) -> int | None:
@@ -45,7 +46,7 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-@router.post("/v1/jobs", status_code=201, response_model=JobOut)
+@router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(404, 409, 422))
 def create_job(body: JobCreate, caller: Trainer, svc: Svc, idempotency_key: IdempotencyKey = None) -> JobOut:
     job = svc.jobs.create(
         caller,
@@ -71,12 +72,16 @@ def list_jobs(
     return ListOf[JobOut](data=[job_out(j) for j in items], has_more=more)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobOut)
+@router.get("/v1/jobs/{job_id}", response_model=JobOut, responses=error_responses(404))
 def get_job(job_id: str, caller: Reader, svc: Svc) -> JobOut:
     return job_out(svc.jobs.get(caller, job_id))
 
 
-@router.get("/v1/jobs/{job_id}/events", response_model=ListOf[JobEventOut])
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_model=ListOf[JobEventOut],
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(404)},
+)
 async def job_events(
     job_id: str,
     caller: Reader,
@@ -143,11 +148,13 @@ async def stream_events(
         events, _ = await asyncio.to_thread(svc.jobs.events, caller, job_id, after=after, limit=1000)
 
 
-@router.get("/v1/jobs/{job_id}/checkpoints", response_model=ListOf[CheckpointOut])
+@router.get(
+    "/v1/jobs/{job_id}/checkpoints", response_model=ListOf[CheckpointOut], responses=error_responses(404)
+)
 def job_checkpoints(job_id: str, caller: Reader, svc: Svc) -> ListOf[CheckpointOut]:
     return ListOf[CheckpointOut](data=[CheckpointOut(**c) for c in svc.jobs.list_checkpoints(caller, job_id)])
 
 
-@router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)
+@router.post("/v1/jobs/{job_id}/cancel", response_model=JobOut, responses=error_responses(404, 409))
 def cancel_job(job_id: str, caller: Trainer, svc: Svc) -> JobOut:
     return job_out(svc.jobs.cancel(caller, job_id))

@@ -1,27 +1,32 @@
 """Routes for /v1/models: the registry (OpenAI-style list, versions, aliases) and predictions.
 
 A model in a path may be another tenant's public one, `owner/name`: every `{name}` and `{ref}` takes the
-`path` convertor, so the slash reaches the registry (which answers 404 for what the caller may not touch)
-instead of making the route miss (404 or 405 from the router, depending on the method).
+`model_ref` convertor, one or two segments, so the slash reaches the registry (which answers 404 for what the
+caller may not touch) instead of making the route miss. A segment never is one of the words that end these
+routes' paths (`predict`, `load`, ...): `GET /v1/models/spam/predict` is the predict route's 405, not a read
+of a model `spam/predict`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
-from fastapi import Path as PathParam
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Admin, Reader, Svc, Trainer, add_response_headers, authorize, json_body, services_of
 from openmaas.api.direct import DirectRoute
 from openmaas.api.disconnect import unless_disconnected
+from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.api.responses import FastJSONResponse
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
 from openmaas.domain.ids import DB_INT_MAX
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.native import (
+    ALIAS_PATTERN,
+    REF_PATTERN,
     AliasSet,
     Deleted,
     LoadedOut,
@@ -37,16 +42,33 @@ from openmaas.protocol.openai import ListOf
 from openmaas.runtime.pool import BatchSettings, ServedModel
 from openmaas.services.registry import reference_for
 
-router = APIRouter(tags=["models"], route_class=JSONRoute)
+ROUTE_WORDS = ("import", "predict", "load", "unload", "artifact")
+
+
+class ModelRefConvertor(StringConvertor):
+    """`name`, `name:3` or `owner/name:alias`: one or two segments, neither of them a word of our routes."""
+
+    _segment = r"(?!(?:" + "|".join(ROUTE_WORDS) + r")(?:/|$))[^/]+"
+    regex = _segment + "(?:/" + _segment + ")?"
+
+
+register_url_convertor("model_ref", ModelRefConvertor())
+# The patterns are documented, not checked here: the registry checks them and names the rule broken.
+Ref = Annotated[str, Path(json_schema_extra={"pattern": REF_PATTERN})]
+Alias = Annotated[str, Path(json_schema_extra={"pattern": ALIAS_PATTERN})]
+
+router = APIRouter(route_class=JSONRoute, tags=["models"], responses=error_responses(*AUTHENTICATED))
 # Included before `router`: routes are tried in order, and predictions are the hot path. Their key and body
 # are read by plain calls, not as dependencies, which FastAPI would solve anew on every request.
-predictions = APIRouter(tags=["models"], route_class=DirectRoute)
+predictions = APIRouter(
+    tags=["models"], route_class=DirectRoute, responses=error_responses(*AUTHENTICATED, 404, 503)
+)
 
-VersionNumber = Annotated[int, PathParam(ge=1, le=DB_INT_MAX)]
+VersionNumber = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 
 
 @predictions.post(
-    "/v1/models/{ref:path}/predict",
+    "/v1/models/{ref:model_ref}/predict",
     response_model=PredictResponse,
     response_class=FastJSONResponse,
     openapi_extra={
@@ -56,7 +78,7 @@ VersionNumber = Annotated[int, PathParam(ge=1, le=DB_INT_MAX)]
         }
     },
 )
-async def predict(ref: str, request: Request) -> FastJSONResponse:
+async def predict(ref: Ref, request: Request) -> FastJSONResponse:
     caller = await authorize(request, "infer")
     svc = services_of(request)
     body = await json_body(request)
@@ -108,14 +130,18 @@ def list_models(caller: Reader, svc: Svc) -> ListOf[ModelOut]:
     return ListOf[ModelOut](data=[model_out(m, caller, with_versions=False) for m in svc.registry.list(caller)])
 
 
-@router.post("/v1/models/import", status_code=201, response_model=VersionOut)
+@router.post("/v1/models/import", status_code=201, response_model=VersionOut, responses=error_responses(422))
 def import_model(body: ModelImport, caller: Admin, svc: Svc) -> VersionOut:
     return version_out(svc.registry.import_directory(caller, body.path, body.name, body.runtime))
 
 
-@router.get("/v1/models/{ref:path}/artifact", response_class=FileResponse)
+@router.get(
+    "/v1/models/{ref:model_ref}/artifact",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 503)},
+)
 async def download_artifact(
-    ref: str, caller: Reader, svc: Svc, format: Literal["safetensors", "onnx"] = "safetensors"
+    ref: Ref, caller: Reader, svc: Svc, format: Literal["safetensors", "onnx"] = "safetensors"
 ) -> FileResponse:
     version, path = await svc.artifacts.export(caller, ref, format)
     return FileResponse(
@@ -123,8 +149,8 @@ async def download_artifact(
     )
 
 
-@router.post("/v1/models/{ref:path}/load", response_model=LoadedOut)
-async def load_model(ref: str, caller: Admin, svc: Svc, body: LoadRequest | None = None) -> LoadedOut:
+@router.post("/v1/models/{ref:model_ref}/load", response_model=LoadedOut, responses=error_responses(404, 503))
+async def load_model(ref: Ref, caller: Admin, svc: Svc, body: LoadRequest | None = None) -> LoadedOut:
     settings = None
     if body is not None:
         batch_size = body.max_batch_size or svc.settings.max_batch_size
@@ -133,8 +159,8 @@ async def load_model(ref: str, caller: Admin, svc: Svc, body: LoadRequest | None
     return loaded_out(served)
 
 
-@router.post("/v1/models/{ref:path}/unload", response_model=Deleted)
-def unload_model(ref: str, caller: Admin, svc: Svc) -> Deleted:
+@router.post("/v1/models/{ref:model_ref}/unload", response_model=Deleted, responses=error_responses(404))
+def unload_model(ref: Ref, caller: Admin, svc: Svc) -> Deleted:
     version = svc.inference.unload(caller, ref)
     return Deleted(id=f"{version.model}:{version.version}", object="model.loaded")
 
@@ -151,34 +177,40 @@ def loaded_out(served: ServedModel) -> LoadedOut:
     )
 
 
-@router.get("/v1/models/{name:path}", response_model=ModelOut)
-def get_model(name: str, caller: Reader, svc: Svc) -> ModelOut:
+@router.get("/v1/models/{name:model_ref}", response_model=ModelOut, responses=error_responses(404))
+def get_model(name: Ref, caller: Reader, svc: Svc) -> ModelOut:
     return model_out(svc.registry.get(caller, name), caller, with_versions=True)
 
 
-@router.patch("/v1/models/{name:path}", response_model=ModelOut)
-def update_model(name: str, body: ModelUpdate, caller: Trainer, svc: Svc) -> ModelOut:
+@router.patch("/v1/models/{name:model_ref}", response_model=ModelOut, responses=error_responses(404))
+def update_model(name: Ref, body: ModelUpdate, caller: Trainer, svc: Svc) -> ModelOut:
     """Only the owner's own model (a bare name): another tenant's, public or not, answers 404."""
     return model_out(svc.registry.set_public(caller, name, body.public), caller, with_versions=True)
 
 
-@router.put("/v1/models/{name:path}/aliases/{alias}", response_model=ModelOut)
-def set_alias(name: str, alias: str, body: AliasSet, caller: Trainer, svc: Svc) -> ModelOut:
+@router.put(
+    "/v1/models/{name:model_ref}/aliases/{alias}", response_model=ModelOut, responses=error_responses(404)
+)
+def set_alias(name: Ref, alias: Alias, body: AliasSet, caller: Trainer, svc: Svc) -> ModelOut:
     return model_out(svc.registry.set_alias(caller, name, alias, body.version), caller, with_versions=True)
 
 
-@router.delete("/v1/models/{name:path}/aliases/{alias}", response_model=ModelOut)
-def delete_alias(name: str, alias: str, caller: Trainer, svc: Svc) -> ModelOut:
+@router.delete(
+    "/v1/models/{name:model_ref}/aliases/{alias}", response_model=ModelOut, responses=error_responses(404)
+)
+def delete_alias(name: Ref, alias: str, caller: Trainer, svc: Svc) -> ModelOut:
     return model_out(svc.registry.delete_alias(caller, name, alias), caller, with_versions=True)
 
 
-@router.delete("/v1/models/{name:path}/versions/{version}", response_model=Deleted)
-def delete_version(name: str, version: VersionNumber, caller: Trainer, svc: Svc) -> Deleted:
+@router.delete(
+    "/v1/models/{name:model_ref}/versions/{version}", response_model=Deleted, responses=error_responses(404)
+)
+def delete_version(name: Ref, version: VersionNumber, caller: Trainer, svc: Svc) -> Deleted:
     svc.registry.delete_version(caller, name, version)
     return Deleted(id=f"{name}:{version}", object="model.version")
 
 
-@router.delete("/v1/models/{name:path}", response_model=Deleted)
-def delete_model(name: str, caller: Trainer, svc: Svc) -> Deleted:
+@router.delete("/v1/models/{name:model_ref}", response_model=Deleted, responses=error_responses(404))
+def delete_model(name: Ref, caller: Trainer, svc: Svc) -> Deleted:
     svc.registry.delete_model(caller, name)
     return Deleted(id=name, object="model")

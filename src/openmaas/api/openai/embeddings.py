@@ -10,10 +10,12 @@ from fastapi import APIRouter, Request
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Inferrer, Svc, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
+from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.api.responses import FastJSONResponse
 from openmaas.protocol.openai import EmbeddingRequest
 
-router = APIRouter(tags=["openai"], route_class=JSONRoute)
+# 404: no such model; 503: it could not be loaded, is being prepared or did not answer in time.
+router = APIRouter(route_class=JSONRoute, tags=["openai"], responses=error_responses(*AUTHENTICATED, 404, 503))
 
 
 @router.post("/v1/embeddings", response_class=FastJSONResponse)

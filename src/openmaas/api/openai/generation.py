@@ -21,6 +21,7 @@ from starlette.background import BackgroundTask
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Inferrer, Svc, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
+from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.api.responses import FastJSONResponse
 from openmaas.errors import OpenMaaSError, status_and_type
 from openmaas.protocol.openai import ChatCompletionRequest, CompletionRequest
@@ -28,9 +29,12 @@ from openmaas.runtime.generation import GenerationDone, TextDelta
 from openmaas.services.generation import GenerationOptions, GenerationStream
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["openai"], route_class=JSONRoute)
+# 404: no such model; 503: it could not be loaded, is being prepared or did not answer in time.
+router = APIRouter(route_class=JSONRoute, tags=["openai"], responses=error_responses(*AUTHENTICATED, 404, 503))
 KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# `stream: true` answers Server-Sent Events.
+STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}
 
 
 class _Shape:
@@ -150,7 +154,7 @@ async def _answer(
     )
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=STREAMED)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, caller: Inferrer, svc: Svc
 ) -> FastJSONResponse | StreamingResponse:
@@ -162,7 +166,7 @@ async def create_chat_completion(
     return await _answer(request, stream, _Shape(True, body.model), body.stream, include_usage)
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", response_model=None, responses=STREAMED)
 async def create_completion(
     body: CompletionRequest, request: Request, caller: Inferrer, svc: Svc
 ) -> FastJSONResponse | StreamingResponse:
