@@ -20,7 +20,11 @@ Role = Literal["system", "user", "assistant", "tool", "developer"]
 
 
 def _whole(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    # Only below 2**53 is a double the integer that was sent: orjson reads integers wider than 64 bits as
+    # doubles, so -(2**63) - 1 would arrive as -(2**63), in range. Wider ones stay floats, which strict refuses.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 # An integer as JSON Schema has it, for the requests' strict models: 3.0 is the integer 3; "3" and true are not.
@@ -36,7 +40,7 @@ def CheckedByService(documented: Any) -> PlainValidator:  # noqa: N802 (used lik
     return PlainValidator(_as_sent, json_schema_input_type=documented)
 
 # The sampler's seed is a signed 64-bit integer (torch.Generator.manual_seed refuses what is wider).
-SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1024  # signed 64-bit, and exact as doubles (domain.ids.DB_INT_MAX)
 
 
 class ErrorDetail(BaseModel):

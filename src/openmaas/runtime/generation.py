@@ -118,7 +118,8 @@ def sample(logits: Any, params: SamplingParams, generator: Any) -> int:
     probabilities = torch.softmax((logits - logits.max()) / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_p, order = torch.sort(probabilities, descending=True)
-        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < params.top_p  # always keeps the most likely token
+        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < params.top_p
+        keep[0] = True  # the most likely token, whatever rounding does to a tiny top_p
         sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
         choice = torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=generator)
         return int(order[choice])
