@@ -23,3 +23,11 @@ def test_a_chat_model_under_a_classifier_is_a_422_at_creation(http: httpx.Client
     assert error["code"] == "wrong_base_model_task" and error["param"] == "hyperparameters.base_model"
     assert "text-generation" in error["message"] and "embeddings" in error["message"]
     assert not [j for j in http.get("/v1/jobs").json()["data"] if j["model"] == "wrong-base"]
+
+
+def test_a_job_cannot_train_a_model_named_after_a_route_word(http: httpx.Client) -> None:
+    body = {"dataset": "ds_missing", "model": "predict", "recipe": "bow-mlp"}
+    response = http.post("/v1/jobs", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_model_name"
+    assert "route words" in response.json()["error"]["message"]

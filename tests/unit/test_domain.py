@@ -1,5 +1,5 @@
 from openmaas.domain.jobs import JobStatus, can_transition, sources_of
-from openmaas.domain.refs import ModelRef, parse_ref
+from openmaas.domain.refs import ROUTE_WORDS, ModelRef, is_valid_name, parse_ref
 
 
 def test_job_state_machine() -> None:
@@ -19,3 +19,11 @@ def test_model_references() -> None:
     assert str(parse_ref("team-a/spam:production")) == "team-a/spam:production"
     for bad in ("", "spam:", "spam:0", ":3", "sp am", "spam:1:2", "-x", "/spam", "a/", "a/b/c", "a b/c"):
         assert parse_ref(bad) is None, bad
+
+
+def test_a_route_word_is_no_model_or_tenant_name() -> None:
+    # `GET /v1/models/predict` is the predict route's 405: a model named so could never be read by its path.
+    for word in ROUTE_WORDS:
+        assert not is_valid_name(word)
+        assert parse_ref(word) is None and parse_ref(f"{word}/spam") is None
+    assert is_valid_name("predictor") and is_valid_name("imports")

@@ -28,8 +28,12 @@ class ModelRef:
         return base
 
 
+# The words of the routes under /v1/models/{name}/…: a model or tenant named so could never be read by its path.
+ROUTE_WORDS = ("import", "predict", "load", "unload", "artifact")
+
+
 def is_valid_name(name: str) -> bool:
-    return bool(NAME_PATTERN.match(name))
+    return bool(NAME_PATTERN.match(name)) and name not in ROUTE_WORDS
 
 
 def is_valid_alias(alias: str) -> bool:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from openmaas.domain.entities import Dataset, Job, JobEvent, ModelVersion, Principal
 from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
-from openmaas.domain.refs import is_valid_name
+from openmaas.domain.refs import ROUTE_WORDS, is_valid_name
 from openmaas.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from openmaas.recipes import CATALOG, Recipe, TextRecipe, UnknownRecipe, get_recipe
 from openmaas.recipes.foundation import FOUNDATION_MODELS
@@ -79,7 +79,8 @@ class JobService:
             return self.get(principal, first)
         if not is_valid_name(model):
             raise InvalidRequest(
-                f"invalid model name {model!r}: use letters, digits, '.', '_' or '-' (at most 128)",
+                f"invalid model name {model!r}: use letters, digits, '.', '_' or '-' (at most 128), "
+                f"and not one of the route words ({', '.join(ROUTE_WORDS)})",
                 param="model",
                 code="invalid_model_name",
             )

@@ -23,6 +23,7 @@ from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.api.responses import FastJSONResponse
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
 from openmaas.domain.ids import DB_INT_MAX
+from openmaas.domain.refs import ROUTE_WORDS
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.native import (
     ALIAS_PATTERN,
@@ -41,8 +42,6 @@ from openmaas.protocol.native import (
 from openmaas.protocol.openai import ListOf
 from openmaas.runtime.pool import BatchSettings, ServedModel
 from openmaas.services.registry import reference_for
-
-ROUTE_WORDS = ("import", "predict", "load", "unload", "artifact")
 
 
 class ModelRefConvertor(StringConvertor):
