@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-HUGE = [2**63, 2**64 + 1, 10**30]
+HUGE = [2**53, 2**63, 2**64 + 1, 10**30]  # 2**53: just past DB_INT_MAX, the bound every route states
 NEGATIVE = [-1, -(2**63) - 1]
 BAD = [*HUGE, *NEGATIVE]
 

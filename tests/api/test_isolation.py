@@ -96,13 +96,13 @@ def _bad_requests(spam: str, chat: str) -> list[tuple[str, bytes, bool]]:
         bad.append((predict, f'{{"inputs": {value}}}'.encode(), False))
     bad.append((predict, b'{"inputs": ["a"]', False))  # cut short
     bad.append(("/v1/chat/completions", b"[1, 2, 3]", False))
-    # Valid after all: the limit of greedy sampling, an empty prompt, the widest seeds the sampler takes.
+    # Valid after all: the limit of greedy sampling, an empty prompt, the widest seeds the schema states exactly.
     bad.append(("/v1/chat/completions", chat_with(', "temperature": 1e-300'), True))
     bad.append(("/v1/completions", completion('"Users"', ', "temperature": 5e-324, "top_p": 0.5'), True))
     bad.append(("/v1/completions", completion('""'), True))
     bad.append(("/v1/completions", completion('[""]', ', "stream": true'), True))
-    bad.append(("/v1/chat/completions", chat_with(', "seed": 9223372036854774784'), True))
-    bad.append(("/v1/chat/completions", chat_with(', "seed": -9223372036854775808'), True))
+    bad.append(("/v1/chat/completions", chat_with(', "seed": 9007199254740991'), True))
+    bad.append(("/v1/chat/completions", chat_with(', "seed": -9007199254740991'), True))
     bad.append(("/v1/embeddings", embed('"\\ud83d\\ude00 a pair is fine"'), True))
     return bad
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import secrets
 import time
 
-# The bound of every integer a client sends (or a tighter limit of its own) before it reaches a query: within
-# what SQLite and Postgres (BIGINT) store (2**63 - 1), and a double exactly, as JSON Schema validators compare
-# numbers as doubles (2**63 - 1 reads as 2**63 there, so a fuzzer takes 2**63 + 100 for a valid value).
-DB_INT_MAX = 2**63 - 1024
+# The bound of every integer a client sends (or a tighter limit of its own) before it reaches a query: the
+# largest integer every JSON reader holds exactly (JavaScript's MAX_SAFE_INTEGER; JSON Schema validators compare
+# numbers as doubles, which round wider integers, so a bound nearer SQLite's and Postgres' 2**63 - 1 cannot be
+# stated exactly in the OpenAPI schema), well within what the databases store.
+DB_INT_MAX = 2**53 - 1
 
 
 def new_id(prefix: str) -> str:

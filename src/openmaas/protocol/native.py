@@ -169,7 +169,7 @@ class ModelUpdate(BaseModel):
 class AliasSet(BaseModel):
     model_config = REQUEST
 
-    version: JSONInt = Field(ge=1, le=2**63 - 1024)  # domain.ids.DB_INT_MAX: what the databases store
+    version: JSONInt = Field(ge=1, le=2**53 - 1)  # domain.ids.DB_INT_MAX: exact in every JSON reader
 
 
 class PredictRequest(BaseModel):

@@ -39,8 +39,9 @@ def CheckedByService(documented: Any) -> PlainValidator:  # noqa: N802 (used lik
     """Document a field as `documented` while passing the value on unchecked, for the service to check."""
     return PlainValidator(_as_sent, json_schema_input_type=documented)
 
-# The sampler's seed is a signed 64-bit integer (torch.Generator.manual_seed refuses what is wider).
-SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1024  # signed 64-bit, and exact as doubles (domain.ids.DB_INT_MAX)
+# The sampler takes a signed 64-bit seed (torch.Generator.manual_seed refuses what is wider); the bound is the
+# integers every JSON reader holds exactly (domain.ids.DB_INT_MAX), so the OpenAPI schema states it exactly.
+SEED_MIN, SEED_MAX = -(2**53 - 1), 2**53 - 1
 
 
 class ErrorDetail(BaseModel):
