@@ -19,6 +19,16 @@ from openmaas import Client
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 ADMIN_KEY = "om-test-admin-key-0123456789abcdef"
+REDIS = "redis://127.0.0.1:6379/0"  # the Redis on these machines (tests of shared limits skip without it)
+
+
+def redis_reachable() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping())
+    except Exception:
+        return False
 
 
 def free_port() -> int:

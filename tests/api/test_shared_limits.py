@@ -7,18 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import Server
-
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-def redis_reachable() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping())
-    except Exception:
-        return False
+from tests.conftest import REDIS, Server, redis_reachable
 
 
 @pytest.mark.skipif(not redis_reachable(), reason="Redis at 127.0.0.1:6379 is unreachable")

@@ -8,17 +8,7 @@ import secrets
 import pytest
 
 from openmaas.storage.counters import LocalCounters, RedisCounters
-
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-def redis_reachable() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping())
-    except Exception:
-        return False
+from tests.conftest import REDIS, redis_reachable
 
 
 async def _ticks_during(work: asyncio.Future[object] | object) -> int:
