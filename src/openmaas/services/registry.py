@@ -8,7 +8,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
 from openmaas.domain.refs import ModelRef, is_valid_alias, is_valid_name, parse_ref
@@ -155,6 +155,8 @@ class RegistryService:
             raise PermissionDenied("importing a model from the server's disk needs an admin key")
         if not is_valid_name(name) or name in FOUNDATION_MODELS:
             raise InvalidRequest(f"invalid or reserved model name {name!r}", param="name", code="invalid_model_name")
+        if not Path(path).is_absolute():
+            refuse_relative(path)  # as written: Path("./x") would read as "x", a Hub id's shape
         directory = Path(path)
         task = check_importable(directory)
         generative = task == "text-generation"
@@ -240,10 +242,10 @@ CONVERT_HINT = (
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def check_absolute(path: str) -> None:
+def refuse_relative(path: str) -> NoReturn:
     """Refuse a relative path with the reason: a Hub id is never fetched (the server runs offline), and a
     relative path is not resolved against the server's working directory, which the caller cannot see."""
-    if HUB_ID.fullmatch(path) and not path.startswith("."):
+    if HUB_ID.fullmatch(path):
         raise Unprocessable(
             f"{path!r} looks like a Hugging Face Hub id: the server does not download models (it runs offline). "
             f"Download it where you have a network (`hf download {path} --local-dir DIR`), copy DIR to the "
@@ -262,7 +264,7 @@ def check_absolute(path: str) -> None:
 def check_importable(directory: Path) -> str:
     """Validate a Hugging Face directory for import; returns the task it will serve."""
     if not directory.is_absolute():
-        check_absolute(str(directory))
+        refuse_relative(str(directory))
     if not directory.is_dir():
         raise Unprocessable(
             f"{str(directory)!r} is not a directory on the server: give the absolute path of a Hugging Face model "

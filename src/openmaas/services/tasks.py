@@ -31,7 +31,7 @@ def wrong_task(ref: str, task: str, route: str) -> InvalidRequest:
     served_by = routes_for(task, ref)
     advice = f"; call it with {served_by}" if served_by else ""
     return InvalidRequest(
-        f"model {ref!r} is {described(task)}, which {route} does not serve{advice}",
+        f"model {ref!r} is {described(task)}, which {route.replace('{ref}', ref)} does not serve{advice}",
         param="model",
         code="wrong_task",
     )

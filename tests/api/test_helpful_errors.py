@@ -1,0 +1,150 @@
+"""Errors a newcomer meets in the first hour, over real HTTP: each one says what went wrong and what to do
+instead (the routes that serve a model, the name meant, how to upload a text dataset, why an import is refused,
+a long text's real length, a request too large for what is left of a token budget)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from openmaas import Client
+from openmaas.sdk.client import APIError
+from tests.api.test_datasets import assert_error, upload
+from tests.conftest import REDIS, Server, redis_reachable
+from tests.tiny_llm import build_tiny_causal_lm
+
+ENCODER = "all-minilm-l6-v2"
+CHAT_MODEL = "helpful-chat"
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(scope="module")
+def chat_model(server: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
+    directory = build_tiny_causal_lm(tmp_path_factory.mktemp("helpful-llm") / "model")
+    with server.http() as http:
+        answer = http.post("/v1/models/import", json={"path": str(directory), "name": CHAT_MODEL})
+    assert answer.status_code == 201, answer.text
+    return CHAT_MODEL
+
+
+def test_a_chat_model_on_predict_or_embeddings_names_the_chat_routes(http: httpx.Client, chat_model: str) -> None:
+    predicted = http.post(f"/v1/models/{chat_model}/predict", json={"inputs": ["hello"]})
+    embedded = http.post("/v1/embeddings", json={"model": chat_model, "input": "hello"})
+    for answer, route in ((predicted, f"POST /v1/models/{chat_model}/predict"), (embedded, "POST /v1/embeddings")):
+        error = assert_error(answer, 400, "POST /v1/chat/completions", "POST /v1/completions", code="wrong_task")
+        assert error["param"] == "model"
+        assert f"is a text-generation (chat) model, which {route} does not serve" in error["message"]
+
+
+def test_an_embeddings_model_on_predict_or_chat_names_the_embeddings_route(http: httpx.Client) -> None:
+    predicted = http.post(f"/v1/models/{ENCODER}/predict", json={"inputs": ["hello"]})
+    error = assert_error(predicted, 400, "is an embeddings model", "call it with POST /v1/embeddings")
+    assert "/predict" not in error["message"].partition("call it with")[2]
+    chatted = http.post("/v1/chat/completions", json={"model": ENCODER, "messages": HELLO})
+    assert_error(chatted, 400, "an embeddings model, which POST /v1/chat/completions does not serve", code="wrong_task")
+
+
+def test_a_misspelt_model_gets_a_did_you_mean(http: httpx.Client) -> None:
+    embedded = http.post("/v1/embeddings", json={"model": "all-minilm", "input": "hello"})
+    assert_error(embedded, 404, "did you mean 'all-minilm-l6-v2'?", code="model_not_found")
+    shown = http.get("/v1/models/all-minilm-l6v2")
+    assert_error(shown, 404, "did you mean 'all-minilm-l6-v2'?")
+    nothing_close = http.post("/v1/embeddings", json={"model": "zzzz", "input": "hello"})
+    assert "did you mean" not in assert_error(nothing_close, 404)["message"]
+
+
+def test_another_tenants_public_model_is_suggested_by_its_full_name(
+    server: Server, http: httpx.Client, chat_model: str
+) -> None:
+    tenant = http.post("/v1/tenants", json={"name": "helpful-guest"}).json()
+    key = http.post(f"/v1/tenants/{tenant['id']}/keys", json={"scopes": ["infer", "read"]}).json()["key"]
+    with server.http(key) as guest:
+        hidden = guest.post("/v1/completions", json={"model": chat_model, "prompt": "hi"})
+        assert "did you mean" not in assert_error(hidden, 404)["message"]  # private: nothing to suggest
+        assert http.patch(f"/v1/models/{chat_model}", json={"public": True}).status_code == 200
+        try:
+            shared = guest.post("/v1/completions", json={"model": chat_model, "prompt": "hi"})
+            assert_error(shared, 404, f"did you mean 'default/{chat_model}'?", code="model_not_found")
+        finally:
+            http.patch(f"/v1/models/{chat_model}", json={"public": False})
+
+
+def test_a_hub_id_or_a_relative_path_is_refused_with_the_reason(client: Client, http: httpx.Client) -> None:
+    with pytest.raises(APIError) as hub:
+        client.import_model("HuggingFaceTB/SmolLM2-135M-Instruct", "smol")  # as `openmaas models import` sends it
+    assert hub.value.status == 422 and hub.value.code == "hub_id_not_fetched"
+    assert "does not download models" in str(hub.value) and "absolute path" in str(hub.value)
+    relative = http.post("/v1/models/import", json={"path": "my-encoder", "name": "mine"})
+    assert_error(relative, 422, "relative path", "absolute path", code="relative_path")
+    dotted = http.post("/v1/models/import", json={"path": "./models/my-encoder", "name": "mine"})
+    assert_error(dotted, 422, "not resolved against the server's working directory", code="relative_path")
+
+
+def test_truncate_false_reports_the_real_length(http: httpx.Client) -> None:
+    long_text = "word " * 600  # 600 words and two special tokens: far past MiniLM's 256
+    answer = http.post("/v1/embeddings", json={"model": ENCODER, "input": ["short", long_text], "truncate": False})
+    error = assert_error(answer, 400, "input[1] has 602 tokens, over the limit of 256", code="input_too_long")
+    assert error["param"] == "input.1"
+
+
+TEXT_HINT = ("looks like a text dataset", "-F kind=text", "--kind text")
+
+
+def test_text_files_uploaded_as_classification_say_how_to_upload_them(http: httpx.Client) -> None:
+    notes = b"Meeting note 0: the launch moved to May\nMeeting note 1: budget approved\n"
+    assert_error(upload(http, "notes.txt", notes), 422, *TEXT_HINT, code="missing_column")
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+    assert_error(upload(http, "chats.jsonl", json.dumps(chat).encode()), 422, *TEXT_HINT)
+    plain = json.dumps({"text": "a document without a label"}).encode()
+    assert_error(upload(http, "docs.jsonl", plain), 422, *TEXT_HINT)
+    # A labelled file with a wrongly named column is not a text dataset: the hint names the CLI's option.
+    labelled = assert_error(upload(http, "spam.csv", b"body,label\nhello,a\n"), 422, "--text-column")
+    assert "kind" not in labelled["message"]
+    missing_key = upload(http, "spam.jsonl", json.dumps({"body": "x", "label": "a"}).encode())
+    assert "looks like" not in assert_error(missing_key, 422, "text_column, the CLI's --text-column")["message"]
+    documents = upload(http, "docs.jsonl", json.dumps({"body": "x"}).encode(), kind="text")
+    assert_error(documents, 422, "the CLI's --text-column")
+
+
+def _fresh_window(window: float = 60.0) -> None:
+    if window - time.time() % window < 5:
+        time.sleep(window - time.time() % window + 0.05)
+
+
+@pytest.fixture(params=["local", "redis"])
+def limited_server(request: pytest.FixtureRequest, server: Server, start_server: type[Server]) -> Iterator[Server]:
+    if request.param == "local":
+        yield server
+        return
+    if not redis_reachable():
+        pytest.skip(f"no Redis at {REDIS}")
+    yield start_server(OPENMAAS_REDIS_URL=REDIS)
+
+
+def test_a_request_over_what_is_left_of_the_token_budget_is_refused_before_it_runs(limited_server: Server) -> None:
+    with limited_server.http() as admin:
+        tenant = admin.post("/v1/tenants", json={"name": f"budget-{time.time_ns()}"}).json()
+        key = admin.post(
+            f"/v1/tenants/{tenant['id']}/keys", json={"scopes": ["infer", "read"], "limits": {"tokens_per_minute": 10}}
+        ).json()["key"]
+    twelve = "one two three four five six seven eight nine ten"  # 10 words + 2 special tokens
+    with limited_server.http(key) as limited:
+        _fresh_window()
+        too_large = limited.post("/v1/embeddings", json={"model": ENCODER, "input": twelve})
+        error = assert_error(too_large, 429, "needs 12 tokens, more than the limit of 10", code="rate_limit_tokens")
+        assert error["type"] == "rate_limit_error"
+        ok = limited.post("/v1/embeddings", json={"model": ENCODER, "input": "one two three four five six"})
+        assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens"] == 8  # the refusal counted nothing
+        assert ok.headers["x-ratelimit-remaining-tokens"] == "2"
+        over = limited.post("/v1/embeddings", json={"model": ENCODER, "input": "seven eight"})  # 4 tokens
+        assert_error(over, 429, "needs 4 tokens and 2 of the 10 per minute are left")
+        assert int(over.headers["retry-after"]) >= 1
+        three = limited.post("/v1/embeddings", json={"model": ENCODER, "input": "a"})
+        assert_error(three, 429, "needs 3 tokens and 2 of the 10")
+        usage = limited.get("/v1/usage").json()
+    assert sum(row["tokens"] for row in usage["data"] if row["kind"] == "inference") == 8  # only the call that ran
+
