@@ -234,7 +234,7 @@ class GenerationService:
         try:
             generation = await self._submit(version, queue, prompt_ids, params)
         except BaseException:
-            await asyncio.shield(self.limiter.refund(reservation))
+            await self.limiter.refund_failed(reservation)
             raise
         model_name = name_for(principal, version, ref)
         return GenerationStream(

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
 from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
 from openmaas.runtime.predictors import EmbeddingPredictor
-from openmaas.services.limits import RateLimiter, Reservation
+from openmaas.services.limits import RateLimiter
 from openmaas.services.registry import RegistryService, name_for
 from openmaas.services.tasks import wrong_task
 from openmaas.services.usage import UsageRecorder
@@ -186,22 +185,15 @@ class InferenceService:
         # billing unit.
         reservation = await self.limiter.reserve_tokens(principal, len(texts))
         started = time.perf_counter()
-        async with self._refunded_on_failure(reservation):
+        try:
             served = await self.acquire(version)
             predictions = await self._run(served, texts)
+        except BaseException:
+            await self.limiter.refund_failed(reservation)
+            raise
         model = name_for(principal, version, ref)
         await self._meter(principal, model, version, len(texts), len(texts), started)
         return Prediction(model, version, predictions, reservation.headers)
-
-    @contextlib.asynccontextmanager
-    async def _refunded_on_failure(self, reservation: Reservation) -> AsyncIterator[None]:
-        """A request that fails before it ran (a full queue, a timeout, a model that cannot load) gets its
-        reserved tokens back: they were counted for work that was not done."""
-        try:
-            yield
-        except BaseException:
-            await asyncio.shield(self.limiter.refund(reservation))
-            raise
 
     async def _meter(
         self, principal: Principal, model: str, version: ModelVersion, items: int, tokens: int, started: float
@@ -244,8 +236,11 @@ class InferenceService:
         # The tokens the model will count (truncated, as it embeds them), counted first when a budget applies.
         counted = await asyncio.to_thread(predictor.count_tokens, texts) if self.limiter.limits_tokens(principal) else 0
         reservation = await self.limiter.reserve_tokens(principal, counted)
-        async with self._refunded_on_failure(reservation):
+        try:
             results = await self._run(served, texts)
+        except BaseException:
+            await self.limiter.refund_failed(reservation)
+            raise
         vectors = np.stack([vector for vector, _ in results])
         if dimensions is not None and dimensions < predictor.dimensions:
             # Shortened like OpenAI's `dimensions`: keep the leading components, then renormalise.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass, field
@@ -99,12 +100,16 @@ class RateLimiter:
                 }
         return Reservation(principal, tokens if added else 0, window, headers)
 
-    async def refund(self, reservation: Reservation) -> None:
-        """Give back a reservation's tokens, for a request that failed before it ran (a full queue, a timeout),
-        unless its window has already ended: then they no longer count anyway."""
+    async def refund_failed(self, reservation: Reservation) -> None:
+        """Give back the tokens of a request that failed before it ran (a full queue, a timeout, a model that
+        cannot load, a client gone), unless their window has already ended: then they no longer count anyway.
+        Shielded: a cancelled request still gives them back."""
         if reservation.tokens and reservation.window == self._window_index():
-            for key, _ in self._scopes(reservation.principal, "tokens_per_minute"):
-                await self.counters.add(key, -reservation.tokens, self.window)
+            await asyncio.shield(self._add_all(reservation.principal, -reservation.tokens))
+
+    async def _add_all(self, principal: Principal, tokens: int) -> None:
+        for key, _ in self._scopes(principal, "tokens_per_minute"):
+            await self.counters.add(key, tokens, self.window)
 
     async def charge_tokens(self, principal: Principal, tokens: int) -> dict[str, str]:
         """Count tokens known only after the fact (a generation's completion), which may overspend a budget:
