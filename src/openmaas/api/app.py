@@ -192,7 +192,12 @@ def create_app(settings: Settings) -> FastAPI:
             return FastJSONResponse({"status": "degraded", "models_stopped": len(stopped)}, status_code=503)
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], response_model=None)
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=None,
+        responses={503: {"description": "Still loading the preloaded models (named in `loading`)."}},
+    )
     async def readyz(request: Request) -> dict[str, Any] | FastJSONResponse:
         # Ready once the models of OPENMAAS_PRELOAD_MODELS (chosen by the operator) are loaded or failed to load.
         preloader: Preloader | None = getattr(request.app.state, "preloader", None)
