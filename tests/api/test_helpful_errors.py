@@ -5,6 +5,9 @@ a long text's real length, a request too large for what is left of a token budge
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +17,7 @@ import pytest
 from openmaas import Client
 from openmaas.sdk.client import APIError
 from tests.api.test_datasets import assert_error, upload
-from tests.conftest import REDIS, Server, redis_reachable
+from tests.conftest import ADMIN_KEY, REDIS, Server, redis_reachable
 from tests.tiny_llm import build_tiny_causal_lm
 
 ENCODER = "all-minilm-l6-v2"
@@ -38,6 +41,19 @@ def test_a_chat_model_on_predict_or_embeddings_names_the_chat_routes(http: httpx
         error = assert_error(answer, 400, "POST /v1/chat/completions", "POST /v1/completions", code="wrong_task")
         assert error["param"] == "model"
         assert f"is a text-generation (chat) model, which {route} does not serve" in error["message"]
+
+
+def cli_error(server: Server, *args: str) -> str:
+    """What `openmaas ARGS` prints on stderr when it fails (whitespace folded: rich wraps long lines)."""
+    env = {**os.environ, "OPENMAAS_URL": server.url, "OPENMAAS_API_KEY": ADMIN_KEY, "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "openmaas", *args], env=env, capture_output=True, text=True)
+    assert done.returncode != 0, done.stdout
+    return " ".join(done.stderr.split())
+
+
+def test_the_cli_predicting_with_a_chat_model_points_to_chat(server: Server, chat_model: str) -> None:
+    printed = cli_error(server, "predict", chat_model, "hello")
+    assert "POST /v1/chat/completions or POST /v1/completions" in printed and "/v1/embeddings" not in printed
 
 
 def test_an_embeddings_model_on_predict_or_chat_names_the_embeddings_route(http: httpx.Client) -> None:
@@ -73,9 +89,13 @@ def test_another_tenants_public_model_is_suggested_by_its_full_name(
             http.patch(f"/v1/models/{chat_model}", json={"public": False})
 
 
-def test_a_hub_id_or_a_relative_path_is_refused_with_the_reason(client: Client, http: httpx.Client) -> None:
+def test_a_hub_id_or_a_relative_path_is_refused_with_the_reason(
+    server: Server, client: Client, http: httpx.Client
+) -> None:
+    printed = cli_error(server, "models", "import", "HuggingFaceTB/SmolLM2-135M-Instruct", "--name", "smol")
+    assert "looks like a Hugging Face Hub id" in printed and "pass its absolute path" in printed
     with pytest.raises(APIError) as hub:
-        client.import_model("HuggingFaceTB/SmolLM2-135M-Instruct", "smol")  # as `openmaas models import` sends it
+        client.import_model("HuggingFaceTB/SmolLM2-135M-Instruct", "smol")
     assert hub.value.status == 422 and hub.value.code == "hub_id_not_fetched"
     assert "does not download models" in str(hub.value) and "absolute path" in str(hub.value)
     relative = http.post("/v1/models/import", json={"path": "my-encoder", "name": "mine"})
