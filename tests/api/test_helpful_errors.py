@@ -167,4 +167,3 @@ def test_a_request_over_what_is_left_of_the_token_budget_is_refused_before_it_ru
         assert_error(three, 429, "needs 3 tokens and 2 of the 10")
         usage = limited.get("/v1/usage").json()
     assert sum(row["tokens"] for row in usage["data"] if row["kind"] == "inference") == 8  # only the call that ran
-
