@@ -58,6 +58,8 @@ class Server:
             "OPENMAAS_JOB_POLL_SECONDS": "0.05",
             # SmolLM2's conversion costs tens of seconds: only the servers of the tests that chat with it offer it
             "OPENMAAS_FOUNDATION_MODELS": '["all-minilm-l6-v2"]',
+            # Preloading MiniLM costs every server seconds of CPU: only the tests of preloading ask for it
+            "OPENMAAS_PRELOAD_MODELS": "[]",
             **self.env,
         }
         log = (self.data_dir / "server.log").open("ab")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_KEY_LENGTH = 32  # a key chosen by hand: refuse one too short to be a secret
+
+
+def user_cache_dir() -> Path:
+    """Where a user's caches go, as Hugging Face finds it: $XDG_CACHE_HOME, else ~/.cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openmaas"
 
 
 class Settings(BaseSettings):
@@ -76,7 +82,17 @@ class Settings(BaseSettings):
         description="The shipped models to offer (a JSON list); the first start converts GGUF ones once.",
     )
     foundation_cache_dir: Path | None = Field(
-        default=None, description="Where converted foundation models are kept; data_dir/cache/foundation if unset."
+        default=None, description="Where converted foundation models are kept; cache_dir/foundation if unset."
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: user_cache_dir(),
+        description="The machine's cache, shared by every data directory (converted foundation models), like "
+        "Hugging Face's: $XDG_CACHE_HOME/openmaas, else ~/.cache/openmaas.",
+    )
+    preload_models: list[str] = Field(
+        default=["all-minilm-l6-v2"],
+        description="Models loaded in the background after start (a JSON list; [] for none): foundation models "
+        "or the default tenant's. /readyz answers 503 until they are loaded.",
     )
 
     @field_validator("admin_key")
@@ -99,9 +115,14 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'openmaas.db'}"
 
+    @field_validator("cache_dir", "foundation_cache_dir")
+    @classmethod
+    def _expanded(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
     @property
     def resolved_foundation_cache_dir(self) -> Path:
-        return self.foundation_cache_dir or self.data_dir / "cache" / "foundation"
+        return self.foundation_cache_dir or self.cache_dir / "foundation"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -27,9 +28,10 @@ from openmaas.api.native.datasets import MULTIPART_SLACK
 from openmaas.api.openapi import install_openapi
 from openmaas.api.responses import FastJSONResponse
 from openmaas.config import Settings
+from openmaas.domain.entities import Principal
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
-from openmaas.services.auth import AuthService
+from openmaas.services.auth import DEFAULT_TENANT, AuthService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.foundation import FoundationModels
 from openmaas.services.generation import GenerationService
@@ -37,6 +39,7 @@ from openmaas.services.idempotency import Idempotency
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
 from openmaas.services.limits import RateLimiter
+from openmaas.services.preload import Preloader
 from openmaas.services.registry import RegistryService
 from openmaas.services.tenancy import TenancyService
 from openmaas.services.usage import UsageRecorder, UsageService
@@ -149,10 +152,15 @@ def create_app(settings: Settings) -> FastAPI:
             limiter=limiter,
         )
         await executor.start()
+        # After the start, in the background: /healthz answers at once, /readyz once the preloads are loaded.
+        admin = Principal(tenant_id=DEFAULT_TENANT, key_id="preload")
+        app.state.preloader = Preloader(inference, admin, settings.preload_models, foundation.preparing)
+        preloading = asyncio.create_task(app.state.preloader.run(), name="preload")
         log.info("OpenMaaS ready: data in %s", settings.data_dir)
         try:
             yield
         finally:
+            preloading.cancel()
             await executor.stop()
             await pool.close()
             await recorder.close()
@@ -183,6 +191,22 @@ def create_app(settings: Settings) -> FastAPI:
         if stopped:
             return FastJSONResponse({"status": "degraded", "models_stopped": len(stopped)}, status_code=503)
         return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=None,
+        responses={503: {"description": "Still loading the preloaded models (named in `loading`)."}},
+    )
+    async def readyz(request: Request) -> dict[str, Any] | FastJSONResponse:
+        # Ready once the models of OPENMAAS_PRELOAD_MODELS (chosen by the operator) are loaded or failed to load.
+        preloader: Preloader | None = getattr(request.app.state, "preloader", None)
+        if preloader is None:
+            return FastJSONResponse({"status": "starting", "loading": []}, status_code=503)
+        status = preloader.status
+        body: dict[str, Any] = {"status": "ready" if status.done else "loading", "loading": list(status.loading)}
+        body.update(loaded=list(status.loaded), failed=dict(status.failed))
+        return body if status.done else FastJSONResponse(body, status_code=503)
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def prometheus_metrics() -> Response:

@@ -11,6 +11,7 @@ which are joined into one string; other keys of a message (`name`, ...) are igno
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from openmaas.data.uploads import DatasetFileError, decode_utf8, format_from_nam
 from openmaas.lines import split_lines
 
 TEXT_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+TEXT_FORMATS_JSONL = (".jsonl", ".ndjson")
 # The roles recipes/chat.py renders (data/ sits below recipes/, so it cannot import them from there).
 CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
 
@@ -41,6 +43,24 @@ def detect_text_format(filename: str) -> str:
     )
 
 
+def looks_like_text_dataset(filename: str, data: bytes, label_column: str) -> bool:
+    """Whether a file that failed as labelled texts is rather a text dataset: a `.txt` file (one document a
+    line), or JSONL whose first object is a chat or has no label."""
+    lower = filename.lower()
+    if lower.endswith(".txt"):
+        return True
+    if not lower.endswith(TEXT_FORMATS_JSONL):
+        return False
+    for line in data[:1_000_000].decode("utf-8-sig", errors="replace").splitlines():
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return False
+            return isinstance(record, dict) and ("messages" in record or label_column not in record)
+    return False
+
+
 def read_documents(data: bytes, fmt: str, text_column: str = "text") -> Iterator[RawDocument]:
     text = decode_utf8(data)
     if fmt == "txt":
@@ -61,7 +81,8 @@ def _document(record: dict[str, Any], line: int, text_column: str) -> RawDocumen
         return RawDocument(line, messages=_messages(record["messages"], line))
     if not has_text:
         raise DatasetFileError(
-            f"missing key {text_column!r} or 'messages' (choose the text key with text_column)",
+            f"missing key {text_column!r} or 'messages' (choose the text key with text_column, the CLI's "
+            "--text-column)",
             code="missing_column",
             line=line,
             param="text_column",

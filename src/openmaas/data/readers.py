@@ -35,7 +35,7 @@ def read_rows(data: bytes, fmt: str, text_column: str, label_column: str) -> Ite
 def _missing_column(column: str, param: str, available: list[str]) -> DatasetFileError:
     return DatasetFileError(
         f"column {column!r} not found; the file has {', '.join(map(repr, available)) or 'no columns'} "
-        f"(choose another with {param})",
+        f"(choose another with {param}, the CLI's --{param.replace('_', '-')})",
         code="missing_column",
         param=param,
     )
@@ -76,7 +76,7 @@ def _read_jsonl(text: str, text_column: str, label_column: str) -> Iterator[RawR
         for column, param in ((text_column, "text_column"), (label_column, "label_column")):
             if column not in record:
                 raise DatasetFileError(
-                    f"missing key {column!r} (choose another with {param})",
+                    f"missing key {column!r} (choose another with {param}, the CLI's --{param.replace('_', '-')})",
                     code="missing_column",
                     line=number,
                     param=param,

@@ -73,14 +73,14 @@ class TextTokenizer:
         pad_id = self.tokenizer.padding["pad_id"] if self.tokenizer.padding else 0
         pad_token = self.tokenizer.id_to_token(pad_id) or "[PAD]"
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, direction="right")
+        self._untruncated: Any = None
 
     def __call__(self, texts: list[str], *, truncate: bool = True) -> Batch:
         encodings = self.tokenizer.encode_batch(texts)
         if not truncate:
             for index, encoding in enumerate(encodings):
                 if encoding.overflowing:
-                    full = len(self.tokenizer.encode(texts[index], add_special_tokens=True).ids)
-                    raise InputTooLong(index, full, self.max_length)
+                    raise InputTooLong(index, self.full_length(texts[index]), self.max_length)
         arrays = {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
@@ -88,6 +88,18 @@ class TextTokenizer:
         if self.uses_token_types:
             arrays["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
         return Batch(arrays, [int(sum(e.attention_mask)) for e in encodings])
+
+    def full_length(self, text: str) -> int:
+        """The text's token count without truncation (the tokenizer above truncates every encoding): built on
+        the first refusal only, so serving never pays for a second tokenizer."""
+        if self._untruncated is None:
+            from tokenizers import Tokenizer
+
+            untruncated = Tokenizer.from_str(self.tokenizer.to_str())
+            untruncated.no_truncation()
+            untruncated.no_padding()
+            self._untruncated = untruncated
+        return len(self._untruncated.encode(text, add_special_tokens=True).ids)
 
     def count(self, texts: list[str]) -> list[int]:
         return self(texts).token_counts

@@ -83,6 +83,10 @@ class EmbeddingPredictor:
         """Raise InputTooLong for the first text over the token limit (for callers that refuse truncation)."""
         self.model.tokenizer(texts, truncate=False)
 
+    def count_tokens(self, texts: list[str]) -> int:
+        """The tokens the texts take once truncated, as `embed` counts them, without running the model."""
+        return int(sum(self.model.tokenizer.count(texts)))
+
     def run_batch(self, items: list[Any]) -> list[Any]:
         """Each item is a text; each result is (vector, token count)."""
         vectors, tokens = self.model.embed(items, truncate=True)

@@ -182,7 +182,8 @@ class Client:
     def import_model(self, path: str | Path, name: str, *, runtime: str | None = None) -> dict[str, Any]:
         """Register a Hugging Face directory that lies on the server's disk (admin key); an encoder may be
         served with `runtime="onnx-int8"`."""
-        body: dict[str, Any] = {"path": str(Path(path).resolve()), "name": name}
+        # Sent as written: the server reads it, so a relative path or a Hub id is its to refuse with the reason.
+        body: dict[str, Any] = {"path": str(path), "name": name}
         if runtime is not None:
             body["runtime"] = runtime
         return self._request("POST", "/v1/models/import", json=body)

@@ -7,7 +7,7 @@ import json
 from typing import Any, BinaryIO
 
 from openmaas.data.cleaning import clean, clean_documents
-from openmaas.data.documents import detect_text_format, read_documents
+from openmaas.data.documents import detect_text_format, looks_like_text_dataset, read_documents
 from openmaas.data.readers import DatasetFileError, detect_format, read_rows
 from openmaas.domain.entities import Dataset, Principal
 from openmaas.domain.ids import new_id, now
@@ -22,6 +22,10 @@ from openmaas.storage.metadata.repositories import AlreadyExists
 _UNPROCESSABLE = {"no_rows", "too_few_classes", "missing_column", "empty_file"}
 # "classification": labelled texts (CSV, TSV, JSONL); "text": documents for language models (TXT, JSONL).
 DATASET_KINDS = ("classification", "text")
+TEXT_KIND_HINT = (
+    ". It looks like a text dataset (documents for a language model: one a line, or JSONL of text or chats): "
+    "upload it with kind=text (`-F kind=text` with curl, `--kind text` with the CLI)"
+)
 
 
 def _canonical(rows: list[dict[str, Any]]) -> bytes:
@@ -83,7 +87,11 @@ class DatasetService:
                 report = dict(report, label_column=label_column)
         except DatasetFileError as error:
             status = Unprocessable if error.code in _UNPROCESSABLE else InvalidRequest
-            raise status(str(error), param=error.param, code=error.code) from None
+            message = str(error)
+            missing = error.code == "missing_column" and kind == "classification"
+            if missing and looks_like_text_dataset(filename, data, label_column):
+                message += TEXT_KIND_HINT
+            raise status(message, param=error.param, code=error.code) from None
         quota = principal.tenant_limits.get("storage_bytes")
         if quota is not None and self.store.usage.stored_bytes(principal.tenant_id) + len(canonical) > quota:
             raise PayloadTooLarge(

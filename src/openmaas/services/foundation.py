@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -14,6 +13,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from openmaas.domain.entities import SYSTEM_TENANT
 from openmaas.recipes.foundation import (
@@ -147,10 +148,10 @@ class FoundationModels:
         try:
             directory = self.cache_dir / name
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            # One conversion of a model at a time, across the processes that share the cache: a second one
-            # waits, then finds the model converted. The kernel releases the lock however its holder ends.
-            with (self.cache_dir / f".{name}.lock").open("a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            # One conversion of a model at a time, across the processes that share the cache (every data
+            # directory of the machine): a second one waits, then finds the model converted. The lock is the
+            # kernel's (filelock's flock on Unix), released however its holder ends.
+            with FileLock(self.cache_dir / f".{name}.lock"):
                 remove_abandoned_conversions(self.cache_dir, name)
                 if not (directory / "config.json").is_file():
                     log.info("converting foundation model %s from GGUF (once; it is cached in %s)", name, directory)

@@ -25,6 +25,7 @@ from openmaas.runtime.predictors import GenerativePredictor
 from openmaas.services.inference import InferenceService, at_capacity
 from openmaas.services.limits import RateLimiter
 from openmaas.services.registry import name_for
+from openmaas.services.tasks import wrong_task
 from openmaas.services.usage import UsageRecorder
 
 MAX_STOP_SEQUENCES = 4
@@ -202,9 +203,8 @@ class GenerationService:
                 ) from None
             raise
         if version.task != "text-generation":
-            raise InvalidRequest(
-                f"model {ref!r} is a {version.task} model, not a generative one", param="model", code="wrong_task"
-            )
+            route = "POST /v1/chat/completions" if chat is not None else "POST /v1/completions"
+            raise wrong_task(ref, version.task, route)
         await self.limiter.check_tokens(principal)
         started = time.perf_counter()
         served = await self.inference.acquire(version)
@@ -228,10 +228,18 @@ class GenerationService:
                 code="context_length_exceeded",
             )
         params = SamplingParams(max_tokens, options.temperature, options.top_p, stops, options.seed)
-        generation = await self._submit(version, queue, prompt_ids, params)
-        rate_limit = await self.limiter.charge_tokens(principal, len(prompt_ids))
+        # The prompt's tokens are counted before it runs (429 if they do not fit in what is left of the budget);
+        # the completion's, which nobody knows yet, when the generation ends.
+        reservation = await self.limiter.reserve_tokens(principal, len(prompt_ids))
+        try:
+            generation = await self._submit(version, queue, prompt_ids, params)
+        except BaseException:
+            await self.limiter.refund_failed(reservation)
+            raise
         model_name = name_for(principal, version, ref)
-        return GenerationStream(model_name, version, len(prompt_ids), rate_limit, generation, self, principal, started)
+        return GenerationStream(
+            model_name, version, len(prompt_ids), reservation.headers, generation, self, principal, started
+        )
 
     async def _submit(
         self, version: ModelVersion, queue: GenerationQueue, prompt_ids: list[int], params: SamplingParams

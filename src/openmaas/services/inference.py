@@ -19,6 +19,7 @@ from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, Serv
 from openmaas.runtime.predictors import EmbeddingPredictor
 from openmaas.services.limits import RateLimiter
 from openmaas.services.registry import RegistryService, name_for
+from openmaas.services.tasks import wrong_task
 from openmaas.services.usage import UsageRecorder
 
 RESOLVE_SECONDS = 1.0
@@ -171,29 +172,32 @@ class InferenceService:
                 code="model_unloaded",
             ) from None
 
-    async def _resolve_for(self, principal: Principal, ref: str, task: str, hint: str) -> ModelVersion:
+    async def _resolve_for(self, principal: Principal, ref: str, task: str, route: str) -> ModelVersion:
         version = await self.resolve(principal, ref)
         if version.task != task:
-            raise InvalidRequest(f"model {ref!r} is a {version.task} model; {hint}", param="model", code="wrong_task")
+            raise wrong_task(ref, version.task, route)
         return version
 
     async def predict(self, principal: Principal, ref: str, inputs: Any) -> Prediction:
         texts = check_texts(inputs, "inputs", self.max_inputs)
-        version = await self._resolve_for(principal, ref, "text-classification", "use POST /v1/embeddings for it")
-        await self.limiter.check_tokens(principal)
-        started = time.perf_counter()
-        served = await self.acquire(version)
-        predictions = await self._run(served, texts)
+        version = await self._resolve_for(principal, ref, "text-classification", "POST /v1/models/{ref}/predict")
         # A classifier's budget counts inputs ("items"): the tokenizer of a bag-of-words model is ours, not a
         # billing unit.
+        reservation = await self.limiter.reserve_tokens(principal, len(texts))
+        started = time.perf_counter()
+        try:
+            served = await self.acquire(version)
+            predictions = await self._run(served, texts)
+        except BaseException:
+            await self.limiter.refund_failed(reservation)
+            raise
         model = name_for(principal, version, ref)
-        rate_limit = await self._meter(principal, model, version, len(texts), len(texts), started)
-        return Prediction(model, version, predictions, rate_limit)
+        await self._meter(principal, model, version, len(texts), len(texts), started)
+        return Prediction(model, version, predictions, reservation.headers)
 
     async def _meter(
         self, principal: Principal, model: str, version: ModelVersion, items: int, tokens: int, started: float
-    ) -> dict[str, str]:
-        headers = await self.limiter.charge_tokens(principal, tokens)
+    ) -> None:
         await self.usage.record(
             principal,
             model=model,
@@ -202,13 +206,12 @@ class InferenceService:
             tokens=tokens if version.task == "embeddings" else 0,
             seconds=time.perf_counter() - started,
         )
-        return headers
 
     async def embed(
         self, principal: Principal, ref: str, inputs: Any, *, truncate: bool = True, dimensions: int | None = None
     ) -> Embeddings:
         texts = check_texts(inputs, "input", self.max_inputs, allow_single=True, allow_empty=False)
-        version = await self._resolve_for(principal, ref, "embeddings", "it answers POST /v1/models/{ref}/predict")
+        version = await self._resolve_for(principal, ref, "embeddings", "POST /v1/embeddings")
         await self.limiter.check_tokens(principal)
         started = time.perf_counter()
         served = await self.acquire(version)
@@ -230,7 +233,14 @@ class InferenceService:
                     param=f"input.{error.index}",
                     code="input_too_long",
                 ) from None
-        results = await self._run(served, texts)
+        # The tokens the model will count (truncated, as it embeds them), counted first when a budget applies.
+        counted = await asyncio.to_thread(predictor.count_tokens, texts) if self.limiter.limits_tokens(principal) else 0
+        reservation = await self.limiter.reserve_tokens(principal, counted)
+        try:
+            results = await self._run(served, texts)
+        except BaseException:
+            await self.limiter.refund_failed(reservation)
+            raise
         vectors = np.stack([vector for vector, _ in results])
         if dimensions is not None and dimensions < predictor.dimensions:
             # Shortened like OpenAI's `dimensions`: keep the leading components, then renormalise.
@@ -238,5 +248,5 @@ class InferenceService:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         prompt_tokens = int(sum(tokens for _, tokens in results))
         model = name_for(principal, version, ref)
-        rate_limit = await self._meter(principal, model, version, len(texts), prompt_tokens, started)
-        return Embeddings(model, version, vectors, prompt_tokens, rate_limit)
+        await self._meter(principal, model, version, len(texts), prompt_tokens, started)
+        return Embeddings(model, version, vectors, prompt_tokens, reservation.headers)

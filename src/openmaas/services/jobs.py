@@ -16,6 +16,7 @@ from openmaas.recipes import CATALOG, Recipe, TextRecipe, UnknownRecipe, get_rec
 from openmaas.recipes.foundation import FOUNDATION_MODELS
 from openmaas.services.idempotency import Idempotency, fingerprint
 from openmaas.services.registry import RegistryService
+from openmaas.services.tasks import described
 from openmaas.storage.metadata import MetadataStore
 from openmaas.storage.metadata.repositories import AlreadyExists
 from openmaas.training.checkpoints import CheckpointStore
@@ -154,7 +155,7 @@ class JobService:
             raise InvalidRequest(error.message, param=param, code=error.code) from None
         if found != task:
             raise Unprocessable(
-                f"base_model {reference!r} is a {found} model; this recipe builds on {task} models",
+                f"base_model {reference!r} is {described(found)}; this recipe builds on {described(task)}",
                 param=param,
                 code="wrong_base_model_task",
             )

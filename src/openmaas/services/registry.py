@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
 from openmaas.domain.refs import ModelRef, is_valid_alias, is_valid_name, parse_ref
@@ -30,6 +32,16 @@ def parse(ref: str) -> ModelRef:
             code="invalid_model_reference",
         )
     return parsed
+
+
+def did_you_mean(name: str, readable: list[str]) -> list[str]:
+    """The readable names a caller most likely meant by `name`: another tenant's public model of that very name
+    (`default/spam` for `spam`), else the closest spellings. None when `name` itself is readable (then the
+    version or alias was what did not match)."""
+    if name in readable:
+        return []
+    same = [candidate for candidate in readable if candidate.rpartition("/")[2] == name.rpartition("/")[2]]
+    return same[:3] or difflib.get_close_matches(name, readable, n=3)
 
 
 def reference_for(principal: Principal, model: RegisteredModel) -> str:
@@ -79,7 +91,7 @@ class RegistryService:
         else:
             model = self.store.models.get(principal.tenant_id, name) or self.store.models.get(SYSTEM_TENANT, name)
         if model is None:
-            raise NotFound(f"no model {name!r}", param="model", code="model_not_found")
+            raise self._not_found(principal, name, f"no model {name!r}")
         return model
 
     def resolve(self, principal: Principal, ref: str) -> ModelVersion:
@@ -88,8 +100,18 @@ class RegistryService:
         if version is None and parsed.owner is None:
             version = self.store.models.resolve(SYSTEM_TENANT, parsed)
         if version is None:
-            raise NotFound(f"no model version matches {ref!r}", param="model", code="model_not_found")
+            written = f"{parsed.owner}/{parsed.name}" if parsed.owner is not None else parsed.name
+            raise self._not_found(principal, written, f"no model version matches {ref!r}")
         return version
+
+    def _not_found(self, principal: Principal, name: str, message: str) -> NotFound:
+        """A 404 that suggests the models the caller may read whose names are close to `name` (only on this
+        path: listing the readable models costs queries a found model never pays)."""
+        readable = [reference_for(principal, model) for model in self.list(principal)]
+        close = did_you_mean(name, readable)
+        if close:
+            message += "; did you mean " + " or ".join(repr(candidate) for candidate in close) + "?"
+        return NotFound(message, param="model", code="model_not_found")
 
     def set_public(self, principal: Principal, name: str, public: bool) -> RegisteredModel:
         """Let every tenant read, serve and build on the caller's own model (or stop): never change it."""
@@ -133,6 +155,8 @@ class RegistryService:
             raise PermissionDenied("importing a model from the server's disk needs an admin key")
         if not is_valid_name(name) or name in FOUNDATION_MODELS:
             raise InvalidRequest(f"invalid or reserved model name {name!r}", param="name", code="invalid_model_name")
+        if not Path(path).is_absolute():
+            refuse_relative(path)  # as written: Path("./x") would read as "x", a Hub id's shape
         directory = Path(path)
         task = check_importable(directory)
         generative = task == "text-generation"
@@ -215,11 +239,36 @@ CONVERT_HINT = (
 )
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def refuse_relative(path: str) -> NoReturn:
+    """Refuse a relative path with the reason: a Hub id is never fetched (the server runs offline), and a
+    relative path is not resolved against the server's working directory, which the caller cannot see."""
+    if HUB_ID.fullmatch(path):
+        raise Unprocessable(
+            f"{path!r} looks like a Hugging Face Hub id: the server does not download models (it runs offline). "
+            f"Download it where you have a network (`hf download {path} --local-dir DIR`), copy DIR to the "
+            "server, and pass its absolute path",
+            param="path",
+            code="hub_id_not_fetched",
+        )
+    raise Unprocessable(
+        f"{path!r} is a relative path: give the absolute path of the model directory on the server's disk "
+        "(a relative path is not resolved against the server's working directory)",
+        param="path",
+        code="relative_path",
+    )
+
+
 def check_importable(directory: Path) -> str:
     """Validate a Hugging Face directory for import; returns the task it will serve."""
-    if not directory.is_absolute() or not directory.is_dir():
+    if not directory.is_absolute():
+        refuse_relative(str(directory))
+    if not directory.is_dir():
         raise Unprocessable(
-            f"{str(directory)!r} is not a directory on the server (give an absolute path)",
+            f"{str(directory)!r} is not a directory on the server: give the absolute path of a Hugging Face model "
+            "directory on the server's disk",
             param="path",
             code="invalid_path",
         )
