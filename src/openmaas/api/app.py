@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from openmaas import __version__
-from openmaas.api import admin, native, openai
+from openmaas.api import admin, kserve_v2, native, openai
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Services
 from openmaas.api.direct import DirectRoute, DirectRoutes
@@ -188,7 +188,7 @@ def create_app(settings: Settings) -> FastAPI:
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    routers = (*native.routers, *openai.routers, *admin.routers)  # the inference routes first
+    routers = (*native.routers, *openai.routers, *kserve_v2.routers, *admin.routers)  # the inference routes first
     for route in (route for router in routers for route in router.routes):
         if isinstance(route, APIRoute) and not isinstance(route, JSONRoute | DirectRoute):
             # Its body would be decoded by Python's json, which lets lone surrogates through (api/bodies.py).
