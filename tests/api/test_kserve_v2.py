@@ -287,7 +287,7 @@ def test_another_tenants_model_is_a_404_and_rate_limits_answer_in_v2(
 def test_no_compression_on_v2(server: Server) -> None:
     body, header_length = binary_request(TEXTS * 200)
     headers = {**auth(), "Accept-Encoding": "gzip", "Inference-Header-Content-Length": str(header_length)}
-    response = httpx.post(f"{server.url}/v2/models/{CLASSIFIER}/infer", content=body, headers=headers)
+    response = httpx.post(f"{server.url}/v2/models/{CLASSIFIER}/infer", content=body, headers=headers, timeout=30)
     assert response.status_code == 200 and "content-encoding" not in response.headers
 
 

@@ -149,10 +149,15 @@ def create_app(settings: Settings) -> FastAPI:
             limiter=limiter,
         )
         await executor.start()
+        grpc = None
+        if settings.grpc_port is not None:
+            grpc = await kserve_v2.start_grpc(app.state.services, series, settings.host, settings.grpc_port)
         log.info("OpenMaaS ready: data in %s", settings.data_dir)
         try:
             yield
         finally:
+            if grpc is not None:
+                await grpc.stop(grace=5)
             await executor.stop()
             await pool.close()
             await recorder.close()
