@@ -4,6 +4,7 @@ metrics. The clients get a fresh headers dict per call: tritonclient adds its ow
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 import tritonclient.http.aio as triton_aio
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ADMIN_KEY, DATASETS, Server
@@ -311,3 +313,31 @@ def test_v2_calls_appear_in_usage_and_metrics(
         and 'status="200"' in line
     )
     assert float(line.rsplit(" ", 1)[1]) >= 1
+
+
+def batch_sizes(server: Server) -> tuple[float, float]:
+    """(batches, items) the classifier has run, from /metrics."""
+    values = {"count": 0.0, "sum": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text):
+        for sample in family.samples:
+            if sample.name.startswith("openmaas_batch_size_") and sample.labels.get("model") == CLASSIFIER:
+                values[sample.name.rsplit("_", 1)[1]] = sample.value
+    return values["count"], values["sum"]
+
+
+async def test_v2_and_native_requests_share_the_models_batches(server: Server, http: httpx.Client) -> None:
+    # Held for up to 500 ms, a batch takes whatever arrives meanwhile: one native and one v2 request.
+    assert http.post(f"/v1/models/{CLASSIFIER}/load", json={"max_batch_size": 8, "max_wait_ms": 500}).is_success
+    try:
+        batches, items = batch_sizes(server)
+        body, header_length = binary_request(CHINESE[:1])
+        v2_headers = {**auth(), "Inference-Header-Content-Length": str(header_length)}
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            native_answer, v2_answer = await asyncio.gather(
+                client.post(f"/v1/models/{CLASSIFIER}/predict", json={"inputs": TEXTS[:1]}, headers=auth()),
+                client.post(f"/v2/models/{CLASSIFIER}/infer", content=body, headers=v2_headers),
+            )
+        assert native_answer.status_code == 200 and v2_answer.status_code == 200
+        assert batch_sizes(server) == (batches + 1, items + 2)
+    finally:
+        http.post(f"/v1/models/{CLASSIFIER}/load", json={})

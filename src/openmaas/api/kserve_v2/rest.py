@@ -66,6 +66,19 @@ _INFER_DOC: dict[str, Any] = {
             "application/json": {"schema": InferenceRequest.model_json_schema()},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
+    },
+    "responses": {
+        "200": {
+            "description": "JSON outputs; with binary outputs asked for, `Inference-Header-Content-Length: N`, N "
+            "bytes of JSON and then the binary outputs in order",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+}
+_INDEX_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": RepositoryIndexRequest.model_json_schema()}},
     }
 }
 
@@ -112,7 +125,7 @@ async def version_ready(name: Name, version: Version, caller: Reader, svc: Svc) 
     return ModelReadyResponse(name=name, ready=await V2Models(svc).ready(caller, name, version))
 
 
-@router.post("/v2/repository/index", response_model=list[RepositoryIndexEntry])
+@router.post("/v2/repository/index", response_model=list[RepositoryIndexEntry], openapi_extra=_INDEX_DOC)
 async def repository_index(request: Request, caller: Admin, svc: Svc) -> list[RepositoryIndexEntry]:
     raw = await request.body()  # tritonclient sends an empty body
     try:
