@@ -303,6 +303,8 @@ def test_v2_calls_appear_in_usage_and_metrics(
     before = items()
     triton_client.infer(CLASSIFIER, [text_input(TEXTS + CHINESE)], headers=auth())
     assert items() == before + 4
+    by_protocol = http.get("/v1/usage", params={"group_by": "protocol"}).json()["data"]
+    assert {row.get("protocol") for row in by_protocol if row["kind"] == "inference"} >= {"kserve_v2", "native"}
     metrics = httpx.get(f"{server.url}/metrics").text
     line = next(
         line

@@ -167,6 +167,9 @@ def test_grpc_calls_appear_in_usage_and_metrics(client: triton.InferenceServerCl
         before = items()
         client.infer(CLASSIFIER, [text_input(TEXTS + CHINESE)], headers=auth())
         assert items() == before + 4
+        by_protocol = http.get("/v1/usage", params={"group_by": "protocol"}).json()["data"]
+        grpc_rows = [row for row in by_protocol if row.get("protocol") == "kserve_v2_grpc"]
+        assert grpc_rows and grpc_rows[0]["items"] >= 4
     metrics = httpx.get(f"{server.url}/metrics").text
     assert any(
         line.startswith("openmaas_requests_total{")

@@ -130,6 +130,8 @@ class ErrorResponse(BaseModel):
 class RepositoryIndexRequest(BaseModel):
     """Triton's `POST v2/repository/index`: "ready: optional, return only models ready for inferencing"."""
 
+    model_config = ConfigDict(strict=True)  # `"ready": 0` is no boolean
+
     ready: bool | None = None
 
 

@@ -174,7 +174,9 @@ class InferenceService:
             raise InvalidRequest(f"model {ref!r} is a {version.task} model; {hint}", param="model", code="wrong_task")
         return version
 
-    async def predict(self, principal: Principal, ref: str, inputs: Any) -> Answer[Classification]:
+    async def predict(
+        self, principal: Principal, ref: str, inputs: Any, *, protocol: str = "native"
+    ) -> Answer[Classification]:
         texts = check_texts(inputs, "inputs", self.max_inputs)
         version = await self._resolve_for(principal, ref, "text-classification", "use POST /v1/embeddings for it")
         await self.limiter.check_tokens(principal)
@@ -185,11 +187,18 @@ class InferenceService:
         # A classifier's budget counts inputs ("items"): the tokenizer of a bag-of-words model is ours, not a
         # billing unit.
         model = name_for(principal, version, ref)
-        rate_limit = await self._meter(principal, model, version, len(texts), len(texts), started)
+        rate_limit = await self._meter(principal, model, version, len(texts), len(texts), started, protocol)
         return Answer(model, version, classification, rate_limit)
 
     async def _meter(
-        self, principal: Principal, model: str, version: ModelVersion, items: int, tokens: int, started: float
+        self,
+        principal: Principal,
+        model: str,
+        version: ModelVersion,
+        items: int,
+        tokens: int,
+        started: float,
+        protocol: str,
     ) -> dict[str, str]:
         headers = await self.limiter.charge_tokens(principal, tokens)
         await self.usage.record(
@@ -199,11 +208,19 @@ class InferenceService:
             items=items,
             tokens=tokens if version.task == "embeddings" else 0,
             seconds=time.perf_counter() - started,
+            protocol=protocol,
         )
         return headers
 
     async def embed(
-        self, principal: Principal, ref: str, inputs: Any, *, truncate: bool = True, dimensions: int | None = None
+        self,
+        principal: Principal,
+        ref: str,
+        inputs: Any,
+        *,
+        truncate: bool = True,
+        dimensions: int | None = None,
+        protocol: str = "openai",
     ) -> Answer[Embeddings]:
         texts = check_texts(inputs, "input", self.max_inputs, allow_single=True, allow_empty=False)
         version = await self._resolve_for(principal, ref, "embeddings", "it answers POST /v1/models/{ref}/predict")
@@ -236,5 +253,6 @@ class InferenceService:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         embeddings = Embeddings(vectors, tuple(int(tokens) for _, tokens in results))
         model = name_for(principal, version, ref)
-        rate_limit = await self._meter(principal, model, version, len(texts), embeddings.prompt_tokens, started)
+        tokens = embeddings.prompt_tokens
+        rate_limit = await self._meter(principal, model, version, len(texts), tokens, started, protocol)
         return Answer(model, version, embeddings, rate_limit)

@@ -121,7 +121,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             caller = await self._caller(context, "infer")
             texts = texts_of(request)
             wanted = [output.name for output in request.outputs] or None
-            result = await self.models.infer(caller, request.model_name, request.model_version, texts, wanted)
+            name, version = request.model_name, request.model_version
+            result = await self.models.infer(caller, name, version, texts, wanted, "kserve_v2_grpc")
             tensors = list(result.outputs.values())
             output = pb.ModelInferResponse.InferOutputTensor
             return pb.ModelInferResponse(

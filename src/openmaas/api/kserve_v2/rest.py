@@ -135,13 +135,17 @@ async def repository_index(request: Request, caller: Admin, svc: Svc) -> list[Re
     return await asyncio.to_thread(V2Models(svc).index, caller, bool(body.ready))
 
 
-@router.post("/v2/repository/models/{name:v2_model}/load", response_model=None)
+# Triton answers a load or unload with an empty 200, which is all its clients read.
+_EMPTY: dict[int | str, dict[str, Any]] = {200: {"description": "Done (an empty body)", "content": {}}}
+
+
+@router.post("/v2/repository/models/{name:v2_model}/load", response_class=Response, responses=_EMPTY)
 async def repository_load(name: Name, caller: Admin, svc: Svc) -> Response:
     await V2Models(svc).load(caller, name)
     return Response(status_code=200)
 
 
-@router.post("/v2/repository/models/{name:v2_model}/unload", response_model=None)
+@router.post("/v2/repository/models/{name:v2_model}/unload", response_class=Response, responses=_EMPTY)
 async def repository_unload(name: Name, caller: Admin, svc: Svc) -> Response:
     await asyncio.to_thread(V2Models(svc).unload, caller, name)
     return Response(status_code=200)
@@ -165,7 +169,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     body, texts = parse_request(raw, request.headers.get(HEADER_LENGTH))
     wanted = [output.name for output in body.outputs] if body.outputs else None
     models = V2Models(services_of(request))
-    result = await unless_disconnected(request, models.infer(caller, name, version, texts, wanted))
+    result = await unless_disconnected(request, models.infer(caller, name, version, texts, wanted, "kserve_v2"))
     add_response_headers(request, result.rate_limit)
     return encode_response(name, body, result)
 

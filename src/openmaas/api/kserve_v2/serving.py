@@ -70,8 +70,15 @@ class V2Models:
         return True
 
     async def infer(
-        self, caller: Principal, name: str, version: str | None, texts: list[str], wanted: list[str] | None
+        self,
+        caller: Principal,
+        name: str,
+        version: str | None,
+        texts: list[str],
+        wanted: list[str] | None,
+        protocol: str,
     ) -> Inferred:
+        """`protocol` ("kserve_v2" or "kserve_v2_grpc") goes on the call's usage record."""
         ref = reference(name, version)
         resolved = await self.services.inference.resolve(caller, ref)
         names = output_names(resolved)
@@ -80,10 +87,10 @@ class V2Models:
                 raise InvalidRequest(f"unknown output {output!r}: the model gives {', '.join(names)}")
         inference = self.services.inference
         if resolved.task == "embeddings":
-            embedded = await inference.embed(caller, ref, texts)
+            embedded = await inference.embed(caller, ref, texts, protocol=protocol)
             tensors, rate_limit = outputs_of(embedded.result), embedded.rate_limit
         else:
-            predicted = await inference.predict(caller, ref, texts)
+            predicted = await inference.predict(caller, ref, texts, protocol=protocol)
             tensors, rate_limit = outputs_of(predicted.result), predicted.rate_limit
         return Inferred(resolved, {output: tensors[output] for output in wanted or names}, rate_limit)
 
