@@ -178,7 +178,8 @@ def parse_request(raw: bytes, header_length: str | None) -> tuple[InferenceReque
     """The request's JSON and its texts, from JSON data or binary tensors after the JSON."""
     json_part, binary = raw, b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(raw):
+        # ASCII digits only: str.isdigit also takes "²", which int() refuses.
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(raw):
             raise InvalidRequest(
                 f"Inference-Header-Content-Length is {header_length!r}; the body has {len(raw)} bytes"
             )
@@ -218,7 +219,8 @@ def parse_request(raw: bytes, header_length: str | None) -> tuple[InferenceReque
 def _json_texts(name: str, data: Any, count: int) -> list[str]:
     if not isinstance(data, list):
         raise InvalidRequest(f"input {name!r} has no data (a list of strings, or binary_data_size)")
-    flat = [item for row in data for item in row] if data and isinstance(data[0], list) else data
+    nested = bool(data) and all(isinstance(row, list) for row in data)  # [[t], [t]] for a [n, 1] shape
+    flat = [item for row in data for item in row] if nested else data
     if len(flat) != count:
         raise InvalidRequest(f"input {name!r} has {len(flat)} elements; its shape says {count}")
     for index, item in enumerate(flat):

@@ -31,7 +31,7 @@ def reference(name: str, version: str | None) -> str:
     """Our model reference for v2's name and version: `name:3`, or `name` (its latest version)."""
     if version is None or version == "":
         return name
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):
         raise InvalidRequest(f"model version {version!r} is not a version number")
     return f"{name}:{version}"
 
