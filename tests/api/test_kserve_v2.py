@@ -101,6 +101,11 @@ def test_model_metadata_comes_from_the_registry(triton_client: triton.InferenceS
     embedder = triton_client.get_model_metadata(EMBEDDER, headers=auth())
     assert embedder["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert embedder["outputs"] == [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}]
+    # A public model of another tenant by its owner-qualified name (the shipped models are the system's)
+    owned = triton_client.get_model_metadata(f"openmaas/{EMBEDDER}", headers=auth())
+    assert owned["name"] == f"openmaas/{EMBEDDER}" and owned["outputs"] == embedder["outputs"]
+    result = triton_client.infer(f"openmaas/{EMBEDDER}", [text_input(CHINESE[:1])], headers=auth())
+    assert result.as_numpy("embedding").shape == (1, 384)
 
 
 @pytest.mark.parametrize("binary", [True, False])
