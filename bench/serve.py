@@ -61,6 +61,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 import torch
+from kserve_v2 import V2_ROWS, grpc_probabilities, grpc_request, rest_body, rest_probabilities
 
 from openmaas import Client
 from openmaas.recipes import get_loader
@@ -79,7 +80,7 @@ IN_FLIGHT_CALLS = 2  # calls at once for the in-flight rate: the batches an Open
 ADJACENT_OFFLINE_SECONDS = 3.0
 LITSERVE_MAX_BATCH = 32
 LITSERVE_BATCH_TIMEOUT = 0.005
-SERVERS = ("OpenMaaS", "FastAPI", "FastAPI async", "LitServe")
+SERVERS = ("OpenMaaS", *V2_ROWS, "FastAPI", "FastAPI async", "LitServe")  # OpenMaaS's own rows first
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 T = TypeVar("T")
@@ -206,9 +207,9 @@ class Service:
         self._log.close()
 
 
-def start_openmaas(data_dir: Path, port: int, logs: Path) -> Service:
+def start_openmaas(data_dir: Path, port: int, grpc_port: int, logs: Path) -> Service:
     # Default settings otherwise: a faster job poll would start training sooner, and cost CPU in every row.
-    env = {**os.environ, "OPENMAAS_ADMIN_KEY": KEY}
+    env = {**os.environ, "OPENMAAS_ADMIN_KEY": KEY, "OPENMAAS_GRPC_PORT": str(grpc_port)}
     command = [sys.executable, "-m", "openmaas", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     service = Service("OpenMaaS", [*command, "--log-level", "warning"], logs / "openmaas.log", env)
     return service.wait_ready(f"http://{HOST}:{port}/healthz")
@@ -351,31 +352,46 @@ def in_flight_rate(model: Any, texts: list[str], concurrency: int, seconds: floa
     return OfflineRate(total / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / total)
 
 
-def max_difference(url: str, trained: Trained, texts: list[str]) -> float:
+def max_difference(url: str, trained: Trained, texts: list[str], protocol: str = "native") -> float:
     """Largest |probability difference| between a server's answers and the in-process model, one text a request
-    and one a call (an int8 model's activations are quantized per pass, so its answers depend on batch-mates)."""
+    and one a call (an int8 model's activations are quantized per pass, so its answers depend on batch-mates).
+    For the v2 rows: `url` is the infer route's, or the gRPC address."""
     expected = [trained.model.predict_proba([text])[0] for text in texts]
     worst = 0.0
     with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60.0) as http:
         for text, row in zip(texts, expected, strict=True):
-            response = http.post(url, json={"inputs": [text]})
-            response.raise_for_status()
-            scores = response.json()["predictions"][0]["scores"]
-            worst = max(worst, float(np.abs(np.array([scores[label] for label in trained.labels]) - row).max()))
+            if protocol == "v2 gRPC":
+                got = grpc_probabilities(url, trained.spec.registry_name, text, KEY)
+            elif protocol in V2_ROWS:
+                got = rest_probabilities(url, text, KEY)
+            else:
+                response = http.post(url, json={"inputs": [text]})
+                response.raise_for_status()
+                scores = response.json()["predictions"][0]["scores"]
+                got = np.array([scores[label] for label in trained.labels])
+            worst = max(worst, float(np.abs(got - row).max()))
     return worst
 
 
 # ---------------------------------------------------------------- load generator
 
 
-def build_requests(port: int, path: str, texts: Sequence[str]) -> list[bytes]:
-    """One complete HTTP/1.1 request per text, built before the clock starts."""
+def native_body(text: str) -> tuple[bytes, dict[str, str]]:
+    return json.dumps({"inputs": [text]}).encode(), {}
+
+
+def build_requests(
+    port: int, path: str, texts: Sequence[str], encode: Callable[[str], tuple[bytes, dict[str, str]]] = native_body
+) -> list[bytes]:
+    """One complete HTTP/1.1 request per text, built before the clock starts: `encode` gives its body and any
+    headers of its own (the native shape by default)."""
     requests = []
     for text in texts:
-        body = json.dumps({"inputs": [text]}).encode()
+        body, headers = encode(text)
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
         )
         requests.append(head.encode() + body)
     return requests
@@ -426,10 +442,11 @@ class LoadGenerator:
     """
 
     port: int
-    requests: list[bytes]
+    requests: list[Any]  # raw HTTP requests (ModelInferRequests for GrpcLoadGenerator)
     concurrency: int
     duration: float
     server_pgid: int
+    expect: bytes = b'"predictions"'  # what every answer's body holds (v2's: '"outputs"')
     warmup: float = WARMUP_SECONDS
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
@@ -494,9 +511,8 @@ class LoadGenerator:
             if streams is not None:
                 streams[1].close()
 
-    @staticmethod
     async def _exchange(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
     ) -> tuple[str | None, bool]:
         """(None or what went wrong, whether the server closes the connection) for one request."""
         writer.write(payload)
@@ -504,7 +520,40 @@ class LoadGenerator:
         body = await reader.readexactly(length)
         if status != 200:
             return f"HTTP {status}", close
-        return (None if b'"predictions"' in body else "200 without predictions"), close
+        return (None if self.expect in body else f"200 without {self.expect.decode()}"), close
+
+
+class GrpcLoadGenerator(LoadGenerator):
+    """The same closed loop over gRPC (grpc.aio): `concurrency` clients, each on its own channel, as each HTTP
+    client has its own connection; `port` is the gRPC port."""
+
+    async def _client(self, index: int) -> None:
+        import grpc
+        from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+        metadata = (("authorization", f"Bearer {KEY}"),)
+        position = index
+        async with grpc.aio.insecure_channel(f"{HOST}:{self.port}") as channel:
+            infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+            while time.perf_counter() < self.stop_at:
+                request = self.requests[position % len(self.requests)]
+                position += self.concurrency
+                began = time.perf_counter()
+                failure = None
+                try:
+                    response = await infer(request, metadata=metadata, timeout=REQUEST_TIMEOUT)
+                    if not response.raw_output_contents:
+                        failure = "OK without outputs"
+                except grpc.aio.AioRpcError as error:
+                    failure = str(error.code())
+                ended = time.perf_counter()
+                if self.measure_from <= ended <= self.stop_at:
+                    if failure is None:
+                        self.latencies.append(ended - began)
+                    else:
+                        self.errors[failure] += 1
+                if failure is not None:
+                    await asyncio.sleep(0.01)
 
 
 def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -517,8 +566,20 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(make())
 
 
-def measure(port: int, path: str, texts: list[str], concurrency: int, duration: float, pgid: int) -> LoadResult:
-    generator = LoadGenerator(port, build_requests(port, path, texts), concurrency, duration, pgid)
+def measure(
+    port: int, path: str, texts: list[str], concurrency: int, duration: float, pgid: int, protocol: str = "native"
+) -> LoadResult:
+    """One row's load. For "v2 gRPC", `port` is the gRPC port and `path` the model's name."""
+    generator: LoadGenerator
+    if protocol == "v2 gRPC":
+        requests = [grpc_request(path, text) for text in texts]
+        generator = GrpcLoadGenerator(port, requests, concurrency, duration, pgid)
+    elif protocol in V2_ROWS:
+        binary = protocol == "v2 binary"
+        requests = build_requests(port, path, texts, lambda text: rest_body(text, binary))
+        generator = LoadGenerator(port, requests, concurrency, duration, pgid, expect=b'"outputs"')
+    else:
+        generator = LoadGenerator(port, build_requests(port, path, texts), concurrency, duration, pgid)
     return run_async(generator.run)
 
 
@@ -651,7 +712,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=8.0, help="Measured seconds per row (after warm-up).")
     parser.add_argument("--concurrency", default="1,8,32", help="Comma-separated concurrent connections, e.g. 1,8,32.")
     parser.add_argument("--models", default="bow,minilm", help=f"Comma-separated, from {', '.join(MODELS)}.")
-    parser.add_argument("--skip-peers", action="store_true", help="Measure OpenMaaS only.")
+    parser.add_argument("--skip-peers", action="store_true", help="Measure OpenMaaS only (native and v2 rows).")
+    parser.add_argument("--skip-v2", action="store_true", help="Leave out the KServe v2 rows (REST and gRPC).")
     args = parser.parse_args()
     try:
         args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -675,6 +737,7 @@ class Run:
     texts: list[str]
     server: Service
     port: int
+    grpc_port: int
     rows: list[Row] = field(default_factory=list)
     offline: dict[str, dict[int, OfflineRate]] = field(default_factory=dict)  # title → {texts a call: rate}
     in_flight: dict[str, dict[int, OfflineRate]] = field(default_factory=dict)  # title → {concurrency: rate}
@@ -718,11 +781,23 @@ class Run:
         print(f"{spec.title}: offline before the servers, {describe_offline(rates)}", flush=True)
         flights = self.in_flight_rates(model)
         first_row = len(self.rows)
-        for name in SERVERS[:1] if self.args.skip_peers else SERVERS:
+        for name in SERVERS:
             if name == "OpenMaaS":
                 self.measure_server(
                     self.server, model, self.port, f"/v1/models/{spec.registry_name}/predict", rate, flights
                 )
+                continue
+            if name in V2_ROWS:  # the same server and model through KServe v2, beside the native route
+                if not self.args.skip_v2:
+                    grpc = name == "v2 gRPC"
+                    port, path = (
+                        (self.grpc_port, spec.registry_name)
+                        if grpc
+                        else (self.port, f"/v2/models/{spec.registry_name}/infer")
+                    )
+                    self.measure_server(self.server, model, port, path, rate, flights, protocol=name)
+                continue
+            if self.args.skip_peers:
                 continue
             port = free_port()
             try:
@@ -759,13 +834,21 @@ class Run:
         return {size: offline_rate(model.model, self.texts, size, seconds) for size in sizes}
 
     def measure_server(
-        self, service: Service, model: Trained, port: int, path: str, offline: float, flights: dict[int, OfflineRate]
+        self,
+        service: Service,
+        model: Trained,
+        port: int,
+        path: str,
+        offline: float,
+        flights: dict[int, OfflineRate],
+        protocol: str = "native",
     ) -> None:
         """Check the server's answers against the in-process model, then load it at every concurrency."""
-        name, title = service.name, model.spec.title
+        name, title = (service.name if protocol == "native" else protocol), model.spec.title
         sample = self.texts[:: max(1, len(self.texts) // 20)][:20]
+        url = f"{HOST}:{port}" if protocol == "v2 gRPC" else f"http://{HOST}:{port}{path}"
         try:
-            difference = max_difference(f"http://{HOST}:{port}{path}", model, sample)
+            difference = max_difference(url, model, sample, protocol)
         except httpx.HTTPError as error:
             self.notes.append(
                 f"{name} serving {title} failed the answer check ({type(error).__name__}: {error}; server "
@@ -779,7 +862,7 @@ class Run:
             now = math.nan
             if service is self.server:  # this VM's speed drifts: the same model offline, just before the row
                 now = offline_rate(model.model, self.texts, OFFLINE_CHUNK, ADJACENT_OFFLINE_SECONDS).texts_per_second
-            result = measure(port, path, self.texts, concurrency, self.args.duration, service.pid)
+            result = measure(port, path, self.texts, concurrency, self.args.duration, service.pid, protocol)
             self.rows.append(Row(title, name, result, offline, now, flights[concurrency].texts_per_second))
             print("  " + format_row(self.rows[-1], ours_for(self.rows, self.rows[-1])), flush=True)
         if service is not self.server and any(r.result.errors for r in self.rows[-len(self.args.concurrency) :]):
@@ -795,10 +878,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="openmaas-serve-bench-") as scratch, ExitStack() as stack:
         root = Path(scratch)
         (root / "logs").mkdir()
-        port = free_port()
-        server = start_openmaas(root / "data", port, root / "logs")
+        port, grpc_port = free_port(), free_port()
+        server = start_openmaas(root / "data", port, grpc_port, root / "logs")
         stack.callback(server.stop)
-        run = Run(args, root, texts, server, port)
+        run = Run(args, root, texts, server, port, grpc_port)
         run.record_memory("idle, right after start")
         try:
             client = stack.enter_context(Client(f"http://{HOST}:{port}", KEY, timeout=120.0))

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="Share rate-limit counters through Redis.")
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve KServe v2's GRPCInferenceService on this port (on `host`); off when unset.",
+    )
 
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="A dataset upload's largest file.")
     max_json_body_bytes: int = Field(

@@ -88,7 +88,7 @@ def test_migrations_are_idempotent(store: MetadataStore) -> None:
     again = open_store(str(store.engine.url.render_as_string(hide_password=False)))
     again.close()
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0006"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0007"
 
 
 def test_a_key_is_found_by_its_hash_alone(store: MetadataStore) -> None:
@@ -231,3 +231,14 @@ def test_a_journal_segment_is_applied_once_and_in_order(store: MetadataStore) ->
     assert store.usage.summary("t1", None, None, None)[0]["records"] == 4
     store.usage.forget_journal("j1")
     assert store.usage.add_journaled("j1", 1, [])
+
+
+def test_usage_is_summed_by_protocol(store: MetadataStore) -> None:
+    records = [
+        UsageRecord("t1", "key_1", "inference", "m", 1, 2, 0, 0.01, now(), protocol="kserve_v2"),
+        UsageRecord("t1", "key_1", "inference", "m", 1, 3, 0, 0.01, now(), protocol="native"),
+        UsageRecord("t1", "key_1", "inference", "m", 1, 4, 0, 0.01, now(), protocol="kserve_v2"),
+    ]
+    assert store.usage.add_journaled("j-protocol", 1, records)
+    rows = {row["protocol"]: row["items"] for row in store.usage.summary("t1", None, None, "protocol")}
+    assert rows == {"kserve_v2": 6, "native": 3}

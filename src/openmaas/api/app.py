@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from openmaas import __version__
-from openmaas.api import admin, native, openai
+from openmaas.api import admin, kserve_v2, native, openai
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Services
 from openmaas.api.direct import DirectRoute, DirectRoutes
@@ -152,6 +152,9 @@ def create_app(settings: Settings) -> FastAPI:
             limiter=limiter,
         )
         await executor.start()
+        grpc = None
+        if settings.grpc_port is not None:
+            grpc = await kserve_v2.start_grpc(app.state.services, series, settings.host, settings.grpc_port)
         # After the start, in the background: /healthz answers at once, /readyz once the preloads are loaded.
         admin = Principal(tenant_id=DEFAULT_TENANT, key_id="preload")
         app.state.preloader = Preloader(inference, admin, settings.preload_models, foundation.preparing)
@@ -161,6 +164,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             preloading.cancel()
+            if grpc is not None:
+                await grpc.stop(grace=5)
             await executor.stop()
             await pool.close()
             await recorder.close()
@@ -212,7 +217,7 @@ def create_app(settings: Settings) -> FastAPI:
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    routers = (*native.routers, *openai.routers, *admin.routers)  # the inference routes first
+    routers = (*native.routers, *openai.routers, *kserve_v2.routers, *admin.routers)  # the inference routes first
     for route in (route for router in routers for route in router.routes):
         if isinstance(route, APIRoute) and not isinstance(route, JSONRoute | DirectRoute):
             # Its body would be decoded by Python's json, which lets lone surrogates through (api/bodies.py).

@@ -1,5 +1,5 @@
-"""Renders every failure as OpenAI's error body, with the status from the one table in openmaas.errors, and
-documents those answers for the routes (`error_responses`)."""
+"""Renders every failure as OpenAI's error body (KServe v2's `{"error": "..."}` on /v2), with the status from the
+one table in openmaas.errors, and documents those answers for the routes (`error_responses`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from openmaas.api.bodies import invalid_json_message
 from openmaas.api.disconnect import ClientDisconnected
 from openmaas.api.responses import FastJSONResponse
 from openmaas.errors import OpenMaaSError, status_and_type
+from openmaas.protocol.kserve_v2 import ErrorResponse as V2ErrorBody
 from openmaas.protocol.openai import ErrorBody
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,16 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
 
 
+def v2_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`error_responses` for the /v2 routes, whose error body is KServe v2's."""
+    return {status: {"model": V2ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+
+
+def is_v2(path: str) -> bool:
+    """A path of the KServe v2 surface, whose errors are `{"error": "..."}` (its clients read that shape)."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
 def error_response(
     status: int,
     type_: str,
@@ -49,22 +60,27 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    path: str = "",
 ) -> FastJSONResponse:
+    if is_v2(path):
+        return FastJSONResponse({"error": message}, status_code=status, headers=headers)
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return FastJSONResponse(body, status_code=status, headers=headers)
 
 
-def rendered(error: OpenMaaSError) -> FastJSONResponse:
+def rendered(error: OpenMaaSError, path: str = "") -> FastJSONResponse:
+    """`error`'s response for a request to `path`."""
     status, type_ = status_and_type(error)
-    return error_response(status, type_, error.message, error.param, error.code, error.headers)
+    return error_response(status, type_, error.message, error.param, error.code, error.headers, path)
 
 
-async def _ours(_request: Request, error: Exception) -> FastJSONResponse:
+async def _ours(request: Request, error: Exception) -> FastJSONResponse:
     assert isinstance(error, OpenMaaSError)
-    return rendered(error)
+    return rendered(error, request.url.path)
 
 
-async def _validation(_request: Request, error: Exception) -> FastJSONResponse:
+async def _validation(request: Request, error: Exception) -> FastJSONResponse:
+    path = request.url.path
     assert isinstance(error, RequestValidationError)
     first: dict[str, Any] = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request", "type": ""}
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
@@ -73,9 +89,9 @@ async def _validation(_request: Request, error: Exception) -> FastJSONResponse:
         reason = str(first.get("ctx", {}).get("error", "invalid JSON"))
         position = first.get("loc", ("body", 0))[-1]
         message = invalid_json_message(reason, position)
-        return error_response(400, "invalid_request_error", message, None, "invalid_json")
+        return error_response(400, "invalid_request_error", message, None, "invalid_json", path=path)
     message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-    return error_response(400, "invalid_request_error", message, param, first.get("type"))
+    return error_response(400, "invalid_request_error", message, param, first.get("type"), path=path)
 
 
 _HTTP_CODES = {404: "unknown_url", 405: "method_not_allowed"}
@@ -109,14 +125,15 @@ def _http_handler(allowed: AllowedMethods) -> Callable[[Request, Exception], Awa
         else:
             message = str(error.detail)
         type_ = "server_error" if error.status_code >= 500 else "invalid_request_error"
-        return error_response(error.status_code, type_, message, None, _HTTP_CODES.get(error.status_code), headers)
+        code = _HTTP_CODES.get(error.status_code)
+        return error_response(error.status_code, type_, message, None, code, headers, request.url.path)
 
     return _http
 
 
 async def _unexpected(request: Request, error: Exception) -> FastJSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    return error_response(500, "server_error", "internal server error", None, "internal_error")
+    return error_response(500, "server_error", "internal server error", None, "internal_error", path=request.url.path)
 
 
 async def _gone(request: Request, _error: Exception) -> Response:

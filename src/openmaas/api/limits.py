@@ -34,6 +34,7 @@ class Pending:
     authorization: str | None  # a key to verify (not in the cache), else None
     declared: int | None  # the declared Content-Length, None for a chunked body
     limit: int
+    path: str  # whose protocol's error body a refusal takes
 
 
 class BodyGate:
@@ -61,7 +62,7 @@ class BodyGate:
         try:
             declared = int(length) if length is not None and not chunked else None
             verify = None
-            if path.startswith("/v1/") and self.auth is not None:
+            if path.startswith(("/v1/", "/v2/")) and self.auth is not None:
                 header = authorization.decode("latin-1") if authorization is not None else None
                 if self.auth.cached(header) is None:  # raises for a missing or malformed Authorization
                     verify = header
@@ -73,7 +74,7 @@ class BodyGate:
             raise _closing(error) from None
         except ValueError:
             return None  # a malformed Content-Length: the server refuses it before us
-        return Pending(verify, declared, limit)
+        return Pending(verify, declared, limit, path)
 
     async def admit(self, pending: Pending, receive: Receive, send: Send) -> tuple[Receive, Send]:
         """Verify the key and check the size; the receive and send for the request (counting a chunked body)."""
@@ -86,7 +87,7 @@ class BodyGate:
             raise _closing(error) from None
         if pending.declared is not None:
             return receive, send
-        counted = _CountedBody(pending.limit, receive, send)
+        counted = _CountedBody(pending.limit, receive, send, pending.path)
         return counted.receive, counted.send
 
 
@@ -104,8 +105,9 @@ class _CountedBody:
     """A body of no declared length, refused (413) once it grows past the limit. The refusal is raised from
     `receive`; whatever the app answers to it (FastAPI makes a failed read a 400) is replaced by the 413."""
 
-    def __init__(self, limit: int, receive: Receive, send: Send) -> None:
+    def __init__(self, limit: int, receive: Receive, send: Send, path: str) -> None:
         self.limit = limit
+        self.path = path
         self.received = 0
         self.over = False
         self._receive = receive
@@ -127,7 +129,7 @@ class _CountedBody:
         if not self.over:
             await self._send(message)
         elif message["type"] == "http.response.start":
-            response = rendered(_closing(self._refusal()))
+            response = rendered(_closing(self._refusal()), self.path)
             await self._send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
             await self._send({"type": "http.response.body", "body": response.body})
 
@@ -144,6 +146,6 @@ class BodyGateMiddleware:
                 if pending is not None:
                     receive, send = await self.gate.admit(pending, receive, send)
             except OpenMaaSError as error:
-                await rendered(error)(scope, receive, send)
+                await rendered(error, scope["path"])(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -148,7 +148,11 @@ class RequestSeries:
         route = scope.get("route")
         # path_format: the template without convertors (`{ref}`, not `{ref:path}`), as the OpenAPI schema names it
         template = getattr(route, "path_format", None) or "unmatched"
-        labels = (template, scope["method"], _MODEL.get(), status)
+        self.record(template, scope["method"], status, seconds, started)
+
+    def record(self, template: str, method: str, status: int, seconds: float, started: Token[str] | None) -> None:
+        """One request of `template` (a route, or a gRPC method's full name): by its status's HTTP number."""
+        labels = (template, method, _MODEL.get(), status)
         if started is not None:
             _MODEL.reset(started)
         series = self._series.get(labels)

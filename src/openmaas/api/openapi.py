@@ -3,7 +3,8 @@
 FastAPI documents a 422 with its own validation body on every route with parameters; ours answer a 400 with
 OpenAI's error body (api/errors.py), and the routes that do answer 422 declare it themselves. The key is read
 by `deps.get_principal` from a header left out of the schema, so the bearer scheme is declared here, on every
-`/v1` route. The limit on the number of texts is the server's own setting, not the default in protocol/.
+`/v1` route and every `/v2` route but the server's metadata and health. The limit on the number of texts is
+the server's own setting, not the default in protocol/.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _declare_bearer_keys(schema: dict[str, Any]) -> None:
     schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
     schemes[BEARER] = {"type": "http", "scheme": "bearer", "description": "An OpenMaaS API key (`om-...`)."}
     for path, operation in _operations(schema):
-        if path.startswith("/v1/"):
+        if path.startswith("/v1/") or (path.startswith("/v2/") and not path.startswith("/v2/health/")):
             operation["security"] = [{BEARER: []}]
 
 

@@ -358,7 +358,7 @@ def keys_revoke(key_id: str, url: UrlOption = None, api_key: KeyOption = None) -
 
 @app.command()
 def usage(
-    group_by: Annotated[str | None, typer.Option(help="model, key, day or tenant")] = None,
+    group_by: Annotated[str | None, typer.Option(help="model, key, day, tenant or protocol")] = None,
     all_tenants: Annotated[bool, typer.Option("--all-tenants")] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,

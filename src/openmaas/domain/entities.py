@@ -64,6 +64,7 @@ class UsageRecord:
     seconds: float
     created_at: float
     completion_tokens: int = 0  # tokens a generative model produced
+    protocol: str | None = None  # the surface an inference call came through: native, openai, kserve_v2[_grpc]
 
 
 @dataclass(frozen=True)

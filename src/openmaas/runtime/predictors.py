@@ -1,4 +1,5 @@
-"""Predictors: a loaded model version behind one batched call — `predict(texts)` or `embed(texts)`."""
+"""Predictors: a loaded model version behind one batched call (`run_batch`), giving class probabilities, embeddings
+or generated text; results are domain values (numpy rows, domain.results), never a wire shape."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Predictor(Protocol):
 
     version: ModelVersion
     memory_bytes: int
+    labels: tuple[str, ...]  # the class names a classifier's rows follow; empty for other models
 
     # For a model that runs a batch as several forward passes: `run_parts(items, deliver)` hands each pass's
     # (positions, results) to `deliver` as it ends, so the queue answers those requests at once. None otherwise.
@@ -31,12 +33,12 @@ class Predictor(Protocol):
 
 
 class ClassifierPredictor:
-    """Class probabilities → {"label", "score", "scores"} per text, in the version's label order."""
+    """Class probabilities: one row per text (the batch queue's unit), in the order of `labels`."""
 
     def __init__(self, version: ModelVersion, model: Any) -> None:
         self.version = version
         self.model = model
-        self.labels = list(model.labels)
+        self.labels = tuple(model.labels)
         self.memory_bytes: int = model.memory_bytes
         self.preferred_batch_size: int | None = getattr(model, "preferred_batch_size", None)
         self.preferred_concurrency: int = getattr(model, "preferred_concurrency", 1)
@@ -45,22 +47,10 @@ class ClassifierPredictor:
         )
 
     def run_batch(self, items: list[Any]) -> list[Any]:
-        return self.predict(items)
+        return list(self.model.predict_proba(items))
 
     def _run_parts(self, items: list[Any], deliver: Deliver) -> None:
-        self.model.predict_proba(items, on_part=lambda positions, rows: deliver(positions, self._answers(rows)))
-
-    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        return self._answers(self.model.predict_proba(texts))
-
-    def _answers(self, probabilities_array: np.ndarray) -> list[dict[str, Any]]:
-        probabilities = probabilities_array.tolist()
-        labels = self.labels
-        out = []
-        for row in probabilities:
-            best = max(range(len(row)), key=row.__getitem__)
-            out.append({"label": labels[best], "score": row[best], "scores": dict(zip(labels, row, strict=True))})
-        return out
+        self.model.predict_proba(items, on_part=lambda positions, rows: deliver(positions, list(rows)))
 
 
 class EmbeddingPredictor:
@@ -69,6 +59,7 @@ class EmbeddingPredictor:
     def __init__(self, version: ModelVersion, model: Any) -> None:
         self.version = version
         self.model = model
+        self.labels: tuple[str, ...] = ()
         self.dimensions: int = model.dimensions
         self.max_length: int = model.max_length
         self.memory_bytes: int = model.memory_bytes
@@ -107,6 +98,7 @@ class GenerativePredictor:
         self.version = version
         self.model = model
         self.memory_bytes: int = model.memory_bytes
+        self.labels: tuple[str, ...] = ()
         self.run_parts: Callable[[list[Any], Deliver], None] | None = None
 
     def run_batch(self, items: list[Any]) -> list[Any]:

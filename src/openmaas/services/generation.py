@@ -280,4 +280,5 @@ class GenerationService:
             tokens=stream.prompt_tokens,
             completion_tokens=completion_tokens,
             seconds=time.perf_counter() - stream.started,
+            protocol="openai",
         )

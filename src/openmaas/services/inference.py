@@ -7,11 +7,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from openmaas.domain.entities import ModelVersion, Principal
+from openmaas.domain.results import Classification, Embeddings
 from openmaas.errors import InvalidRequest, RateLimited, Unavailable
 from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
@@ -25,21 +26,17 @@ from openmaas.services.usage import UsageRecorder
 RESOLVE_SECONDS = 1.0
 
 
+R = TypeVar("R", Classification, Embeddings)
+
+
 @dataclass(frozen=True)
-class Prediction:
+class Answer(Generic[R]):
+    """A served call's domain result, with what every protocol reports beside it."""
+
     model: str  # as the caller writes it (`owner/name` for another tenant's): in usage and in the response
     version: ModelVersion
-    predictions: list[dict[str, Any]]
+    result: R
     rate_limit: dict[str, str]  # the tokens budget after this call, as x-ratelimit-*-tokens values
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    model: str  # as the caller writes it, like Prediction.model
-    version: ModelVersion
-    vectors: np.ndarray
-    prompt_tokens: int
-    rate_limit: dict[str, str]
 
 
 def check_texts(
@@ -178,7 +175,9 @@ class InferenceService:
             raise wrong_task(ref, version.task, route)
         return version
 
-    async def predict(self, principal: Principal, ref: str, inputs: Any) -> Prediction:
+    async def predict(
+        self, principal: Principal, ref: str, inputs: Any, *, protocol: str = "native"
+    ) -> Answer[Classification]:
         texts = check_texts(inputs, "inputs", self.max_inputs)
         version = await self._resolve_for(principal, ref, "text-classification", "POST /v1/models/{ref}/predict")
         # A classifier's budget counts inputs ("items"): the tokenizer of a bag-of-words model is ours, not a
@@ -187,16 +186,24 @@ class InferenceService:
         started = time.perf_counter()
         try:
             served = await self.acquire(version)
-            predictions = await self._run(served, texts)
+            rows = await self._run(served, texts)
         except BaseException:
             await self.limiter.refund_failed(reservation)
             raise
+        classification = Classification(served.predictor.labels, np.stack(rows))
         model = name_for(principal, version, ref)
-        await self._meter(principal, model, version, len(texts), len(texts), started)
-        return Prediction(model, version, predictions, reservation.headers)
+        await self._meter(principal, model, version, len(texts), len(texts), started, protocol)
+        return Answer(model, version, classification, reservation.headers)
 
     async def _meter(
-        self, principal: Principal, model: str, version: ModelVersion, items: int, tokens: int, started: float
+        self,
+        principal: Principal,
+        model: str,
+        version: ModelVersion,
+        items: int,
+        tokens: int,
+        started: float,
+        protocol: str,
     ) -> None:
         await self.usage.record(
             principal,
@@ -205,11 +212,19 @@ class InferenceService:
             items=items,
             tokens=tokens if version.task == "embeddings" else 0,
             seconds=time.perf_counter() - started,
+            protocol=protocol,
         )
 
     async def embed(
-        self, principal: Principal, ref: str, inputs: Any, *, truncate: bool = True, dimensions: int | None = None
-    ) -> Embeddings:
+        self,
+        principal: Principal,
+        ref: str,
+        inputs: Any,
+        *,
+        truncate: bool = True,
+        dimensions: int | None = None,
+        protocol: str = "openai",
+    ) -> Answer[Embeddings]:
         texts = check_texts(inputs, "input", self.max_inputs, allow_single=True, allow_empty=False)
         version = await self._resolve_for(principal, ref, "embeddings", "POST /v1/embeddings")
         await self.limiter.check_tokens(principal)
@@ -246,7 +261,7 @@ class InferenceService:
             # Shortened like OpenAI's `dimensions`: keep the leading components, then renormalise.
             vectors = vectors[:, :dimensions]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        prompt_tokens = int(sum(tokens for _, tokens in results))
+        embeddings = Embeddings(vectors, tuple(int(tokens) for _, tokens in results))
         model = name_for(principal, version, ref)
-        await self._meter(principal, model, version, len(texts), prompt_tokens, started)
-        return Embeddings(model, version, vectors, prompt_tokens, reservation.headers)
+        await self._meter(principal, model, version, len(texts), embeddings.prompt_tokens, started, protocol)
+        return Answer(model, version, embeddings, reservation.headers)

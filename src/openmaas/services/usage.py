@@ -24,7 +24,7 @@ from openmaas.storage.metadata.tenancy import UsageRepository
 from openmaas.storage.usage_journal import Segment, UsageJournal
 
 log = logging.getLogger(__name__)
-GROUPS = ("model", "key", "day", "tenant")
+GROUPS = ("model", "key", "day", "tenant", "protocol")
 
 
 class UsageRecorder:
@@ -61,6 +61,7 @@ class UsageRecorder:
         tokens: int,
         seconds: float,
         completion_tokens: int = 0,
+        protocol: str | None = None,
     ) -> None:
         entry = UsageRecord(
             principal.tenant_id,
@@ -73,6 +74,7 @@ class UsageRecorder:
             seconds,
             now(),
             completion_tokens,
+            protocol,
         )
         self.journal.append(entry)  # raises rather than answer a call that left no record
         if self._task is None:

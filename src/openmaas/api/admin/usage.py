@@ -1,4 +1,5 @@
-"""GET /v1/usage: the caller's tenant's usage (or every tenant's, for an admin), grouped by model, key or day."""
+"""GET /v1/usage: the caller's tenant's usage (or every tenant's, for an admin), grouped by model, key, day,
+tenant or protocol."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def usage(
     svc: Svc,
     start: float | None = None,
     end: float | None = None,
-    group_by: Literal["model", "key", "day", "tenant"] | None = None,
+    group_by: Literal["model", "key", "day", "tenant", "protocol"] | None = None,
     tenant: Literal["all"] | None = None,
 ) -> ListOf[UsageRow]:
     rows = svc.usage.summary(caller, start=start, end=end, group_by=group_by, all_tenants=tenant == "all")

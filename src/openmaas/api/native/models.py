@@ -9,7 +9,7 @@ of a model `spam/predict`.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
@@ -24,6 +24,7 @@ from openmaas.api.responses import FastJSONResponse
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
 from openmaas.domain.ids import DB_INT_MAX
 from openmaas.domain.refs import ROUTE_WORDS
+from openmaas.domain.results import Classification
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.native import (
     ALIAS_PATTERN,
@@ -86,8 +87,17 @@ async def predict(ref: Ref, request: Request) -> FastJSONResponse:
     result = await unless_disconnected(request, svc.inference.predict(caller, ref, body["inputs"]))
     add_response_headers(request, result.rate_limit)
     return FastJSONResponse(
-        {"model": result.model, "version": result.version.version, "predictions": result.predictions}
+        {"model": result.model, "version": result.version.version, "predictions": predictions_of(result.result)}
     )
+
+
+def predictions_of(classification: Classification) -> list[dict[str, Any]]:
+    """The native shape: per text, the best label, its probability and every label's."""
+    labels = classification.labels
+    out = []
+    for row, best in zip(classification.probabilities.tolist(), classification.best().tolist(), strict=True):
+        out.append({"label": labels[best], "score": row[best], "scores": dict(zip(labels, row, strict=True))})
+    return out
 
 
 def version_out(v: ModelVersion) -> VersionOut:

@@ -23,7 +23,8 @@ async def create_embeddings(body: EmbeddingRequest, request: Request, caller: In
     work = svc.inference.embed(caller, body.model, body.input, truncate=body.truncate, dimensions=body.dimensions)
     result = await unless_disconnected(request, work)
     add_response_headers(request, result.rate_limit)
-    vectors = result.vectors.astype("<f4", copy=False)
+    embeddings = result.result
+    vectors = embeddings.vectors.astype("<f4", copy=False)
     if body.encoding_format == "base64":
         encoded: list[object] = [base64.b64encode(np.ascontiguousarray(row).tobytes()).decode() for row in vectors]
     else:
@@ -33,6 +34,6 @@ async def create_embeddings(body: EmbeddingRequest, request: Request, caller: In
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(encoded)],
             "model": body.model,
-            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+            "usage": {"prompt_tokens": embeddings.prompt_tokens, "total_tokens": embeddings.prompt_tokens},
         }
     )

@@ -159,6 +159,7 @@ usage_records = Table(
     Column("seconds", Float, nullable=False, default=0.0),
     Column("created_at", Float, nullable=False),
     Column("completion_tokens", Integer, nullable=False, default=0, server_default="0"),
+    Column("protocol", String(16), nullable=True),
     Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
 )
 

@@ -183,6 +183,7 @@ class UsageRepository:
             "key": [u.c.key_id],
             "day": [func.floor(u.c.created_at / 86400).label("day")],
             "tenant": [u.c.tenant_id],
+            "protocol": [u.c.protocol],
             None: [],
         }
         columns = columns_by_group[group_by]

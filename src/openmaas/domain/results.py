@@ -1,0 +1,39 @@
+"""Inference results as the runtime produces them, before any protocol encodes them: a classification
+(label names and a probability matrix) and embeddings (a float matrix and the tokens each text used).
+
+Each protocol surface encodes these its own way (the native route's {"label", "score", "scores"}, OpenAI's
+embedding objects, KServe v2 tensors); nothing below the API builds a wire shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Class probabilities for a list of texts: `probabilities[i, j]` is text i's probability of `labels[j]`."""
+
+    labels: tuple[str, ...]
+    probabilities: np.ndarray  # (texts, labels), in the model's own float type
+
+    def best(self) -> np.ndarray:
+        """Each text's most likely label, as an index into `labels`."""
+        return np.argmax(self.probabilities, axis=1)
+
+    def best_labels(self) -> list[str]:
+        return [self.labels[index] for index in self.best().tolist()]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One vector per text (`vectors[i]`, float32, L2-normalised) and the tokens each text used."""
+
+    vectors: np.ndarray  # (texts, dimensions)
+    tokens: tuple[int, ...]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.tokens)
