@@ -23,7 +23,7 @@ from openmaas import (
     delta_text,
 )
 from tests.conftest import ADMIN_KEY, Server, free_port
-from tests.tiny_llm import build_tiny_causal_lm
+from tests.tiny_llm import build_tiny_causal_lm, with_unshared_files
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 # Routes no SDK method is for: Prometheus scrapes /metrics itself.
@@ -162,7 +162,7 @@ def test_the_async_client_answers_streams_and_raises_the_same(server: Server, ti
 def test_aliases_loading_deletion_audit_and_usage_windows(
     server: Server, client: Client, tmp_path: Path, tiny_llm: str
 ) -> None:
-    directory = build_tiny_causal_lm(tmp_path / "doomed", seed=3)
+    directory = with_unshared_files(build_tiny_causal_lm(tmp_path / "doomed", seed=3))  # see test_cli_commands
     assert client.import_model(directory, "sdk-doomed")["version"] == 1
     assert client.set_alias("sdk-doomed", "production", 1)["aliases"] == {"production": 1}
     assert client.delete_alias("sdk-doomed", "production")["aliases"] == {}

@@ -141,10 +141,12 @@ def usage(
         print_json(rows)
         return
     group = [group_by] if group_by else []
-    columns = [*group, "kind", "records", "items", "tokens", "completion_tokens", "seconds"]
-    counts = columns[len(group) : -1]
-    cells = [[*(r.get(g) or "" for g in group), *(r[c] for c in counts), f"{r['seconds']:.3f}"] for r in rows]
-    console.print(table(columns, cells, whole=tuple(group)))
+    counts = ["records", "items", "tokens", "completion_tokens"]
+    cells = [
+        [*(r.get(g) or "" for g in group), r["kind"], *(r[c] for c in counts), f"{r['seconds']:.3f}"] for r in rows
+    ]
+    headers = [*group, "kind", *(c.replace("_", " ") for c in counts), "seconds"]  # spaces: a header may wrap
+    console.print(table(headers, cells, whole=tuple(group)))
 
 
 def audit(

@@ -30,38 +30,44 @@ def list_(url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption 
     console.print(table(["name", "task", "latest", "aliases", "owner"], rows, whole=("name",)))
 
 
-def headline(metrics: dict[str, Any]) -> str:
+def headline(versions: list[dict[str, Any]]) -> str | None:
+    """The metric the versions' table shows: the first of HEADLINE_METRICS that a version has."""
     for name in HEADLINE_METRICS:
-        if isinstance(metrics.get(name), int | float):
-            return f"{name} {metrics[name]:.4f}"
-    return ""
+        if any(isinstance(v["metrics"].get(name), int | float) for v in versions):
+            return name
+    return None
 
 
 @app.command("show")
 def show(name: str, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
-    """A model and every version of it: task, recipe, metrics, lineage (--json for everything)."""
+    """A model and every version of it: recipe, its main metric, lineage (--json for everything)."""
     model = client(url, api_key).get_model(name)
     if as_json:
         print_json(model)
         return
     shared = "public" if model.get("public") else "private"
-    console.print(f"model [bold]{model['id']}[/bold] (owner {model['owned_by']}, {shared})", soft_wrap=True)
-    rows = [
-        [
-            v["version"],
-            ", ".join(v["aliases"]),
-            v["task"],
-            v["recipe"],
-            v["runtime"],
-            headline(v["metrics"]),
-            f"{v['parameter_count']:,}",
-            v["job_id"] or "",
-            when(v["created_at"]),
-        ]
-        for v in model.get("versions") or []
-    ]
-    columns = ["version", "aliases", "task", "recipe", "runtime", "metric", "parameters", "job", "created"]
-    console.print(table(columns, rows, whole=("version", "job")))
+    console.print(
+        f"model [bold]{model['id']}[/bold] ({model.get('task') or 'no versions'}; owner {model['owned_by']}, {shared})",
+        soft_wrap=True,
+    )
+    versions = model.get("versions") or []
+    metric = headline(versions)
+    rows = []
+    for v in versions:
+        value = v["metrics"].get(metric) if metric else None
+        rows.append(
+            [
+                v["version"],
+                ", ".join(v["aliases"]),
+                v["recipe"],
+                f"{value:.4f}" if isinstance(value, int | float) else "",
+                f"{v['parameter_count']:,}",
+                v["job_id"] or "",
+                when(v["created_at"]),
+            ]
+        )
+    columns = ["version", "aliases", "recipe", metric or "metric", "parameters", "job", "created"]
+    console.print(table(columns, rows, whole=("version", metric or "metric")))
 
 
 @app.command("import")
