@@ -10,8 +10,8 @@ from httpx_sse import ServerSentEvent
 from openmaas.sdk.errors import APIError
 
 DONE = "[DONE]"
-FINAL_JOB_EVENTS = frozenset({"succeeded", "failed", "cancelled"})
-TERMINAL = FINAL_JOB_EVENTS
+FINAL_JOB_EVENTS = frozenset({"succeeded", "failed", "cancelled"})  # the event that ends a job's stream
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})  # the job statuses it ends in
 
 
 def generation_chunk(event: ServerSentEvent) -> dict[str, Any] | None:
