@@ -49,6 +49,12 @@ def status_hint(error: APIStatusError) -> str:
     return ""
 
 
+def one_line(message: str, limit: int = 300) -> str:
+    """A message as one line (a proxy's error page is HTML over many), cut at `limit` characters."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def describe(error: BaseException) -> tuple[str, int] | None:
     """The one line for an ordinary failure and its exit status; None for anything else (a bug: traceback)."""
     if isinstance(error, APITimeoutError):
@@ -59,11 +65,11 @@ def describe(error: BaseException) -> tuple[str, int] | None:
             API_ERROR_EXIT,
         )
     if isinstance(error, APIStatusError):
-        line = f"{error.status_code} ({error.code or error.type or 'error'}): {error.message}"
+        line = f"{error.status_code} ({error.code or error.type or 'error'}): {one_line(error.message)}"
         hint = status_hint(error)
         return (f"{line}; {hint}" if hint else line), API_ERROR_EXIT
     if isinstance(error, APIError):  # a stream that failed after it began
-        return f"{error.code or error.type or 'error'}: {error.message}", API_ERROR_EXIT
+        return f"{error.code or error.type or 'error'}: {one_line(error.message)}", API_ERROR_EXIT
     if isinstance(error, FileNotFoundError):
         return f"no such file: {error.filename}; check the path (it is read on this machine)", LOCAL_ERROR_EXIT
     if isinstance(error, IsADirectoryError):
