@@ -141,7 +141,7 @@ def usage(
         print_json(rows)
         return
     group = [group_by] if group_by else []
-    counts = ["records", "items", "tokens", "completion_tokens"]
+    counts = ["records", "tokens", "completion_tokens"]  # and `items`, in --json: the rest fits 80 columns
     cells = [
         [*(r.get(g) or "" for g in group), r["kind"], *(r[c] for c in counts), f"{r['seconds']:.3f}"] for r in rows
     ]

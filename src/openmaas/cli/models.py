@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from openmaas.cli.common import JsonOption, KeyOption, UrlOption, client
-from openmaas.cli.output import console, print_json, table, when
+from openmaas.cli.output import console, print_json, table
 
 app = typer.Typer(help="Browse and manage the model registry.", no_args_is_help=True)
 
@@ -40,7 +40,7 @@ def headline(versions: list[dict[str, Any]]) -> str | None:
 
 @app.command("show")
 def show(name: str, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False) -> None:
-    """A model and every version of it: recipe, its main metric, lineage (--json for everything)."""
+    """A model and every version of it: recipe, main metric and the job that trained it (--json: everything)."""
     model = client(url, api_key).get_model(name)
     if as_json:
         print_json(model)
@@ -55,19 +55,11 @@ def show(name: str, url: UrlOption = None, api_key: KeyOption = None, as_json: J
     rows = []
     for v in versions:
         value = v["metrics"].get(metric) if metric else None
-        rows.append(
-            [
-                v["version"],
-                ", ".join(v["aliases"]),
-                v["recipe"],
-                f"{value:.4f}" if isinstance(value, int | float) else "",
-                f"{v['parameter_count']:,}",
-                v["job_id"] or "",
-                when(v["created_at"]),
-            ]
-        )
-    columns = ["version", "aliases", "recipe", metric or "metric", "parameters", "job", "created"]
-    console.print(table(columns, rows, whole=("version", metric or "metric")))
+        score = f"{value:.4f}" if isinstance(value, int | float) else ""
+        rows.append([v["version"], ", ".join(v["aliases"]), v["recipe"], score, v["job_id"] or ""])
+    # Parameters, runtime, lineage and times are in --json: five columns fit 80 with the job id whole.
+    columns = ["version", "aliases", "recipe", metric or "metric", "job"]
+    console.print(table(columns, rows, whole=("version", metric or "metric", "job")))
 
 
 @app.command("import")
