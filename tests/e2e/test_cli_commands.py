@@ -97,7 +97,7 @@ def test_tables_keep_the_ids_a_user_types_next_whole_at_80_columns(
     events = ok(server, "jobs", "events", job["id"])
     assert "started" in events and "epoch" in events and "succeeded" in events
     shown = ok(server, "models", "show", "a-rather-long-model-name")
-    assert "val_accuracy" in shown and "│ 1 " in shown, shown
+    assert "val_accuracy" in shown and "│ 1 " in shown and job["id"] in shown, shown
 
 
 def test_cancel_says_what_happens_to_a_running_and_a_queued_job(server: Server, client: Client, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def watch_job(client: Client, job_id: str, console: Console) -> dict[str, Any]:
         TextColumn("{task.fields[metrics]}"),
         console=console,
     ) as progress:
-        bar = progress.add_task("queued", total=total, metrics="")
+        bar = progress.add_task(job["status"], total=total, metrics="")  # running: a base model may be loading
         for event in client.stream_job_events(job_id):
             kind, data = event["type"], event["data"]
             if kind in ("started", "resumed"):
