@@ -44,3 +44,13 @@ def build_tiny_causal_lm(directory: Path, *, seed: int = 0, chat_template: str |
     model.save_pretrained(directory, safe_serialization=True)
     fast.save_pretrained(directory)
     return directory
+
+
+def with_unshared_files(directory: Path) -> Path:
+    """Rewrite the model's JSON files byte-differently (same content), so that none of its files is stored as
+    the same blob as another tiny model's: deleting a version must not take files another version uses."""
+    import json
+
+    for path in directory.glob("*.json"):
+        path.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=3), encoding="utf-8")
+    return directory

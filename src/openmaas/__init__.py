@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
-from openmaas.sdk import APIError, Client  # noqa: E402
+from openmaas.sdk import *  # noqa: E402, F403  (the SDK is the package's public surface)
+from openmaas.sdk import __all__ as _sdk_all  # noqa: E402
 
-__all__ = ["APIError", "Client", "__version__"]
+__all__ = [*_sdk_all, "__version__"]

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     job_poll_seconds: float = 0.2
     job_max_attempts: int = 3
     checkpoints_kept: int = 3
+    progress_every_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="A training job's `step` event comes at least this often (at a step's end), "
+        "as well as every `log_every_steps` steps.",
+    )
 
     max_predict_inputs: int = 2048
     max_batch_size: int = 32

@@ -27,7 +27,8 @@ def test_readme_walkthrough(server: Server) -> None:
     trained = openmaas(server, "train", "--dataset", dataset, "--model", "spam", "--param", "epochs=3", "--watch")
     assert "succeeded" in trained and "spam:1" in trained
     assert "spam" in openmaas(server, "models", "list")
-    assert '"val_accuracy"' in openmaas(server, "models", "show", "spam")
+    assert '"val_accuracy"' in openmaas(server, "models", "show", "spam", "--json")
+    assert "val_accuracy" in openmaas(server, "models", "show", "spam")
     predicted = openmaas(
         server, "predict", "spam", "WINNER! Claim your free prize now, call 09061701461", "Are we still on for lunch?"
     )

@@ -114,7 +114,7 @@ def test_cancel_keeps_the_last_checkpoint(client: Client, tmp_path: Path) -> Non
             break
     client.cancel_job(job["id"])
     assert client.wait_for_job(job["id"], timeout=30)["status"] == "cancelled"
-    checkpoints = client._request("GET", f"/v1/jobs/{job['id']}/checkpoints")["data"]
+    checkpoints = client.job_checkpoints(job["id"])
     assert checkpoints and checkpoints[-1]["step"] > 0 and checkpoints[-1]["object"] == "training.job.checkpoint"
 
 
@@ -126,7 +126,7 @@ def test_reconnecting_with_the_newest_event_id_sends_only_newer_events(
     job = client.create_job(dataset, "reconnect", hyperparameters={"epochs": 3, "batch_size": 1, "log_every_steps": 0})
     try:
         newest = next(client.stream_job_events(job["id"]))["id"]  # `started`
-        later = client._request("GET", f"/v1/jobs/{job['id']}/events", params={"after": newest})["data"]
+        later = client.job_events(job["id"], after=newest)
         assert all(e["id"] > newest for e in later)
         headers = {**client._http.headers, "Last-Event-ID": str(newest)}
         with httpx.stream(

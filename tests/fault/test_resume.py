@@ -60,7 +60,7 @@ def test_a_killed_server_resumes_the_job_to_identical_weights(start_server: type
         assert kinds.count("started") == 1 and "retrying" in kinds and "resumed" in kinds
         resumed = next(e for e in client.job_events(job["id"]) if e["type"] == "resumed")
         assert resumed["data"]["step"] >= checkpoint["data"]["step"]
-        checkpoints = client._request("GET", f"/v1/jobs/{job['id']}/checkpoints")["data"]
+        checkpoints = client.job_checkpoints(job["id"])
         assert 1 <= len(checkpoints) <= 3 and all(c["step"] > 0 for c in checkpoints)
 
         straight = client.create_job(dataset, "straight", hyperparameters=HYPERPARAMETERS)
@@ -172,7 +172,7 @@ def test_server_kills_spend_no_attempt_and_every_killed_attempt_is_metered(
         assert kinds.count("retrying") == 3 and kinds.count("resumed") == 3 and "failed" not in kinds
         client.cancel_job(job["id"])
         assert client.wait_for_job(job["id"], timeout=60)["status"] == "cancelled"
-        assert client._request("GET", f"/v1/jobs/{job['id']}/checkpoints")["data"]
+        assert client.job_checkpoints(job["id"])
     with sqlite3.connect(server.data_dir / "openmaas.db") as db:
         seconds = [row[0] for row in db.execute("select seconds from usage_records where kind = 'training'")]
     assert len(seconds) == 4 and all(s > 0 for s in seconds), seconds  # one record per attempt, none lost

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from openmaas.lines import iter_lines, split_lines
+from openmaas.lines import split_lines
 
 INSIDE = "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg\x1dh\x1ei"
 
@@ -11,10 +11,3 @@ def test_only_newlines_end_a_line() -> None:
     text = f"{INSIDE}\r\nsecond\rthird\n\nfifth\n"
     assert split_lines(text) == [INSIDE, "second", "third", "", "fifth"]
     assert split_lines("") == [] and split_lines("no end") == ["no end"]
-
-
-def test_streamed_lines_are_the_same_however_the_text_is_cut() -> None:
-    text = f"id: 1\r\ndata: {INSIDE}\r\n\r\nid: 2\rdata: x\n\nlast"
-    for size in range(1, len(text) + 1):
-        chunks = [text[i : i + size] for i in range(0, len(text), size)]
-        assert list(iter_lines(chunks)) == split_lines(text), size

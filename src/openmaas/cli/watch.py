@@ -1,7 +1,8 @@
-"""Renders a job's progress events as a Rich progress bar with the live loss."""
+"""Following a job: its progress events as a Rich progress bar with the live loss, or as JSON lines."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich.console import Console
@@ -10,13 +11,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from openmaas.sdk import Client
 
 
-def _describe(event: dict[str, Any]) -> str:
-    data = event["data"]
+def describe_epoch(data: dict[str, Any]) -> str:
     parts = [f"loss {data['train_loss']:.4f}"]
     if "val_loss" in data:
         parts.append(f"val_loss {data['val_loss']:.4f}")
         parts.append(f"val_acc {data['val_accuracy']:.3f}")
     return "  ".join(parts)
+
+
+def describe_step(data: dict[str, Any]) -> str:
+    """A language model's rate is in tokens per second, a classifier's in samples per second."""
+    if "tokens_per_second" in data:
+        rate = f"{data['tokens_per_second']:,.0f} tokens/s"
+    else:
+        rate = f"{data.get('samples_per_second', 0):,.0f} samples/s"
+    return f"step {data['step']}  loss {data['loss']:.4f}  {rate}"
 
 
 def watch_job(client: Client, job_id: str, console: Console) -> dict[str, Any]:
@@ -30,24 +39,19 @@ def watch_job(client: Client, job_id: str, console: Console) -> dict[str, Any]:
         TextColumn("{task.fields[metrics]}"),
         console=console,
     ) as progress:
-        bar = progress.add_task("queued", total=total, metrics="")
+        bar = progress.add_task(job["status"], total=total, metrics="")  # running: a base model may be loading
         for event in client.stream_job_events(job_id):
-            kind = event["type"]
+            kind, data = event["type"], event["data"]
             if kind in ("started", "resumed"):
                 progress.update(bar, description="training" if kind == "started" else "resumed")
-                if note := event["data"].get("note"):
+                if note := data.get("note"):
                     progress.console.print(f"[yellow]note:[/yellow] {note}")
             elif kind == "epoch":
-                progress.update(bar, completed=event["data"]["epoch"], metrics=_describe(event))
+                progress.update(bar, completed=data["epoch"], metrics=describe_epoch(data))
             elif kind == "step":
-                data = event["data"]
-                progress.update(
-                    bar,
-                    metrics=f"step {data['step']}  loss {data['loss']:.4f}  "
-                    f"{data['samples_per_second']:,.0f} samples/s",
-                )
+                progress.update(bar, metrics=describe_step(data))
             elif kind in ("retrying", "interrupted"):
-                progress.console.print(f"[yellow]{kind}:[/yellow] {event['data'].get('reason')}")
+                progress.console.print(f"[yellow]{kind}:[/yellow] {data.get('reason')}")
             elif kind in ("succeeded", "failed", "cancelled"):
                 progress.update(bar, description=kind)
     final = client.get_job(job_id)
@@ -59,3 +63,10 @@ def watch_job(client: Client, job_id: str, console: Console) -> dict[str, Any]:
     else:
         console.print(f"[red]{final['status']}[/red]: {final['reason']}")
     return final
+
+
+def print_events(client: Client, job_id: str) -> dict[str, Any]:
+    """Each event as one JSON line as it comes (for scripts), then the job as it ended."""
+    for event in client.stream_job_events(job_id):
+        print(json.dumps(event, ensure_ascii=False), flush=True)
+    return client.get_job(job_id)

@@ -33,7 +33,7 @@ class LoopResult:
     steps: int
     stopped_reason: str
     history: list[dict[str, Any]]
-    samples_per_second: float
+    rate: float  # samples (or a language model's tokens) per second of training
 
     @property
     def final(self) -> dict[str, Any]:
@@ -77,7 +77,12 @@ def run(
     should_stop: Callable[[], bool],
     save_checkpoint: SaveCheckpoint | None = None,
     resume: Checkpoint | None = None,
+    progress_every_s: float | None = None,
+    rate_name: str = "samples_per_second",
 ) -> LoopResult:
+    """Train until a stopping rule fires. A `step` event comes every `hp.log_every_steps` steps and, whatever
+    that is, at the first step end `progress_every_s` after the last one, so a slow job is never silent for
+    long; its rate is `rate_name` (a language model counts tokens, a classifier samples)."""
     generator = torch.Generator().manual_seed(hp.seed)
     state = restore(plan, resume, generator) if resume else LoopState()
     stopped_reason = "max_epochs"
@@ -102,15 +107,16 @@ def run(
             samples_since_log += result.count
             state.step_in_epoch += 1
             state.global_step += 1
-            if hp.log_every_steps and state.global_step % hp.log_every_steps == 0:
-                now = time.perf_counter()
+            now = time.perf_counter()
+            every_n = hp.log_every_steps and state.global_step % hp.log_every_steps == 0
+            if every_n or (progress_every_s is not None and now - last_log >= progress_every_s):
                 emit(
                     "step",
                     {
                         "step": state.global_step,
                         "epoch": state.epoch,
                         "loss": float(result.loss),
-                        "samples_per_second": samples_since_log / max(now - last_log, 1e-9),
+                        rate_name: samples_since_log / max(now - last_log, 1e-9),
                     },
                 )
                 last_log, samples_since_log = now, 0
@@ -129,7 +135,7 @@ def run(
             "step": state.global_step,
             "train_loss": float(total) / count,
             "train_accuracy": int(correct) / count,
-            "samples_per_second": state.train_samples / state.train_seconds if state.train_seconds > 0 else None,
+            rate_name: state.train_samples / state.train_seconds if state.train_seconds > 0 else None,
         }
         validation = evaluate(plan)
         if validation is not None:
@@ -157,5 +163,5 @@ def run(
         steps=state.global_step,
         stopped_reason=stopped_reason,
         history=state.history,
-        samples_per_second=state.train_samples / state.train_seconds if state.train_seconds > 0 else 0.0,
+        rate=state.train_samples / state.train_seconds if state.train_seconds > 0 else 0.0,
     )

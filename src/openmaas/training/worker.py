@@ -93,6 +93,7 @@ class Prepared:
     train_rows: int
     validation_rows: int
     note: str | None
+    rate_name: str = "samples_per_second"
 
 
 def prepare_classification(recipe: Recipe, hp: Any, device: str, rows: list[dict[str, Any]]) -> Prepared:
@@ -137,7 +138,8 @@ def prepare_text(recipe: TextRecipe, hp: Any, device: str, rows: list[dict[str, 
     loop.seed_everything(hp.seed)
     plan = recipe.plan([documents[i] for i in train_idx], [documents[i] for i in val_idx], hp, device, base)
     started: dict[str, Any] = {"train_rows": len(train_idx), "validation_rows": len(val_idx)}
-    return Prepared(plan, started, [], len(train_idx), len(val_idx), note)
+    # A language model's step counts the tokens it predicts, so its rate is tokens per second.
+    return Prepared(plan, started, [], len(train_idx), len(val_idx), note, rate_name="tokens_per_second")
 
 
 def train(
@@ -147,6 +149,7 @@ def train(
     job_id: str,
     stop: _StopFlag,
     meter: AttemptMeter,
+    progress_every_s: float | None = None,
 ) -> None:
     job = store.jobs.get(None, job_id)
     if job is None or job.status is not JobStatus.RUNNING:
@@ -175,7 +178,9 @@ def train(
                 prepared.started["base_model"] = f"{lineage.model}:{lineage.version}"
         else:
             prepared = prepare_classification(recipe, hp, device, rows)
-        run_and_register(store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter)
+        run_and_register(
+            store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s
+        )
 
 
 def run_and_register(
@@ -189,6 +194,7 @@ def run_and_register(
     prepared: Prepared,
     stop: _StopFlag,
     meter: AttemptMeter,
+    progress_every_s: float | None = None,
 ) -> None:
     job_id, plan, note = job.id, prepared.plan, prepared.note
     emit = lambda type_, data: store.jobs.add_event(job_id, type_, data)  # noqa: E731
@@ -227,14 +233,23 @@ def run_and_register(
         failpoint("after_checkpoint")
 
     began = time.perf_counter()
-    result = loop.run(plan, hp, emit=emit, should_stop=stop, save_checkpoint=save, resume=resume)
+    result = loop.run(
+        plan,
+        hp,
+        emit=emit,
+        should_stop=stop,
+        save_checkpoint=save,
+        resume=resume,
+        progress_every_s=progress_every_s,
+        rate_name=prepared.rate_name,
+    )
     metrics: dict[str, Any] = {
         **{k: v for k, v in result.final.items() if k != "epoch"},
         "epochs": result.epochs,
         "steps": result.steps,
         "stopped_reason": result.stopped_reason,
         "train_seconds": time.perf_counter() - began,
-        "samples_per_second": result.samples_per_second,
+        prepared.rate_name: result.rate,
         "history": result.history,
         "train_rows": prepared.train_rows,
         "validation_rows": prepared.validation_rows,
@@ -327,7 +342,7 @@ def main(job_id: str) -> int:
     checkpoints = CheckpointStore(settings.checkpoints_dir, keep=settings.checkpoints_kept)
     meter = AttemptMeter(store, job_id)
     try:
-        train(store, artifacts, checkpoints, job_id, stop, meter)
+        train(store, artifacts, checkpoints, job_id, stop, meter, settings.progress_every_s)
     except loop.Cancelled:
         if store.jobs.cancel_requested(job_id):
             if store.jobs.transition(job_id, JobStatus.CANCELLED, reason="cancelled by the user"):

@@ -1,0 +1,194 @@
+"""The server's one-request, one-JSON-answer routes, written once for the sync and the async client.
+
+Each method builds its request and hands it to `_call` (an object) or `_call_list` (a list's `data`); the
+sync client answers with the value, the async one with an awaitable of it. Streams, uploads, downloads
+and paging need a loop of their own and live in each client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+Obj = TypeVar("Obj")
+Objs = TypeVar("Objs")
+Message = dict[str, Any]
+
+
+def without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def chat_body(model: str, messages: Sequence[Message], options: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    return {"model": model, "messages": list(messages), **options, "stream": stream}
+
+
+def completion_body(model: str, prompt: str, options: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    return {"model": model, "prompt": prompt, **options, "stream": stream}
+
+
+def import_path(path: str | Path) -> str:
+    """A directory that exists here is sent as an absolute path (the server resolves nothing against its own
+    working directory); anything else goes as written, so the server can say what it is (a Hub id, say)."""
+    local = Path(path)
+    return str(local.resolve()) if local.exists() else str(path)
+
+
+class Routes(Generic[Obj, Objs]):
+    def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Obj:
+        raise NotImplementedError
+
+    def _call_list(self, method: str, path: str, *, params: dict[str, Any] | None = None) -> Objs:
+        raise NotImplementedError
+
+    # datasets
+    def get_dataset(self, dataset_id: str) -> Obj:
+        return self._call("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> Obj:
+        return self._call("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # training jobs
+    def create_job(
+        self,
+        dataset: str,
+        model: str,
+        *,
+        recipe: str = "bow-mlp",
+        hyperparameters: dict[str, Any] | None = None,
+        priority: int | None = None,
+    ) -> Obj:
+        body = {"dataset": dataset, "model": model, "recipe": recipe, "hyperparameters": hyperparameters or {}}
+        return self._call("POST", "/v1/jobs", json=without_none({**body, "priority": priority}))
+
+    def list_jobs(self, status: str | None = None, limit: int = 100, after: str | None = None) -> Objs:
+        return self._call_list(
+            "GET", "/v1/jobs", params=without_none({"limit": limit, "status": status, "after": after})
+        )
+
+    def get_job(self, job_id: str) -> Obj:
+        return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> Obj:
+        """A queued job answers `cancelled`; a running one still `running` (it stops at its next step)."""
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def job_events(self, job_id: str, after: int = 0, limit: int = 1000) -> Objs:
+        return self._call_list("GET", f"/v1/jobs/{job_id}/events", params={"after": after, "limit": limit})
+
+    def job_checkpoints(self, job_id: str) -> Objs:
+        return self._call_list("GET", f"/v1/jobs/{job_id}/checkpoints")
+
+    # registry
+    def list_models(self) -> Objs:
+        return self._call_list("GET", "/v1/models")
+
+    def get_model(self, name: str) -> Obj:
+        return self._call("GET", f"/v1/models/{name}")
+
+    def update_model(self, name: str, *, public: bool) -> Obj:
+        """Share your own model with every tenant (they write `owner/name`), or stop sharing it."""
+        return self._call("PATCH", f"/v1/models/{name}", json={"public": public})
+
+    def set_alias(self, name: str, alias: str, version: int) -> Obj:
+        return self._call("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": version})
+
+    def delete_alias(self, name: str, alias: str) -> Obj:
+        return self._call("DELETE", f"/v1/models/{name}/aliases/{alias}")
+
+    def delete_version(self, name: str, version: int) -> Obj:
+        return self._call("DELETE", f"/v1/models/{name}/versions/{version}")
+
+    def delete_model(self, name: str) -> Obj:
+        """Delete the model and every version of it."""
+        return self._call("DELETE", f"/v1/models/{name}")
+
+    def import_model(self, path: str | Path, name: str, *, runtime: str | None = None) -> Obj:
+        """Register a Hugging Face directory that lies on the server's disk (admin key); an encoder may be
+        served with `runtime="onnx-int8"`."""
+        body = without_none({"path": import_path(path), "name": name, "runtime": runtime})
+        return self._call("POST", "/v1/models/import", json=body)
+
+    def load_model(
+        self,
+        ref: str,
+        *,
+        max_batch_size: int | None = None,
+        max_wait_ms: float | None = None,
+        max_queue_size: int | None = None,
+    ) -> Obj:
+        """Load a version now (admin key), with batch settings for as long as it stays loaded."""
+        body = without_none(
+            {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms, "max_queue_size": max_queue_size}
+        )
+        return self._call("POST", f"/v1/models/{ref}/load", json=body or None)
+
+    def unload_model(self, ref: str) -> Obj:
+        return self._call("POST", f"/v1/models/{ref}/unload")
+
+    # inference
+    def predict(self, model: str, inputs: Sequence[str]) -> Obj:
+        return self._call("POST", f"/v1/models/{model}/predict", json={"inputs": list(inputs)})
+
+    def embed(self, model: str, inputs: str | Sequence[str], **options: Any) -> Obj:
+        """OpenAI's embeddings (`encoding_format`, `dimensions`, `user` as options)."""
+        body = {"model": model, "input": inputs if isinstance(inputs, str) else list(inputs), **options}
+        return self._call("POST", "/v1/embeddings", json=body)
+
+    def chat(self, model: str, messages: Sequence[Message], **options: Any) -> Obj:
+        """A chat completion (`max_tokens`, `temperature`, `top_p`, `stop`, `seed` as options)."""
+        return self._call("POST", "/v1/chat/completions", json=chat_body(model, messages, options, stream=False))
+
+    def complete(self, model: str, prompt: str, **options: Any) -> Obj:
+        return self._call("POST", "/v1/completions", json=completion_body(model, prompt, options, stream=False))
+
+    # tenancy (admin keys)
+    def create_tenant(self, name: str, limits: dict[str, int] | None = None) -> Obj:
+        return self._call("POST", "/v1/tenants", json={"name": name, "limits": limits or {}})
+
+    def list_tenants(self) -> Objs:
+        return self._call_list("GET", "/v1/tenants")
+
+    def get_tenant(self, tenant_id: str) -> Obj:
+        return self._call("GET", f"/v1/tenants/{tenant_id}")
+
+    def update_tenant(
+        self, tenant_id: str, *, limits: dict[str, int] | None = None, disabled: bool | None = None
+    ) -> Obj:
+        return self._call(
+            "PATCH", f"/v1/tenants/{tenant_id}", json=without_none({"limits": limits, "disabled": disabled})
+        )
+
+    def create_key(
+        self,
+        tenant_id: str,
+        scopes: Sequence[str],
+        *,
+        expires_at: float | None = None,
+        limits: dict[str, int] | None = None,
+    ) -> Obj:
+        """A key of the tenant; its secret (`key`) is in this answer only."""
+        body = {"scopes": list(scopes), "expires_at": expires_at, "limits": limits or {}}
+        return self._call("POST", f"/v1/tenants/{tenant_id}/keys", json=body)
+
+    def list_keys(self, tenant_id: str) -> Objs:
+        return self._call_list("GET", f"/v1/tenants/{tenant_id}/keys")
+
+    def revoke_key(self, key_id: str) -> Obj:
+        return self._call("DELETE", f"/v1/keys/{key_id}")
+
+    def usage(
+        self,
+        *,
+        group_by: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        all_tenants: bool = False,
+    ) -> Objs:
+        """Usage between `start` and `end` (unix seconds), grouped by `model`, `key`, `day` or `tenant`."""
+        params = {"group_by": group_by, "start": start, "end": end, "tenant": "all" if all_tenants else None}
+        return self._call_list("GET", "/v1/usage", params=without_none(params))
+
+    def audit_log(self, limit: int = 1000) -> Objs:
+        return self._call_list("GET", "/v1/audit", params={"limit": limit})
