@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         default=None,
         max_length=120,
         description="This machine's name in job leases (unique per host or container): a server restarted on the "
-        "same node takes back its dead predecessor's jobs at once. The host name if unset.",
+        "same node takes back its dead predecessor's jobs at once. The host name (and its pid namespace) if unset.",
     )
     checkpoints_kept: int = 3
 
