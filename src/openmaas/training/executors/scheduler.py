@@ -115,10 +115,11 @@ class JobScheduler:
                 self.running.discard(job_id)
                 self._cancel_sent.discard(job_id)
                 self._reap(job_id, ended)
-        # A lease is renewed three times per its length, so one slow renewal does not lose it.
+        # A lease is renewed three times per its length, so one slow renewal does not lose it; a failed one is
+        # tried again at the next tick.
         if time.monotonic() - self._renewed_at >= self.lease_s / 3:
-            self._renewed_at = time.monotonic()
             self._renew()
+            self._renewed_at = time.monotonic()
             self.take_over_orphans()
         while len(self.running) < self.max_concurrent:
             if not self._start_next():
@@ -141,7 +142,8 @@ class JobScheduler:
     def take_over_orphans(self) -> None:
         """Queue again the running jobs of processes that are gone: at once for one of this node that no longer
         exists, else once its lease expired. The owner's death is not an attempt of the job (only an
-        attempt's own failures spend `max_attempts`: see `_reap`); a job cancelled meanwhile ends cancelled."""
+        attempt's own failures spend `max_attempts`: see `_reap`), and its compute is already in its usage
+        record, which its worker kept up to date (worker.AttemptMeter); a job cancelled meanwhile ends cancelled."""
         for lease in self.leases.running():
             if lease.job_id in self.running:
                 continue
