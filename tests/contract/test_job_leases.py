@@ -181,3 +181,28 @@ def test_a_tenants_job_limit_holds_across_processes(stores: tuple[MetadataStore,
         assert won.count(True) == 1, won
         winner = first if won[0] else second
         assert a_store.leases.release(winner, "a/1/1" if won[0] else "b/1/1", JobStatus.FAILED, "done")
+
+
+def test_a_scheduler_that_lost_its_lease_stops_its_attempt_and_leaves_the_job_to_the_new_owner(
+    stores: tuple[MetadataStore, MetadataStore], tmp_path: Path
+) -> None:
+    a_store, b_store = stores
+    [job_id] = queue(a_store, 1)
+    a = scheduler(a_store, tmp_path, "node-a", lease_s=0.3)
+    a.tick()  # claims the job and starts its worker
+    assert a.running == {job_id}
+    [worker] = a.launcher.processes.values()  # type: ignore[attr-defined]
+    time.sleep(0.5)  # a stalled: its lease lapses before it renews
+    b = scheduler(b_store, tmp_path, "node-b", lease_s=30.0)
+    b.take_over_orphans()
+    assert b_store.leases.claim(job_id, b.owner, 30.0)
+    a.tick()  # a's renewal finds the job is another's: its worker is killed, not left to train a second copy
+    assert worker.wait(10) == -9
+    deadline = time.monotonic() + 10
+    while a.running and time.monotonic() < deadline:
+        a.tick()
+    assert not a.running
+    held = b_store.jobs.get(None, job_id)
+    assert held is not None and held.status is JobStatus.RUNNING and held.attempts == 1, held
+    assert [lease.owner for lease in b_store.leases.running()] == [b.owner]
+    assert [e.type for e in b_store.jobs.events(job_id)[0]] == ["retrying"]
