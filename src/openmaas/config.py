@@ -64,6 +64,18 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = 1
     job_poll_seconds: float = 0.2
     job_max_attempts: int = 3
+    job_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running job's lease: its process renews it every third of this; another process sharing "
+        "the database takes the job over once it expired.",
+    )
+    node_name: str | None = Field(
+        default=None,
+        max_length=120,
+        description="This machine's name in job leases (unique per host or container): a server restarted on the "
+        "same node takes back its dead predecessor's jobs at once. The host name (and its pid namespace) if unset.",
+    )
     checkpoints_kept: int = 3
     progress_every_s: float = Field(
         default=5.0,

@@ -48,7 +48,7 @@ from openmaas.storage.counters import Counters, LocalCounters, RedisCounters
 from openmaas.storage.metadata import open_store
 from openmaas.storage.usage_journal import UsageJournal
 from openmaas.training.checkpoints import CheckpointStore
-from openmaas.training.executors import LocalProcessExecutor
+from openmaas.training.executors import JobScheduler, LocalProcessLauncher, default_node
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,16 @@ def create_app(settings: Settings) -> FastAPI:
         new_key = auth.bootstrap(settings.admin_key, settings.admin_key_file)
         if new_key:
             _announce_key(new_key, settings)
-        executor = LocalProcessExecutor(
-            store.jobs,
+        launcher = LocalProcessLauncher(
             env={"OPENMAAS_DATA_DIR": str(settings.data_dir), "OPENMAAS_DATABASE_URL": url},
             log_dir=settings.data_dir / "logs" / "jobs",
+        )
+        executor = JobScheduler(
+            store.jobs,
+            store.leases,
+            launcher,
+            node=settings.node_name or default_node(),
+            lease_s=settings.job_lease_s,
             max_concurrent=settings.max_concurrent_jobs,
             max_attempts=settings.job_max_attempts,
             tenant_limits=store.tenants.limits_by_tenant,

@@ -12,6 +12,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
+from openmaas.storage.metadata.leases import LeaseRepository
 from openmaas.storage.metadata.repositories import (
     DatasetRepository,
     IdempotencyRepository,
@@ -65,6 +66,7 @@ class MetadataStore:
     engine: Engine
     datasets: DatasetRepository
     jobs: JobRepository
+    leases: LeaseRepository
     models: ModelRepository
     idempotency: IdempotencyRepository
     tenants: TenantRepository
@@ -84,6 +86,7 @@ def open_store(url: str, *, run_migrations: bool = True, pooled: bool = True) ->
         engine=engine,
         datasets=DatasetRepository(engine),
         jobs=JobRepository(engine),
+        leases=LeaseRepository(engine),
         models=ModelRepository(engine),
         idempotency=IdempotencyRepository(engine),
         tenants=TenantRepository(engine),

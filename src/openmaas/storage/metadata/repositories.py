@@ -223,11 +223,6 @@ class JobRepository:
         items, more = _page(list(rows), limit)
         return [_job(r) for r in items], more
 
-    def ids_in(self, status: JobStatus) -> builtins.list[str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.jobs.c.id).where(t.jobs.c.status == status.value).order_by(t.jobs.c.id)).all()
-        return [r[0] for r in rows]
-
     def queued(self) -> builtins.list[tuple[str, str, int]]:
         """(id, tenant, priority) of queued jobs, oldest first: the scheduler's input."""
         with self.engine.connect() as conn:
@@ -257,15 +252,16 @@ class JobRepository:
         return {tenant: int(count) for tenant, count in rows}
 
     def requeue_interrupted(self, job_id: str, reason: str) -> bool:
-        """running → queued after a clean shutdown; the attempt is given back (the job did not fail)."""
+        """running → queued after a clean shutdown; the attempt is given back (the job did not fail), and
+        so is its lease (storage/metadata/leases.py): any process may run it next."""
         return self.transition(
-            job_id, JobStatus.QUEUED, only_from=[JobStatus.RUNNING], reason=reason, attempts=t.jobs.c.attempts - 1
-        )
-
-    def claim(self, job_id: str) -> bool:
-        """queued → running, counting the attempt."""
-        return self.transition(
-            job_id, JobStatus.RUNNING, only_from=[JobStatus.QUEUED], started_at=now(), attempts=t.jobs.c.attempts + 1
+            job_id,
+            JobStatus.QUEUED,
+            only_from=[JobStatus.RUNNING],
+            reason=reason,
+            attempts=t.jobs.c.attempts - 1,
+            owner=None,
+            lease_expires_at=None,
         )
 
     def count_by_status(self) -> dict[str, int]:

@@ -79,6 +79,10 @@ jobs = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
+    # The process running the job's attempt, and until when (the database's clock) its claim holds: the owner
+    # renews it while the attempt runs; another process may take over the job only once it expired.
+    Column("owner", String(160), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
 )
 
 job_events = Table(
