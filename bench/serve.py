@@ -64,8 +64,8 @@ import torch
 
 from openmaas import Client
 from openmaas.recipes import get_loader
-from openmaas.storage.artifacts import LocalArtifactStore
-from openmaas.storage.artifacts.local import sha256_file
+from openmaas.storage.artifacts import sha256_file
+from openmaas.storage.artifacts.local import LocalArtifactStore
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parents[1] / "shared" / "datasets" / "sms_spam" / "sms_spam.csv"

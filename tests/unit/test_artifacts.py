@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from openmaas.storage.artifacts import ArtifactCorrupted, LocalArtifactStore
-from openmaas.storage.artifacts.local import manifest_sha256
+from openmaas.storage.artifacts import ArtifactCorrupted, manifest_sha256
+from openmaas.storage.artifacts.local import LocalArtifactStore
 
 
 def test_blobs_are_named_by_their_sha256_and_verified(tmp_path: Path) -> None:
