@@ -59,7 +59,13 @@ class LocalArtifactStore(ArtifactStore):
     def put_file(self, source: Path) -> str:
         fd, name = tempfile.mkstemp(dir=self.scratch)
         os.close(fd)
-        shutil.copyfile(source, name)
+        if source.resolve().is_relative_to(self.tmp.resolve()):
+            # A file of our own scratch directory (a checkpoint being saved), which nothing changes any more:
+            # a second name for it instead of a copy of gigabytes.
+            os.unlink(name)
+            os.link(source, name)
+        else:
+            shutil.copyfile(source, name)
         return self._commit(Path(name), sha256_file(Path(name)))
 
     def _commit(self, temp: Path, sha256: str) -> str:
