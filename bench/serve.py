@@ -65,8 +65,8 @@ from kserve_v2 import V2_ROWS, grpc_probabilities, grpc_request, rest_body, rest
 
 from openmaas import Client
 from openmaas.recipes import get_loader
-from openmaas.storage.artifacts import LocalArtifactStore
-from openmaas.storage.artifacts.local import sha256_file
+from openmaas.storage.artifacts import sha256_file
+from openmaas.storage.artifacts.local import LocalArtifactStore
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parents[1] / "shared" / "datasets" / "sms_spam" / "sms_spam.csv"

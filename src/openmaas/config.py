@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     )
     rate_limit_window_s: int = Field(default=60, ge=1, description="The limits' window; per minute unless testing.")
     redis_url: str | None = Field(default=None, description="Share rate-limit counters through Redis.")
+    artifacts_url: str | None = Field(
+        default=None,
+        description="Where datasets, model files and checkpoints are kept: unset for data_dir/artifacts, or "
+        "s3://bucket/prefix (credentials from the standard AWS_* variables, AWS_ENDPOINT_URL for S3-compatible "
+        "stores); the S3 store keeps a read cache in data_dir/cache/artifacts.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int | None = Field(
@@ -130,6 +136,17 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("artifacts_url")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if not value:  # set but empty: as unset
+            return None
+        if not value.startswith("s3://") or not value.removeprefix("s3://").strip("/"):
+            raise ValueError(
+                f"OPENMAAS_ARTIFACTS_URL {value!r} is not s3://bucket[/prefix]; leave it unset for local files"
+            )
+        return value
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -153,8 +170,8 @@ class Settings(BaseSettings):
         return self.data_dir / "artifacts"
 
     @property
-    def checkpoints_dir(self) -> Path:
-        return self.data_dir / "checkpoints"
+    def artifacts_cache_dir(self) -> Path:
+        return self.data_dir / "cache" / "artifacts"
 
     @property
     def admin_key_file(self) -> Path:

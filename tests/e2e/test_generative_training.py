@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from openmaas import APIError, Client
-from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.artifacts.local import LocalArtifactStore
 from tests.conftest import Server
 
 SENTENCES = [

@@ -89,7 +89,7 @@ def test_an_unexpected_worker_error_fails_the_job_without_showing_a_server_path(
     start_server: type[Server], tmp_path: Path
 ) -> None:
     server = start_server()
-    (server.data_dir / "checkpoints").write_text("a file where the checkpoints' directory should be")
+    (server.data_dir / "artifacts" / "checkpoints").write_text("a file where the checkpoints' directory should be")
     with server.client() as client:
         dataset = upload(client, tmp_path)
         job = client.create_job(dataset, "no-checkpoints", hyperparameters={"epochs": 2})

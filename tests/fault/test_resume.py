@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from openmaas import Client
-from openmaas.storage.artifacts.local import sha256_file
+from openmaas.storage.artifacts import sha256_file
 from tests.conftest import ADMIN_KEY, DATASETS, Server
 
 SMS = DATASETS / "sms_spam" / "sms_spam.csv"

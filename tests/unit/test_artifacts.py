@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from openmaas.storage.artifacts import ArtifactCorrupted, LocalArtifactStore
-from openmaas.storage.artifacts.local import manifest_sha256
+from openmaas.storage.artifacts import ArtifactCorrupted, manifest_sha256
+from openmaas.storage.artifacts.local import LocalArtifactStore
 
 
 def test_blobs_are_named_by_their_sha256_and_verified(tmp_path: Path) -> None:
@@ -36,3 +36,15 @@ def test_directories_round_trip_through_a_manifest(tmp_path: Path) -> None:
     out = store.materialize(files, tmp_path / "out")
     assert (out / "sub" / "vocab.txt").read_text() == "a\nb"
     assert manifest_sha256(files) == manifest_sha256(dict(reversed(list(files.items()))))
+
+
+def test_the_artifacts_url_is_s3_or_unset(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from openmaas.config import Settings
+
+    assert Settings(data_dir=tmp_path, artifacts_url="").artifacts_url is None  # set but empty: local files
+    assert Settings(data_dir=tmp_path, artifacts_url="s3://bucket/prefix").artifacts_url == "s3://bucket/prefix"
+    for wrong in ("/mnt/artifacts", "gs://bucket", "s3://"):
+        with pytest.raises(ValidationError, match="is not s3://bucket"):
+            Settings(data_dir=tmp_path, artifacts_url=wrong)

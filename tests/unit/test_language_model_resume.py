@@ -10,6 +10,7 @@ import torch
 
 from openmaas.recipes import get_recipe
 from openmaas.recipes.base import Document
+from openmaas.storage.artifacts.local import LocalArtifactStore
 from openmaas.training import loop
 from openmaas.training.checkpoints import CheckpointStore, LoopState
 
@@ -32,8 +33,7 @@ def run(recipe: str, hp: Any, base: Path | None, checkpoints: CheckpointStore | 
     resume = None
     if resume_at is not None:
         assert checkpoints is not None
-        path = next(p for p in checkpoints.list("job") if p.name == f"step-{resume_at:09d}")
-        resume = checkpoints.load(path)
+        resume = checkpoints.load("job", f"step-{resume_at:09d}")
 
     def save(state: LoopState, epoch_generator: torch.Tensor) -> None:
         if checkpoints is not None and resume_at is None:
@@ -68,7 +68,7 @@ def test_a_resumed_run_ends_with_the_weights_of_a_run_that_never_stopped(
         options.update(context_length=16, r=2, dropout=0.1, learning_rate=1e-2)  # dropout: the RNG must resume too
     hp = get_recipe(recipe).hyperparameters(**options)
     base = tiny_base if recipe == "lora" else None
-    checkpoints = CheckpointStore(tmp_path, keep=100)
+    checkpoints = CheckpointStore(LocalArtifactStore(tmp_path), keep=100)
     straight = run(recipe, hp, base, checkpoints, None).trainable_state()
     # Step 4 is mid-epoch (the documents make 13 windows, 7 batches), so the resumed run skips the batches done.
     resumed = run(recipe, hp, base, checkpoints, 4).trainable_state()

@@ -16,7 +16,7 @@ from openmaas.runtime.batching import BatchQueueClosed
 from openmaas.runtime.generation import GenerationDone, GenerationQueue, SamplingParams
 from openmaas.runtime.pool import ModelPool
 from openmaas.runtime.predictors import GenerativePredictor
-from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.artifacts.local import LocalArtifactStore
 from tests.tiny_llm import build_tiny_causal_lm
 
 

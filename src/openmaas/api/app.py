@@ -43,7 +43,7 @@ from openmaas.services.preload import Preloader
 from openmaas.services.registry import RegistryService
 from openmaas.services.tenancy import TenancyService
 from openmaas.services.usage import UsageRecorder, UsageService
-from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.artifacts import open_artifact_store
 from openmaas.storage.counters import Counters, LocalCounters, RedisCounters
 from openmaas.storage.metadata import open_store
 from openmaas.storage.usage_journal import UsageJournal
@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = settings.resolved_database_url
         store = open_store(url)
-        artifacts = LocalArtifactStore(settings.artifacts_dir)
+        artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir, settings.artifacts_cache_dir)
         artifacts.clean_temporary()  # before any worker starts: nothing else is writing
         foundation = FoundationModels(store, artifacts, settings.resolved_foundation_cache_dir)
         foundation.ensure(settings.foundation_models)
@@ -106,7 +106,11 @@ def create_app(settings: Settings) -> FastAPI:
         if new_key:
             _announce_key(new_key, settings)
         launcher = LocalProcessLauncher(
-            env={"OPENMAAS_DATA_DIR": str(settings.data_dir), "OPENMAAS_DATABASE_URL": url},
+            env={
+                "OPENMAAS_DATA_DIR": str(settings.data_dir),
+                "OPENMAAS_DATABASE_URL": url,
+                "OPENMAAS_ARTIFACTS_URL": settings.artifacts_url or "",
+            },
             log_dir=settings.data_dir / "logs" / "jobs",
         )
         executor = JobScheduler(
@@ -146,7 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             auth=auth,
             datasets=DatasetService(store, artifacts, settings.max_upload_bytes, idempotency),
-            jobs=JobService(store, executor, CheckpointStore(settings.checkpoints_dir), idempotency, registry),
+            jobs=JobService(store, executor, CheckpointStore(artifacts.scope("checkpoints")), idempotency, registry),
             registry=registry,
             inference=inference,
             generation=GenerationService(

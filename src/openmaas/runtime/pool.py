@@ -18,7 +18,7 @@ from openmaas.domain.entities import ModelVersion
 from openmaas.runtime.batching import BatchQueue, BatchStats
 from openmaas.runtime.generation import GenerationQueue
 from openmaas.runtime.predictors import GenerativePredictor, Predictor, load_predictor
-from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class PoolHooks:
 class ModelPool:
     def __init__(
         self,
-        artifacts: LocalArtifactStore,
+        artifacts: ArtifactStore,
         cache_dir: Path,
         *,
         device: str,

@@ -11,12 +11,12 @@ from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.errors import InvalidRequest
 from openmaas.services.inference import InferenceService
 from openmaas.services.registry import RegistryService
-from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.artifacts import ArtifactStore
 
 
 class ArtifactService:
     def __init__(
-        self, registry: RegistryService, inference: InferenceService, artifacts: LocalArtifactStore, cache_dir: Path
+        self, registry: RegistryService, inference: InferenceService, artifacts: ArtifactStore, cache_dir: Path
     ) -> None:
         self.registry = registry
         self.inference = inference
@@ -45,7 +45,7 @@ class ArtifactService:
     def _safetensors(self, version: ModelVersion) -> Path:
         weights = {name: sha for name, sha in version.files.items() if name.endswith(".safetensors")}
         if len(weights) == 1:
-            return self.artifacts.verify(next(iter(weights.values())))
+            return self.artifacts.local_file(next(iter(weights.values())))
         target = self.cache_dir / f"{version.artifact_sha256}.safetensors"
         if not target.is_file():
             from safetensors.numpy import load_file, save_file
@@ -54,7 +54,7 @@ class ArtifactService:
             for name, sha in sorted(weights.items()):
                 prefix = name.removesuffix(".safetensors").replace("/", ".")
                 merged.update(
-                    {f"{prefix}.{key}": value for key, value in load_file(self.artifacts.verify(sha)).items()}
+                    {f"{prefix}.{key}": value for key, value in load_file(self.artifacts.local_file(sha)).items()}
                 )
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=self.cache_dir)

@@ -14,7 +14,7 @@ from openmaas.domain.ids import new_id, now
 from openmaas.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unprocessable
 from openmaas.failpoints import failpoint
 from openmaas.services.idempotency import Idempotency, fingerprint
-from openmaas.storage.artifacts import LocalArtifactStore
+from openmaas.storage.artifacts import ArtifactStore
 from openmaas.storage.metadata import MetadataStore
 from openmaas.storage.metadata.repositories import AlreadyExists
 
@@ -34,7 +34,7 @@ def _canonical(rows: list[dict[str, Any]]) -> bytes:
 
 class DatasetService:
     def __init__(
-        self, store: MetadataStore, artifacts: LocalArtifactStore, max_bytes: int, idempotency: Idempotency
+        self, store: MetadataStore, artifacts: ArtifactStore, max_bytes: int, idempotency: Idempotency
     ) -> None:
         self.idempotency = idempotency
         self.store = store

@@ -23,8 +23,7 @@ from openmaas.recipes.foundation import (
     foundation_directory,
     foundation_gguf,
 )
-from openmaas.storage.artifacts import LocalArtifactStore
-from openmaas.storage.artifacts.local import manifest_sha256
+from openmaas.storage.artifacts import ArtifactStore, manifest_sha256
 from openmaas.storage.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def model_files(directory: Path) -> list[Path]:
     ]
 
 
-def store_files(artifacts: LocalArtifactStore, directory: Path) -> dict[str, str]:
+def store_files(artifacts: ArtifactStore, directory: Path) -> dict[str, str]:
     return {str(path.relative_to(directory)): artifacts.put_file(path) for path in model_files(directory)}
 
 
@@ -83,7 +82,7 @@ def safetensors_parameters(directory: Path) -> int:
     return total
 
 
-def _register(store: MetadataStore, artifacts: LocalArtifactStore, name: str, directory: Path) -> None:
+def _register(store: MetadataStore, artifacts: ArtifactStore, name: str, directory: Path) -> None:
     spec = FOUNDATION_MODELS[name]
     files = store_files(artifacts, directory)
     config = json.loads((directory / "config.json").read_text())
@@ -116,7 +115,7 @@ class FoundationModels:
     converted the first time (tens of seconds), into a cache that later starts reuse, by a child process that a
     background thread waits for: the conversion's ~770 MB of tensors, torch and transformers leave with it."""
 
-    def __init__(self, store: MetadataStore, artifacts: LocalArtifactStore, cache_dir: Path) -> None:
+    def __init__(self, store: MetadataStore, artifacts: ArtifactStore, cache_dir: Path) -> None:
         self.store = store
         self.artifacts = artifacts
         self.cache_dir = cache_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from dataclasses import asdict
 from typing import Any
 
 from pydantic import ValidationError
@@ -200,13 +201,7 @@ class JobService:
 
     def list_checkpoints(self, principal: Principal, job_id: str) -> builtins.list[dict[str, Any]]:
         self.get(principal, job_id)
-        out = []
-        for path in self.checkpoints.list(job_id):
-            try:
-                out.append({"name": path.name, "created_at": path.stat().st_mtime, **self.checkpoints.summary(path)})
-            except (OSError, ValueError, KeyError):
-                continue  # pruned or half-written while we looked
-        return out
+        return [asdict(info) for info in self.checkpoints.list(job_id)]
 
     def is_finished(self, job_id: str) -> bool:
         job = self.store.jobs.get(None, job_id)

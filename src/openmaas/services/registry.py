@@ -17,8 +17,7 @@ from openmaas.recipes import get_loader
 from openmaas.recipes.foundation import FOUNDATION_MODELS
 from openmaas.recipes.generative import NotACausalLM, inspect_causal_lm, is_causal_lm, load_causal_lm
 from openmaas.services.foundation import safetensors_parameters, store_files
-from openmaas.storage.artifacts import LocalArtifactStore
-from openmaas.storage.artifacts.local import manifest_sha256
+from openmaas.storage.artifacts import ArtifactStore, manifest_sha256
 from openmaas.storage.metadata import MetadataStore
 
 
@@ -62,7 +61,7 @@ def name_for(principal: Principal, version: ModelVersion, ref: str) -> str:
 
 
 class RegistryService:
-    def __init__(self, store: MetadataStore, artifacts: LocalArtifactStore) -> None:
+    def __init__(self, store: MetadataStore, artifacts: ArtifactStore) -> None:
         self.store = store
         self.artifacts = artifacts
         # Called with each version that stops existing, so a serving pool can drop it.
@@ -166,7 +165,7 @@ class RegistryService:
                 param="runtime",
                 code="invalid_runtime",
             )
-        with tempfile.TemporaryDirectory(dir=self.artifacts.tmp) as scratch:
+        with tempfile.TemporaryDirectory(dir=self.artifacts.scratch) as scratch:
             files = store_files(self.artifacts, directory)
             staged = self.artifacts.materialize(files, Path(scratch) / "model")
             try:

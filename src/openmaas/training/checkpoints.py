@@ -1,19 +1,23 @@
-"""Training checkpoints: trainable weights, optimizer state, RNG states and the loop's position, on disk.
+"""Training checkpoints: trainable weights, optimizer state, RNG states and the loop's position, in the artifact store.
 
-A checkpoint is a directory `step-00000123/` with `weights.safetensors`, `optimizer.safetensors`,
-`rng.safetensors` and `state.json`. It is written under a temporary name, fsynced and renamed, so a crash
-leaves either the whole checkpoint or none. Only tensors and JSON are stored: nothing is ever unpickled.
+A checkpoint is four blobs (`weights.safetensors`, `optimizer.safetensors`, `rng.safetensors`, `state.json`) in
+the job's own scope of the artifact store, and a reference `step-00000123` naming them with a summary for
+listings. The blobs are written first and the reference last, each atomically, so a crash leaves either the
+whole checkpoint or none; on S3 a job can resume on another machine. Only tensors and JSON are stored: nothing
+is ever unpickled.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
-import os
-import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from openmaas.storage.artifacts import ArtifactCorrupted, ArtifactStore
 
 if TYPE_CHECKING:  # torch loads only in the processes that train: the API server lists checkpoints without it
     import torch
@@ -38,7 +42,7 @@ class LoopState:
 
 @dataclass
 class Checkpoint:
-    path: Path
+    name: str
     state: LoopState
     weights: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
@@ -46,15 +50,15 @@ class Checkpoint:
     torch_rng: torch.Tensor
 
 
-def _fsync_tree(directory: Path) -> None:
-    for path in directory.iterdir():
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+@dataclass
+class CheckpointInfo:
+    """What a listing shows of a checkpoint, read from its reference alone."""
+
+    name: str
+    step: int
+    epoch: int
+    metrics: dict[str, Any]
+    created_at: float
 
 
 def _optimizer_to_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -85,18 +89,29 @@ def _optimizer_from_tensors(tensors: dict[str, torch.Tensor], layout: dict[str, 
 
 
 class CheckpointStore:
-    def __init__(self, root: Path, keep: int = 3) -> None:
+    """Each job's checkpoints in `root.scope(job_id)`; the newest `keep` are kept."""
+
+    def __init__(self, root: ArtifactStore, keep: int = 3) -> None:
         self.root = root
         self.keep = keep
 
-    def directory(self, job_id: str) -> Path:
-        return self.root / job_id
+    def _job(self, job_id: str) -> ArtifactStore:
+        return self.root.scope(job_id)
 
-    def list(self, job_id: str) -> list[Path]:
-        directory = self.directory(job_id)
-        if not directory.is_dir():
-            return []
-        return sorted(p for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    def names(self, job_id: str) -> list[str]:
+        return [name for name in self._job(job_id).list_refs() if name.startswith("step-")]
+
+    def list(self, job_id: str) -> list[CheckpointInfo]:
+        """The job's checkpoints, oldest first; one pruned or unreadable while we looked is left out."""
+        store, out = self._job(job_id), []
+        for name in self.names(job_id):
+            try:
+                ref = store.read_ref(name)
+            except ArtifactCorrupted:
+                continue
+            if ref is not None:
+                out.append(CheckpointInfo(name, ref["step"], ref["epoch"], ref["metrics"], ref["created_at"]))
+        return out
 
     def save(
         self,
@@ -105,64 +120,91 @@ class CheckpointStore:
         weights: dict[str, torch.Tensor],
         optimizer: dict[str, Any],
         epoch_generator: torch.Tensor,
-    ) -> Path:
+    ) -> str:
         import torch
         from safetensors.torch import save_file
 
-        directory = self.directory(job_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        final = directory / f"step-{state.global_step:09d}"
-        scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp-"))
-        try:
+        store = self._job(job_id)
+        name = f"step-{state.global_step:09d}"
+        with tempfile.TemporaryDirectory(dir=store.scratch, prefix="checkpoint-") as scratch:
+            directory = Path(scratch)
             save_file(
-                {k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(scratch / "weights.safetensors")
+                {k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(directory / "weights.safetensors")
             )
             optimizer_tensors, layout = _optimizer_to_tensors(optimizer)
-            save_file(optimizer_tensors, str(scratch / "optimizer.safetensors"))
+            save_file(optimizer_tensors, str(directory / "optimizer.safetensors"))
             save_file(
                 {"epoch_generator": epoch_generator.contiguous(), "torch": torch.get_rng_state().contiguous()},
-                str(scratch / "rng.safetensors"),
+                str(directory / "rng.safetensors"),
             )
-            (scratch / "state.json").write_text(json.dumps({"loop": asdict(state), "optimizer": layout}))
-            _fsync_tree(scratch)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(scratch, final)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        for old in self.list(job_id)[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+            (directory / "state.json").write_text(json.dumps({"loop": asdict(state), "optimizer": layout}))
+            files = store.put_directory(directory)
+        last = state.history[-1] if state.history else {}
+        store.put_ref(
+            name,
+            {
+                "files": files,
+                "step": state.global_step,
+                "epoch": state.epoch,
+                "metrics": last,
+                "created_at": time.time(),
+            },
+        )
+        self._prune(store, self.names(job_id)[: -self.keep])
+        return name
+
+    @staticmethod
+    def _prune(store: ArtifactStore, old: builtins.list[str]) -> None:
+        """Drop old references first, then the blobs no remaining checkpoint names: a crash in between leaves
+        unreferenced blobs, never a checkpoint with a blob missing."""
+        if not old:
+            return
+        for name in old:
+            store.delete_ref(name)
+        kept: set[str] = set()
+        for name in store.list_refs():
+            try:
+                ref = store.read_ref(name)
+            except ArtifactCorrupted:
+                continue
+            kept.update((ref or {}).get("files", {}).values())
+        for sha256 in store.list_blobs():
+            if sha256 not in kept:
+                store.delete(sha256)
 
     def latest(self, job_id: str) -> Checkpoint | None:
         """The newest complete checkpoint; an unreadable one is skipped in favour of the one before."""
-        for path in reversed(self.list(job_id)):
+        for name in reversed(self.names(job_id)):
             try:
-                return self.load(path)
-            except (OSError, ValueError, KeyError):
+                return self.load(job_id, name)
+            except (ArtifactCorrupted, OSError, ValueError, KeyError):
                 continue
         return None
 
-    @staticmethod
-    def load(path: Path) -> Checkpoint:
+    def load(self, job_id: str, name: str) -> Checkpoint:
         from safetensors.torch import load_file
 
-        meta = json.loads((path / "state.json").read_text())
-        rng = load_file(str(path / "rng.safetensors"))
+        store = self._job(job_id)
+        ref = store.read_ref(name)
+        if ref is None:
+            raise KeyError(f"no checkpoint {name} for job {job_id}")
+        files = ref["files"]
+        meta = json.loads(store.read_bytes(files["state.json"]))
+        rng = load_file(str(store.local_file(files["rng.safetensors"])))
         return Checkpoint(
-            path=path,
+            name=name,
             state=LoopState(**meta["loop"]),
-            weights=load_file(str(path / "weights.safetensors")),
-            optimizer=_optimizer_from_tensors(load_file(str(path / "optimizer.safetensors")), meta["optimizer"]),
+            weights=load_file(str(store.local_file(files["weights.safetensors"]))),
+            optimizer=_optimizer_from_tensors(
+                load_file(str(store.local_file(files["optimizer.safetensors"]))), meta["optimizer"]
+            ),
             epoch_generator=rng["epoch_generator"],
             torch_rng=rng["torch"],
         )
 
-    @staticmethod
-    def summary(path: Path) -> dict[str, Any]:
-        loop = json.loads((path / "state.json").read_text())["loop"]
-        last = loop["history"][-1] if loop["history"] else {}
-        return {"step": loop["global_step"], "epoch": loop["epoch"], "metrics": last}
-
     def remove(self, job_id: str) -> None:
-        shutil.rmtree(self.directory(job_id), ignore_errors=True)
+        store = self._job(job_id)
+        for name in store.list_refs():
+            store.delete_ref(name)
+        for sha256 in store.list_blobs():
+            store.delete(sha256)

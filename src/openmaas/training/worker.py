@@ -30,8 +30,7 @@ from openmaas.failpoints import failpoint
 from openmaas.lines import split_lines
 from openmaas.recipes import get_recipe
 from openmaas.recipes.base import Document, Examples, PinnedBase, Recipe, TextRecipe, TrainingPlan, resolve_device
-from openmaas.storage.artifacts import LocalArtifactStore
-from openmaas.storage.artifacts.local import manifest_sha256
+from openmaas.storage.artifacts import ArtifactStore, manifest_sha256, open_artifact_store
 from openmaas.storage.metadata import MetadataStore, open_store
 from openmaas.training import loop
 from openmaas.training.checkpoints import CheckpointStore, LoopState
@@ -67,7 +66,7 @@ class _StopFlag:
         return self.set
 
 
-def load_rows(artifacts: LocalArtifactStore, sha256: str) -> list[dict[str, Any]]:
+def load_rows(artifacts: ArtifactStore, sha256: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in split_lines(artifacts.read_bytes(sha256).decode("utf-8"))]
 
 
@@ -114,7 +113,7 @@ def prepare_classification(recipe: Recipe, hp: Any, device: str, rows: list[dict
 
 
 def materialize_base(
-    store: MetadataStore, artifacts: LocalArtifactStore, job: Job, hp: Any, scratch: Path
+    store: MetadataStore, artifacts: ArtifactStore, job: Job, hp: Any, scratch: Path
 ) -> tuple[Path, PinnedBase]:
     """Lay out the exact base version the job was created with, looked up as the job's tenant sees it now: one
     deleted, remade, or no longer shared since is refused."""
@@ -144,7 +143,7 @@ def prepare_text(recipe: TextRecipe, hp: Any, device: str, rows: list[dict[str, 
 
 def train(
     store: MetadataStore,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     checkpoints: CheckpointStore,
     job_id: str,
     stop: _StopFlag,
@@ -168,7 +167,7 @@ def train(
         raise JobFailure(str(error)) from None
     rows = load_rows(artifacts, dataset.sha256)
     # The scratch directory holds a base model's files for as long as training and export need them.
-    with tempfile.TemporaryDirectory(dir=artifacts.tmp) as scratch:
+    with tempfile.TemporaryDirectory(dir=artifacts.scratch) as scratch:
         if recipe.dataset_kind == "text":
             base, lineage = None, None
             if recipe.base_task is not None:
@@ -185,7 +184,7 @@ def train(
 
 def run_and_register(
     store: MetadataStore,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     checkpoints: CheckpointStore,
     job: Job,
     dataset: Dataset,
@@ -212,12 +211,12 @@ def run_and_register(
                 "step": resume.state.global_step,
                 "epoch": resume.state.epoch,
                 "attempt": job.attempts,
-                "checkpoint": resume.path.name,
+                "checkpoint": resume.name,
             },
         )
 
     def save(state: LoopState, epoch_generator: torch.Tensor) -> None:
-        path = checkpoints.save(job_id, state, plan.trainable_state(), plan.optimizer.state_dict(), epoch_generator)
+        name = checkpoints.save(job_id, state, plan.trainable_state(), plan.optimizer.state_dict(), epoch_generator)
         meter.update()  # a killed attempt is metered at least up to the checkpoint it resumes from
         last = state.history[-1] if state.history else {}
         emit(
@@ -225,7 +224,7 @@ def run_and_register(
             {
                 "step": state.global_step,
                 "epoch": state.epoch,
-                "name": path.name,
+                "name": name,
                 "train_loss": last.get("train_loss"),
                 "val_loss": last.get("val_loss"),
             },
@@ -256,7 +255,7 @@ def run_and_register(
     }
     if note:
         metrics["note"] = note
-    with tempfile.TemporaryDirectory(dir=artifacts.tmp) as out:
+    with tempfile.TemporaryDirectory(dir=artifacts.scratch) as out:
         info = plan.export(Path(out))
         files = artifacts.put_directory(Path(out))
     failpoint("before_register")
@@ -338,8 +337,9 @@ def main(job_id: str) -> int:
     settings = Settings()
     store = open_store(settings.resolved_database_url, run_migrations=False, pooled=False)
     stop = _StopFlag(store, job_id)
-    artifacts = LocalArtifactStore(settings.artifacts_dir)
-    checkpoints = CheckpointStore(settings.checkpoints_dir, keep=settings.checkpoints_kept)
+    # The same stores as the server's, built from the same settings: on S3 the job may run on another machine.
+    artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir, settings.artifacts_cache_dir)
+    checkpoints = CheckpointStore(artifacts.scope("checkpoints"), keep=settings.checkpoints_kept)
     meter = AttemptMeter(store, job_id)
     try:
         train(store, artifacts, checkpoints, job_id, stop, meter, settings.progress_every_s)

@@ -1,104 +1,85 @@
-"""Content-addressed blobs on the local disk: written atomically, named by sha256, verified when read."""
+"""The artifact store on the local disk: blobs written to a temp file, fsynced and renamed into place, so a
+reader sees a whole blob or none; every read hashes the file again. Directories are made on first write."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-CHUNK = 1 << 20
-
-
-class ArtifactCorrupted(Exception):
-    """A blob's bytes no longer hash to its name, or it is missing."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def manifest_sha256(files: Mapping[str, str]) -> str:
-    """The hash of a multi-file artifact: the sha256 of its canonical {name: blob sha256} manifest."""
-    return hashlib.sha256(json.dumps(dict(files), sort_keys=True).encode()).hexdigest()
+from openmaas.storage.artifacts.store import (
+    ArtifactCorrupted,
+    ArtifactStore,
+    check_name,
+    check_sha256,
+    clean_directory,
+    decode_ref,
+    encode_ref,
+    fsync_directory,
+    sha256_file,
+)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class LocalArtifactStore(ArtifactStore):
+    """`root/blobs/ab/ab…` for blobs, `root/refs/NAME.json` for references, `root/NAME/` for a scope.
 
+    Scopes share the top store's temporary directory, so one clean at start covers them all, and a rename from
+    it stays on one file system."""
 
-class LocalArtifactStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tmp: Path | None = None) -> None:
         self.root = root
         self.blobs = root / "blobs"
-        self.tmp = root / "tmp"
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.refs = root / "refs"
+        self.tmp = tmp or root / "tmp"
+
+    @property
+    def scratch(self) -> Path:
         self.tmp.mkdir(parents=True, exist_ok=True)
+        return self.tmp
 
     def clean_temporary(self) -> int:
-        """Remove temp files a crash left behind. Call only when nothing else writes (server start)."""
-        removed = 0
-        for path in self.tmp.iterdir():
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed += 1
-        return removed
+        return clean_directory(self.scratch)
 
     def path_of(self, sha256: str) -> Path:
-        return self.blobs / sha256[:2] / sha256
+        return self.blobs / sha256[:2] / check_sha256(sha256)
 
     def exists(self, sha256: str) -> bool:
         return self.path_of(sha256).is_file()
 
     def put_bytes(self, data: bytes) -> str:
-        fd, name = tempfile.mkstemp(dir=self.tmp)
+        fd, name = tempfile.mkstemp(dir=self.scratch)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         return self._commit(Path(name), hashlib.sha256(data).hexdigest())
 
     def put_file(self, source: Path) -> str:
-        fd, name = tempfile.mkstemp(dir=self.tmp)
+        fd, name = tempfile.mkstemp(dir=self.scratch)
         os.close(fd)
-        shutil.copyfile(source, name)
+        if source.resolve().is_relative_to(self.tmp.resolve()):
+            # A file of our own scratch directory (a checkpoint being saved), which nothing changes any more:
+            # a second name for it instead of a copy of gigabytes.
+            os.unlink(name)
+            os.link(source, name)
+        else:
+            shutil.copyfile(source, name)
         return self._commit(Path(name), sha256_file(Path(name)))
 
     def _commit(self, temp: Path, sha256: str) -> str:
         """fsync the temp file, then rename it into place: readers see the whole blob or none."""
         try:
-            with temp.open("rb+") as handle:
-                os.fsync(handle.fileno())
             target = self.path_of(sha256)
-            target.parent.mkdir(exist_ok=True)
             if target.exists():
                 return sha256
-            os.replace(temp, target)
-            _fsync_dir(target.parent)
+            _rename_durably(temp, target)
             return sha256
         finally:
             temp.unlink(missing_ok=True)
 
-    def put_directory(self, directory: Path) -> dict[str, str]:
-        """Store every file of a directory; returns the manifest {relative name: sha256}."""
-        return {
-            str(path.relative_to(directory)): self.put_file(path)
-            for path in sorted(directory.rglob("*"))
-            if path.is_file()
-        }
-
-    def verify(self, sha256: str) -> Path:
+    def local_file(self, sha256: str) -> Path:
         path = self.path_of(sha256)
         if not path.is_file():
             raise ArtifactCorrupted(f"blob {sha256} is missing")
@@ -115,20 +96,45 @@ class LocalArtifactStore:
             raise ArtifactCorrupted(f"blob {sha256} does not match its hash")
         return data
 
-    def materialize(self, files: Mapping[str, str], directory: Path) -> Path:
-        """Lay a manifest out as a directory (verified hard links), e.g. for a loader that wants paths."""
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, sha256 in files.items():
-            source = self.verify(sha256)
-            target = directory / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                target.unlink()
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copyfile(source, target)
-        return directory
+    def list_blobs(self) -> list[str]:
+        if not self.blobs.is_dir():
+            return []
+        return sorted(path.name for path in self.blobs.glob("*/*") if path.is_file())
 
     def delete(self, sha256: str) -> None:
         self.path_of(sha256).unlink(missing_ok=True)
+
+    def put_ref(self, name: str, document: Mapping[str, Any]) -> None:
+        fd, temp = tempfile.mkstemp(dir=self.scratch)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encode_ref(document))
+        try:
+            _rename_durably(Path(temp), self.refs / f"{check_name(name)}.json")
+        finally:
+            Path(temp).unlink(missing_ok=True)
+
+    def read_ref(self, name: str) -> dict[str, Any] | None:
+        try:
+            data = (self.refs / f"{check_name(name)}.json").read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return decode_ref(name, data)
+
+    def list_refs(self) -> list[str]:
+        if not self.refs.is_dir():
+            return []
+        return sorted(path.stem for path in self.refs.glob("*.json"))
+
+    def delete_ref(self, name: str) -> None:
+        (self.refs / f"{check_name(name)}.json").unlink(missing_ok=True)
+
+    def scope(self, name: str) -> LocalArtifactStore:
+        return LocalArtifactStore(self.root / check_name(name), tmp=self.tmp)
+
+
+def _rename_durably(temp: Path, target: Path) -> None:
+    with temp.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(temp, target)
+    fsync_directory(target.parent)
