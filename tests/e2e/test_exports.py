@@ -79,9 +79,7 @@ def assert_same_predictions(client: Client, model: str, directory: Path) -> None
             assert abs(mine["scores"][label] - score) < 1e-4, (label, mine, theirs)
 
 
-def test_bow_mlp_archive_reproduces_the_servers_predictions(
-    client: Client, http: httpx.Client, tmp_path: Path
-) -> None:
+def test_bow_mlp_archive_reproduces_the_servers_predictions(client: Client, http: httpx.Client, tmp_path: Path) -> None:
     rows = read_csv(DATASETS / "sms_spam" / "sms_spam.csv")[:800]
     # A few Chinese rows: the featurizer's CJK characters and bigrams must be reproduced too.
     chinese = [(text, "ham") for text, _ in read_csv(DATASETS / "sib200_zh" / "sib200_zho_Hans_dev.csv")[:40]]

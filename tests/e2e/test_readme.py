@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,12 +119,16 @@ def test_readme_blocks_run_against_a_live_server(start_server: type[Server], tmp
     }
     baseline = subprocess.run(["bash", "-c", "compgen -v"], env=env, capture_output=True, text=True, check=True)
     env["README_BASELINE"] = " ".join(baseline.stdout.split())
+    took = []
     for block in marked:
+        began = time.monotonic()
         result = run_block(block, repo, server, env)
+        took.append(f"line {block.line}: {time.monotonic() - began:.0f} s")
         assert result.returncode == 0, (
             f"README.md block at line {block.line} ({block.language}) exited with {result.returncode}:\n"
             + textwrap.indent(block.code, "    ")
             + f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}\n"
             + f"server log:\n{server.log()[-2000:]}"
         )
-    print(f"README.md: ran {len(marked)} of {len(blocks)} code blocks; {len(blocks) - len(marked)} are unmarked")
+    unmarked = len(blocks) - len(marked)
+    print(f"README.md: ran {len(marked)} of {len(blocks)} code blocks ({', '.join(took)}); {unmarked} unmarked")
