@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import DATASETS, Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,17 +87,44 @@ def lay_out(root: Path) -> Path:
     return repo
 
 
-def run_block(block: Block, repo: Path, server: Server, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    code = block.code.replace(README_ADDRESS, f"127.0.0.1:{server.port}")
+def run_block(block: Block, cwd: Path, env: dict[str, str], address: str) -> subprocess.CompletedProcess[str]:
+    code = block.code.replace(README_ADDRESS, address)
     if block.language == "python":
         command = [sys.executable, "-c", code]
     else:
         command = ["bash", "-eo", "pipefail", "-c", BASH_WRAPPER.format(code=code)]
     return subprocess.run(
-        command, cwd=repo, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S, check=False
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S, check=False
     )
 
 
+def shell_env(state: Path, **extra: str) -> dict[str, str]:
+    """The environment of every block: this interpreter's venv on PATH, and where the shell keeps its variables."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "README_STATE": str(state),
+        "COLUMNS": "200",  # rich's tables: ids whole
+        **extra,
+    }
+    state.write_text("")
+    baseline = subprocess.run(["bash", "-c", "compgen -v"], env=env, capture_output=True, text=True, check=True)
+    env["README_BASELINE"] = " ".join(baseline.stdout.split())
+    return env
+
+
+def test_a_blocks_shell_variables_reach_the_next_block_and_a_failure_stops(tmp_path: Path) -> None:
+    env = shell_env(tmp_path / "state.sh")
+    sets = Block(1, "bash", "DATASET=$(echo ds_1)\nexport TEAM=a\n", True)
+    uses = Block(5, "bash", 'test "$DATASET/$TEAM" = ds_1/a && echo "$DATASET"\n', True)
+    fails = Block(9, "bash", "false\necho never\n", True)
+    assert run_block(sets, tmp_path, env, "").returncode == 0
+    assert run_block(uses, tmp_path, env, "").stdout == "ds_1\n"
+    failed = run_block(fails, tmp_path, env, "")
+    assert failed.returncode != 0 and "never" not in failed.stdout
+
+
+@pytest.mark.slow
 def test_readme_blocks_run_against_a_live_server(start_server: type[Server], tmp_path: Path) -> None:
     blocks = fenced_blocks(README.read_text(encoding="utf-8"))
     marked = [block for block in blocks if block.marked]
@@ -106,23 +135,11 @@ def test_readme_blocks_run_against_a_live_server(start_server: type[Server], tmp
     # As `make run`: no configured key, so the server writes the one it generates to data/admin.key.
     server = start_server(repo / "data", OPENMAAS_ADMIN_KEY="")
     key = (repo / "data" / "admin.key").read_text().strip()
-    state = tmp_path / "state.sh"
-    state.write_text("")
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "OPENMAAS_URL": server.url,
-        "OPENMAAS_API_KEY": key,
-        "KEY": key,
-        "README_STATE": str(state),
-        "COLUMNS": "200",  # rich's tables: ids whole
-    }
-    baseline = subprocess.run(["bash", "-c", "compgen -v"], env=env, capture_output=True, text=True, check=True)
-    env["README_BASELINE"] = " ".join(baseline.stdout.split())
+    env = shell_env(tmp_path / "state.sh", OPENMAAS_URL=server.url, OPENMAAS_API_KEY=key, KEY=key)
     took = []
     for block in marked:
         began = time.monotonic()
-        result = run_block(block, repo, server, env)
+        result = run_block(block, repo, env, f"127.0.0.1:{server.port}")
         took.append(f"line {block.line}: {time.monotonic() - began:.0f} s")
         assert result.returncode == 0, (
             f"README.md block at line {block.line} ({block.language}) exited with {result.returncode}:\n"
