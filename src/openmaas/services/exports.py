@@ -184,8 +184,7 @@ def model_card(version: ModelVersion, files: list[str]) -> str:
         "",
         f"- Labels: {', '.join(f'`{label}`' for label in version.labels)}",
         f"- Created: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(version.created_at))}",
-        f"- Trained on dataset `{version.dataset_id}` (sha256 of its cleaned rows: `{version.dataset_sha256}`), "
-        f"job `{version.job_id}`",
+        f"- Trained on dataset `{version.dataset_id}` (sha256 `{version.dataset_sha256}`) by job `{version.job_id}`",
         f"- Parameters: {version.parameter_count:,}; served with `{version.runtime}`",
         f"- Weights' manifest sha256 in the registry: `{version.artifact_sha256}`",
     ]
