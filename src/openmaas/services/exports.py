@@ -37,9 +37,10 @@ SCRIPTS = {"bow-mlp": "bow_mlp.py", "transformer-classifier": "onnx_classifier.p
 
 @dataclass
 class Contents:
-    """What goes into an archive: files copied from disk and small files written from text."""
+    """What goes into an archive: large files copied from disk (a graph), and the rest from memory."""
 
     files: dict[str, Path] = field(default_factory=dict)
+    data: dict[str, bytes] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
 
 
@@ -93,7 +94,9 @@ class ExportService:
             script = resources.files("openmaas.services.export_scripts").joinpath(SCRIPTS[version.recipe])
             contents.texts["predict.py"] = script.read_text(encoding="utf-8")
             contents.texts["requirements.txt"] = "\n".join(REQUIREMENTS[version.recipe]) + "\n"
-            contents.texts["README.md"] = model_card(version, sorted([*contents.files, *contents.texts]))
+            contents.texts["README.md"] = model_card(
+                version, sorted([*contents.files, *contents.data, *contents.texts])
+            )
             staged = Path(scratch) / "archive.zip"
             _zip(contents, f"{version.model}-{version.version}", version.created_at, staged)
             os.replace(staged, target)  # whole or not at all: a concurrent download reads one or the other
@@ -112,7 +115,7 @@ class ExportService:
             else "softmax over the labels",
         }
         return Contents(
-            files={"model.safetensors": self.artifacts.verify(version.files["model.safetensors"])},
+            data={"model.safetensors": self.artifacts.read_bytes(version.files["model.safetensors"])},
             texts={
                 "vocabulary.json": json.dumps(featurizer["vocabulary"], ensure_ascii=False),
                 "preprocessing.json": json.dumps(preprocessing, ensure_ascii=False, indent=1),
@@ -125,9 +128,9 @@ class ExportService:
         config = json.loads(self.artifacts.read_bytes(version.files["config.json"]))
         from tokenizers import Tokenizer
 
-        tokenizer_file = self.artifacts.verify(version.files["encoder/tokenizer.json"])
+        tokenizer_json = self.artifacts.read_bytes(version.files["encoder/tokenizer.json"])
         # The padding the server's TextTokenizer sets up: the tokenizer's own pad token, else id 0.
-        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
         pad_id = int(tokenizer.padding["pad_id"]) if tokenizer.padding else 0
         pad_token = tokenizer.id_to_token(pad_id) or "[PAD]"
         preprocessing = {
@@ -142,10 +145,8 @@ class ExportService:
             "runtime": version.runtime,
         }
         return Contents(
-            files={
-                "model.onnx": single_file(graph, scratch / "model.onnx"),
-                "tokenizer.json": tokenizer_file,
-            },
+            files={"model.onnx": single_file(graph, scratch / "model.onnx")},
+            data={"tokenizer.json": tokenizer_json},
             texts={"preprocessing.json": json.dumps(preprocessing, ensure_ascii=False, indent=1)},
         )
 
@@ -166,10 +167,11 @@ def _zip(contents: Contents, folder: str, created_at: float, path: Path) -> None
             with source.open("rb") as reader, archive.open(info, "w", force_zip64=True) as writer:
                 while chunk := reader.read(1 << 20):
                     writer.write(chunk)
-        for name, text in sorted(contents.texts.items()):
+        small = {**contents.data, **{name: text.encode("utf-8") for name, text in contents.texts.items()}}
+        for name, data in sorted(small.items()):
             info = zipfile.ZipInfo(f"{folder}/{name}", stamp)
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, text.encode("utf-8"))
+            archive.writestr(info, data)
 
 
 def model_card(version: ModelVersion, files: list[str]) -> str:
