@@ -105,6 +105,8 @@ def test_multiclass_bow_mlp_archive_uses_softmax(client: Client, http: httpx.Cli
     train(client, write_csv(tmp_path / "zh.csv", rows), "export-zh", "bow-mlp", epochs=3)
     directory = unpack(http, "export-zh", tmp_path)
     assert len(json.loads((directory / "labels.json").read_text())) > 2
+    with zipfile.ZipFile(client.download_artifact("export-zh:1", tmp_path / "sdk.zip", format="archive")) as sdk:
+        assert "export-zh-1/predict.py" in sdk.namelist()
     assert_same_predictions(client, "export-zh", directory)
 
 
