@@ -33,6 +33,7 @@ from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import DEFAULT_TENANT, AuthService
 from openmaas.services.datasets import DatasetService
+from openmaas.services.exports import ExportService
 from openmaas.services.foundation import FoundationModels
 from openmaas.services.generation import GenerationService
 from openmaas.services.idempotency import Idempotency
@@ -157,6 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
                 inference, limiter, recorder, foundation.preparing, request_timeout_s=settings.request_timeout_s
             ),
             artifacts=ArtifactService(registry, inference, artifacts, settings.data_dir / "cache" / "exports"),
+            exports=ExportService(registry, inference, artifacts, settings.data_dir / "cache" / "archives"),
             tenancy=TenancyService(store),
             usage=UsageService(store.usage, recorder),
             limiter=limiter,

@@ -21,6 +21,7 @@ from openmaas.errors import PermissionDenied
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
+from openmaas.services.exports import ExportService
 from openmaas.services.generation import GenerationService
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
@@ -40,6 +41,7 @@ class Services:
     inference: InferenceService
     generation: GenerationService
     artifacts: ArtifactService
+    exports: ExportService
     tenancy: TenancyService
     usage: UsageService
     limiter: RateLimiter
