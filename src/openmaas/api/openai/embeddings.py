@@ -12,13 +12,14 @@ from openmaas.api.deps import Inferrer, Svc, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.api.responses import FastJSONResponse
-from openmaas.protocol.openai import EmbeddingRequest
+from openmaas.protocol.openai import CreateEmbeddingResponse, EmbeddingRequest
 
 # 404: no such model; 503: it could not be loaded, is being prepared or did not answer in time.
 router = APIRouter(route_class=JSONRoute, tags=["openai"], responses=error_responses(*AUTHENTICATED, 404, 503))
 
 
-@router.post("/v1/embeddings", response_class=FastJSONResponse)
+# The answer is built as a dict (the vectors are already lists or base64): `CreateEmbeddingResponse` documents it.
+@router.post("/v1/embeddings", response_class=FastJSONResponse, response_model=CreateEmbeddingResponse)
 async def create_embeddings(body: EmbeddingRequest, request: Request, caller: Inferrer, svc: Svc) -> FastJSONResponse:
     work = svc.inference.embed(caller, body.model, body.input, truncate=body.truncate, dimensions=body.dimensions)
     result = await unless_disconnected(request, work)
