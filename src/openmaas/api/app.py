@@ -33,6 +33,7 @@ from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import DEFAULT_TENANT, AuthService
 from openmaas.services.datasets import DatasetService
+from openmaas.services.files import FileService
 from openmaas.services.foundation import FoundationModels
 from openmaas.services.generation import GenerationService
 from openmaas.services.idempotency import Idempotency
@@ -150,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             auth=auth,
             datasets=DatasetService(store, artifacts, settings.max_upload_bytes, idempotency),
+            files=FileService(store, artifacts, settings.max_upload_bytes),
             jobs=JobService(store, executor, CheckpointStore(artifacts.scope("checkpoints")), idempotency, registry),
             registry=registry,
             inference=inference,
@@ -190,7 +192,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = OpenMaaSApp(title="OpenMaaS", version=__version__, lifespan=lifespan, telemetry=telemetry)
     ids, series = RequestIds(), RequestSeries(metrics)
     # Uploads have their own limit (the dataset route checks the file's own size again, within the form).
-    gate = BodyGate(settings.max_json_body_bytes, {"/v1/datasets": settings.max_upload_bytes + MULTIPART_SLACK})
+    uploads = settings.max_upload_bytes + MULTIPART_SLACK
+    gate = BodyGate(settings.max_json_body_bytes, {"/v1/datasets": uploads, "/v1/files": uploads})
     app.add_middleware(BodyGateMiddleware, gate=gate)
     app.add_middleware(MetricsMiddleware, series=series)
     app.add_middleware(RequestIdMiddleware, ids=ids)

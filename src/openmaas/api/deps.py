@@ -21,6 +21,7 @@ from openmaas.errors import PermissionDenied
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
+from openmaas.services.files import FileService
 from openmaas.services.generation import GenerationService
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
@@ -35,6 +36,7 @@ class Services:
     settings: Settings
     auth: AuthService
     datasets: DatasetService
+    files: FileService
     jobs: JobService
     registry: RegistryService
     inference: InferenceService

@@ -156,3 +156,17 @@ class RegisteredModel:
     @property
     def latest(self) -> ModelVersion | None:
         return max(self.versions, key=lambda v: v.version) if self.versions else None
+
+
+@dataclass(frozen=True)
+class File:
+    """Bytes a tenant uploaded as they were sent (OpenAI's files), or one of ours written for them (a batch's
+    output, a fine-tune's results). Parsed only when a job or a batch uses it."""
+
+    id: str
+    tenant_id: str
+    filename: str
+    purpose: str  # "fine-tune" | "batch" (uploaded); "batch_output" | "fine-tune-results" (ours)
+    sha256: str
+    bytes: int
+    created_at: float

@@ -18,7 +18,7 @@ class FileObject(BaseModel):
     created_at: int
     filename: str
     purpose: Purpose
-    status: Literal["uploaded", "processed", "error"] = Field("processed", description="Deprecated by OpenAI.")
+    status: Literal["uploaded", "processed", "error"] = Field(default="processed", description="Deprecated by OpenAI.")
     status_details: str | None = None
     expires_at: int | None = None
 

@@ -12,6 +12,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
+from openmaas.storage.metadata.files import FileRepository
 from openmaas.storage.metadata.leases import LeaseRepository
 from openmaas.storage.metadata.repositories import (
     DatasetRepository,
@@ -65,6 +66,7 @@ class MetadataStore:
 
     engine: Engine
     datasets: DatasetRepository
+    files: FileRepository
     jobs: JobRepository
     leases: LeaseRepository
     models: ModelRepository
@@ -85,6 +87,7 @@ def open_store(url: str, *, run_migrations: bool = True, pooled: bool = True) ->
     return MetadataStore(
         engine=engine,
         datasets=DatasetRepository(engine),
+        files=FileRepository(engine),
         jobs=JobRepository(engine),
         leases=LeaseRepository(engine),
         models=ModelRepository(engine),

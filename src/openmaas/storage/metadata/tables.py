@@ -60,6 +60,20 @@ datasets = Table(
     Column("kind", String(16), nullable=False, default="classification", server_default="classification"),
 )
 
+# OpenAI's files: raw bytes in the artifact store by sha256, listed newest first by (created_at, id).
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("bytes", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_files_tenant_id_id", "tenant_id", "id"),
+)
+
 jobs = Table(
     "jobs",
     metadata,
