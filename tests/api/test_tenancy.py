@@ -60,8 +60,14 @@ def first(server: Server, admin: httpx.Client, tmp_path_factory: pytest.TempPath
         keys = admin.get(f"/v1/tenants/{tenant.id}/keys").json()["data"]
     with tenant.http(key) as http:
         file = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("a.jsonl", b'{"a": 1}\n')}).json()
+        rows = b'{"text": "good", "label": "a"}\n{"text": "bad", "label": "b"}\n' * 5
+        ft_file = http.post("/v1/files", data={"purpose": "fine-tune"}, files={"file": ("f.jsonl", rows)}).json()
+        fine_tune = http.post("/v1/fine_tuning/jobs", json={"model": "bow-mlp", "training_file": ft_file["id"]})
+        assert fine_tune.status_code == 200, fine_tune.text
     return {
         "file": file["id"],
+        "ft_file": ft_file["id"],
+        "fine_tune": fine_tune.json()["id"],
         "tenant": tenant,
         "key": key,
         "dataset": dataset["id"],
@@ -90,6 +96,7 @@ def _concrete(path: str, a: dict[str, Any]) -> str:
         "tenant_id": a["tenant"].id,
         "key_id": a["key_id"],
         "file_id": a["file"],
+        "fine_tuning_job_id": a["fine_tune"],
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
@@ -112,6 +119,7 @@ def _body(path: str, method: str, a: dict[str, Any]) -> dict[str, Any] | None:
         ("patch", "/v1/tenants/{tenant_id}"): {"disabled": True},
         ("post", "/v1/tenants/{tenant_id}/keys"): {"scopes": ["admin"]},
         ("post", "/v1/models/import"): {"path": "/tmp", "name": "x"},
+        ("post", "/v1/fine_tuning/jobs"): {"model": "bow-mlp", "training_file": a["ft_file"]},
     }
     return bodies.get((method, path))
 
@@ -129,7 +137,7 @@ def test_a_second_tenant_can_touch_nothing_of_the_first_on_any_route(
     server: Server, admin: httpx.Client, first: dict[str, Any]
 ) -> None:
     other = Tenant(server, admin, "tenant-b")
-    secrets = [first["dataset"], first["job"], first["model"], first["key_id"], first["file"]]
+    secrets = [first["dataset"], first["job"], first["model"], first["key_id"], first["file"], first["fine_tune"]]
     schema = admin.get("/openapi.json").json()
     walked = 0
     with other.http(other.key(["read", "train", "infer"])) as intruder:

@@ -34,6 +34,7 @@ from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import DEFAULT_TENANT, AuthService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.files import FileService
+from openmaas.services.fine_tuning import FineTuningService
 from openmaas.services.foundation import FoundationModels
 from openmaas.services.generation import GenerationService
 from openmaas.services.idempotency import Idempotency
@@ -147,12 +148,16 @@ def create_app(settings: Settings) -> FastAPI:
             request_timeout_s=settings.request_timeout_s,
         )
         inference.on_resolve.append(series.resolved)
+        datasets = DatasetService(store, artifacts, settings.max_upload_bytes, idempotency)
+        files = FileService(store, artifacts, settings.max_upload_bytes)
+        jobs = JobService(store, executor, CheckpointStore(artifacts.scope("checkpoints")), idempotency, registry)
         app.state.services = Services(
             settings=settings,
             auth=auth,
-            datasets=DatasetService(store, artifacts, settings.max_upload_bytes, idempotency),
-            files=FileService(store, artifacts, settings.max_upload_bytes),
-            jobs=JobService(store, executor, CheckpointStore(artifacts.scope("checkpoints")), idempotency, registry),
+            datasets=datasets,
+            files=files,
+            fine_tuning=FineTuningService(store, jobs, datasets, files, registry),
+            jobs=jobs,
             registry=registry,
             inference=inference,
             generation=GenerationService(

@@ -22,6 +22,7 @@ from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.files import FileService
+from openmaas.services.fine_tuning import FineTuningService
 from openmaas.services.generation import GenerationService
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
@@ -37,6 +38,7 @@ class Services:
     auth: AuthService
     datasets: DatasetService
     files: FileService
+    fine_tuning: FineTuningService
     jobs: JobService
     registry: RegistryService
     inference: InferenceService

@@ -170,3 +170,18 @@ class File:
     sha256: str
     bytes: int
     created_at: float
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """What an OpenAI fine-tuning job adds to the training job it is a face of (same id)."""
+
+    job_id: str
+    tenant_id: str
+    base_model: str  # as the client named it
+    training_file: str
+    suffix: str | None
+    seed: int
+    metadata: dict[str, str] | None
+    hyperparameters: dict[str, Any]  # n_epochs, batch_size, learning_rate_multiplier as resolved
+    result_file: str | None = None  # the step metrics' CSV, written once the job has finished

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
 from openmaas.storage.metadata.files import FileRepository
+from openmaas.storage.metadata.fine_tunes import FineTuneRepository
 from openmaas.storage.metadata.leases import LeaseRepository
 from openmaas.storage.metadata.repositories import (
     DatasetRepository,
@@ -67,6 +68,7 @@ class MetadataStore:
     engine: Engine
     datasets: DatasetRepository
     files: FileRepository
+    fine_tunes: FineTuneRepository
     jobs: JobRepository
     leases: LeaseRepository
     models: ModelRepository
@@ -88,6 +90,7 @@ def open_store(url: str, *, run_migrations: bool = True, pooled: bool = True) ->
         engine=engine,
         datasets=DatasetRepository(engine),
         files=FileRepository(engine),
+        fine_tunes=FineTuneRepository(engine),
         jobs=JobRepository(engine),
         leases=LeaseRepository(engine),
         models=ModelRepository(engine),

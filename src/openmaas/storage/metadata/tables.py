@@ -74,6 +74,22 @@ files = Table(
     Index("ix_files_tenant_id_id", "tenant_id", "id"),
 )
 
+# OpenAI's face of a training job (same id): what the client asked for, and the CSV of step metrics.
+fine_tunes = Table(
+    "fine_tunes",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("base_model", String(256), nullable=False),
+    Column("training_file", String(64), nullable=False),
+    Column("suffix", String(64), nullable=True),
+    Column("seed", Integer, nullable=False),
+    Column("metadata", JSON, nullable=True),
+    Column("hyperparameters", JSON, nullable=False),
+    Column("result_file", String(64), nullable=True),
+    Index("ix_fine_tunes_tenant_id_job_id", "tenant_id", "job_id"),
+)
+
 jobs = Table(
     "jobs",
     metadata,
