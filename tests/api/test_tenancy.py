@@ -64,7 +64,12 @@ def first(server: Server, admin: httpx.Client, tmp_path_factory: pytest.TempPath
         ft_file = http.post("/v1/files", data={"purpose": "fine-tune"}, files={"file": ("f.jsonl", rows)}).json()
         fine_tune = http.post("/v1/fine_tuning/jobs", json={"model": "bow-mlp", "training_file": ft_file["id"]})
         assert fine_tune.status_code == 200, fine_tune.text
+        batch = http.post(
+            "/v1/batches", json={"input_file_id": file["id"], "endpoint": "/v1/embeddings", "completion_window": "24h"}
+        )
+        assert batch.status_code == 200, batch.text
     return {
+        "batch": batch.json()["id"],
         "file": file["id"],
         "ft_file": ft_file["id"],
         "fine_tune": fine_tune.json()["id"],
@@ -97,6 +102,7 @@ def _concrete(path: str, a: dict[str, Any]) -> str:
         "key_id": a["key_id"],
         "file_id": a["file"],
         "fine_tuning_job_id": a["fine_tune"],
+        "batch_id": a["batch"],
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
@@ -120,6 +126,7 @@ def _body(path: str, method: str, a: dict[str, Any]) -> dict[str, Any] | None:
         ("post", "/v1/tenants/{tenant_id}/keys"): {"scopes": ["admin"]},
         ("post", "/v1/models/import"): {"path": "/tmp", "name": "x"},
         ("post", "/v1/fine_tuning/jobs"): {"model": "bow-mlp", "training_file": a["ft_file"]},
+        ("post", "/v1/batches"): {"input_file_id": a["file"], "endpoint": "/v1/embeddings", "completion_window": "24h"},
     }
     return bodies.get((method, path))
 
@@ -138,6 +145,7 @@ def test_a_second_tenant_can_touch_nothing_of_the_first_on_any_route(
 ) -> None:
     other = Tenant(server, admin, "tenant-b")
     secrets = [first["dataset"], first["job"], first["model"], first["key_id"], first["file"], first["fine_tune"]]
+    secrets.append(first["batch"])
     schema = admin.get("/openapi.json").json()
     walked = 0
     with other.http(other.key(["read", "train", "infer"])) as intruder:

@@ -32,6 +32,7 @@ from openmaas.domain.entities import Principal
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import DEFAULT_TENANT, AuthService
+from openmaas.services.batches import BatchRunner, BatchService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.files import FileService
 from openmaas.services.fine_tuning import FineTuningService
@@ -157,6 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
             datasets=datasets,
             files=files,
             fine_tuning=FineTuningService(store, jobs, datasets, files, registry),
+            batches=BatchService(store, files),
             jobs=jobs,
             registry=registry,
             inference=inference,
@@ -169,6 +171,10 @@ def create_app(settings: Settings) -> FastAPI:
             limiter=limiter,
         )
         await executor.start()
+        # Batches are answered in the background, through the same services as the routes (api/openai/batches.py).
+        batch_runner = BatchRunner(store, files, openai.batches.executor(app.state.services))
+        app.state.services.batches.on_created.append(batch_runner.wake)
+        batching = asyncio.create_task(batch_runner.run(), name="batches")
         grpc = None
         if settings.grpc_port is not None:
             grpc = await kserve_v2.start_grpc(app.state.services, series, settings.host, settings.grpc_port)
@@ -181,6 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             preloading.cancel()
+            batching.cancel()
             if grpc is not None:
                 await grpc.stop(grace=5)
             await executor.stop()

@@ -20,6 +20,7 @@ from openmaas.domain.entities import Principal
 from openmaas.errors import PermissionDenied
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
+from openmaas.services.batches import BatchService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.files import FileService
 from openmaas.services.fine_tuning import FineTuningService
@@ -39,6 +40,7 @@ class Services:
     datasets: DatasetService
     files: FileService
     fine_tuning: FineTuningService
+    batches: BatchService
     jobs: JobService
     registry: RegistryService
     inference: InferenceService

@@ -155,13 +155,26 @@ async def _answer(
         stream.close()
         raise
     await stream.close()
-    return FastJSONResponse(
-        {
-            **shape.envelope(chunk=False),
-            "choices": [shape.choice(text, stream.finish_reason, chunk=False)],
-            "usage": _usage(stream),
-        }
-    )
+    return FastJSONResponse(_whole(stream, shape, text))
+
+
+def _whole(stream: GenerationStream, shape: _Shape, text: str) -> dict[str, Any]:
+    return {
+        **shape.envelope(chunk=False),
+        "choices": [shape.choice(text, stream.finish_reason, chunk=False)],
+        "usage": _usage(stream),
+    }
+
+
+async def whole_answer(stream: GenerationStream, chat: bool, model: str) -> dict[str, Any]:
+    """A started generation's whole answer in OpenAI's shape, for a batch (which has no request to watch)."""
+    try:
+        text = await _collect(stream)
+    except BaseException:
+        stream.close()
+        raise
+    await stream.close()
+    return _whole(stream, _Shape(chat, model), text)
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=_streamed(ChatCompletionChunk))

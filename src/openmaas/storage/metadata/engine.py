@@ -12,6 +12,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
+from openmaas.storage.metadata.batches import BatchRepository
 from openmaas.storage.metadata.files import FileRepository
 from openmaas.storage.metadata.fine_tunes import FineTuneRepository
 from openmaas.storage.metadata.leases import LeaseRepository
@@ -68,6 +69,7 @@ class MetadataStore:
     engine: Engine
     datasets: DatasetRepository
     files: FileRepository
+    batches: BatchRepository
     fine_tunes: FineTuneRepository
     jobs: JobRepository
     leases: LeaseRepository
@@ -90,6 +92,7 @@ def open_store(url: str, *, run_migrations: bool = True, pooled: bool = True) ->
         engine=engine,
         datasets=DatasetRepository(engine),
         files=FileRepository(engine),
+        batches=BatchRepository(engine),
         fine_tunes=FineTuneRepository(engine),
         jobs=JobRepository(engine),
         leases=LeaseRepository(engine),

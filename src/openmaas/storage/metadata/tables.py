@@ -90,6 +90,40 @@ fine_tunes = Table(
     Index("ix_fine_tunes_tenant_id_job_id", "tenant_id", "job_id"),
 )
 
+# OpenAI's batches; a line's answer is written once (status_code null until then), so a restart resumes exactly.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("endpoint", String(512), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("metadata", JSON, nullable=True),
+    Column("times", JSON, nullable=False),
+    Column("output_file_id", String(64), nullable=True),
+    Column("error_file_id", String(64), nullable=True),
+    Column("total", Integer, nullable=False),
+    Column("completed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("errors", JSON, nullable=True),
+    Index("ix_batches_tenant_id_id", "tenant_id", "id"),
+)
+
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", String(512), nullable=False),
+    Column("url", String(512), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("response", JSON, nullable=True),
+)
+
 jobs = Table(
     "jobs",
     metadata,
