@@ -84,6 +84,14 @@ def test_a_bow_mlp_fine_tune_predicts_by_its_fine_tuned_model(
     events = list(oai.fine_tuning.jobs.list_events(job.id, limit=3))  # the client follows has_more and after
     for event in events:
         FineTuningJobEvent.model_validate(event.model_dump(mode="json", exclude_unset=True), strict=True)
+    report = next(e for e in events if e.message.startswith("Data report"))
+    assert report.type == "message" and report.data is not None
+    rows = report.data["rows"]
+    assert rows + report.data["exact_duplicates_dropped"] == 200 and sum(report.data["label_balance"].values()) == rows
+    assert set(report.data["label_balance"]) == {"ham", "spam"}
+    words = report.data["words_per_example"]
+    assert 1 <= words["min"] <= words["median"] <= words["max"]
+    assert report.data["estimated_trained_words"] >= 2 * rows * words["min"]  # two epochs
     metrics = [e for e in events if e.type == "metrics"]
     assert metrics and all("train_loss" in (e.data or {}) for e in metrics)
     assert len({e.id for e in events}) == len(events)
@@ -109,6 +117,9 @@ def test_a_lora_fine_tune_of_a_causal_lm_chats_by_its_fine_tuned_model(
     job = wait(oai, oai.fine_tuning.jobs.create(model="tiny-ft", training_file=file.id, suffix="colours").id)
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model == f"ft:tiny-ft:default:colours:{job.id}"
+    report = next(e for e in oai.fine_tuning.jobs.list_events(job.id) if e.message.startswith("Data report"))
+    assert report.data is not None and report.data["rows"] == 2 and report.data["exact_duplicates_dropped"] == 6
+    assert report.data["context"] == 256 and report.data["over_context"] == 0
     answer = oai.chat.completions.create(
         model=job.fine_tuned_model, messages=[{"role": "user", "content": "sky?"}], max_tokens=4
     )

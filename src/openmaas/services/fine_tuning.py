@@ -10,6 +10,10 @@ from __future__ import annotations
 import builtins
 import csv
 import io
+import json
+import re
+import statistics
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +63,40 @@ def result_rows(events: list[JobEvent]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _text_of(row: dict[str, Any]) -> str:
+    if "messages" in row:
+        return "\n".join(str(message.get("content", "")) for message in row["messages"])
+    return str(row.get("text", ""))
+
+
+def data_report(
+    rows: list[dict[str, Any]], dropped: dict[str, Any], epochs: int, context: int | None
+) -> dict[str, Any]:
+    """What a job will train on, before any compute: rows, words per example, label balance, duplicates (exact
+    ones were dropped when the file was read; near ones differ only in case, spacing or punctuation), texts with
+    conflicting labels, examples over the context (in words, which undercount tokens), and the words to train on."""
+    texts = [_text_of(row) for row in rows]
+    words = sorted(len(text.split()) for text in texts)
+    near: dict[str, set[str]] = {}
+    for text, row in zip(texts, rows, strict=True):
+        key = " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
+        near.setdefault(key, set()).add(str(row.get("label")))
+    report: dict[str, Any] = {
+        "rows": len(rows),
+        "words_per_example": {"min": words[0], "median": statistics.median(words), "max": words[-1]} if words else None,
+        "exact_duplicates_dropped": dropped.get("duplicate", {}).get("count", 0),
+        "near_duplicates": len(rows) - len(near),
+        "estimated_trained_words": sum(words) * epochs,
+    }
+    if any("label" in row for row in rows):
+        report["label_balance"] = dict(Counter(str(row["label"]) for row in rows).most_common())
+        report["conflicting_labels"] = sum(len(labels) > 1 for labels in near.values())
+    if context is not None:
+        report["context"] = context
+        report["over_context"] = sum(count > context for count in words)
+    return report
 
 
 class FineTuningService:
@@ -142,6 +180,10 @@ class FineTuningService:
         job = self.jobs.create(
             principal, dataset_id=dataset.id, model=new_id("ft"), recipe=recipe, hyperparameters=hyperparameters
         )
+        rows = [json.loads(line) for line in self.datasets.artifacts.read_bytes(dataset.sha256).splitlines() if line]
+        context = job.hyperparameters.get("context_length") or job.hyperparameters.get("max_length")
+        report = data_report(rows, dataset.report.get("dropped", {}), job.hyperparameters["epochs"], context)
+        self.store.jobs.add_event(job.id, "data_report", report)
         fine_tune = FineTune(
             job_id=job.id,
             tenant_id=principal.tenant_id,

@@ -75,6 +75,13 @@ def event_out(event: JobEvent) -> FineTuningJobEvent:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "step" and isinstance(v, float))
         message = f"Step {metrics['step']}: {shown}" if shown else f"Step {metrics['step']}"
         return FineTuningJobEvent(**common, level="info", message=message, type="metrics", data=metrics)
+    if event.type == "data_report":
+        words = data.get("words_per_example") or {}
+        message = (
+            f"Data report: {data.get('rows')} examples, {words.get('min')}/{words.get('median')}/{words.get('max')} "
+            f"words each (min/median/max), about {data.get('estimated_trained_words')} words to train on"
+        )
+        return FineTuningJobEvent(**common, level="info", message=message, type="message", data=data)
     level = {"failed": "error", "interrupted": "warn"}.get(event.type, "info")
     reason = data.get("reason")
     message = f"Job {event.type}" + (f": {reason}" if reason else "")
