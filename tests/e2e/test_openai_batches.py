@@ -49,7 +49,13 @@ def oai(server: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_KEY, max_retries=0)
 
 
-def test_an_embeddings_batch_writes_output_and_error_files(oai: openai.OpenAI) -> None:
+def batch_records(http: httpx.Client) -> int:
+    rows = http.get("/v1/usage", params={"group_by": "protocol"}).json()["data"]
+    return sum(row["records"] for row in rows if row.get("protocol") == "batch" and row["kind"] == "inference")
+
+
+def test_an_embeddings_batch_writes_output_and_error_files(oai: openai.OpenAI, http: httpx.Client) -> None:
+    before = batch_records(http)
     bodies = [{"model": EMBEDDER, "input": f"text number {i}"} for i in range(5)] + [{"model": EMBEDDER, "input": ""}]
     file_id = requests_file(oai, "/v1/embeddings", bodies, "emb")
     created = strict(
@@ -73,6 +79,10 @@ def test_an_embeddings_batch_writes_output_and_error_files(oai: openai.OpenAI) -
     assert error["custom_id"] == "emb-5" and error["response"]["status_code"] == 400
     assert error["response"]["body"]["error"]["param"]
     assert oai.files.retrieve(batch.output_file_id or "").purpose == "batch_output"
+    deadline = time.monotonic() + 20  # usage is recorded by a background drain
+    while batch_records(http) < before + 5 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert batch_records(http) == before + 5  # each answered request once, marked as batch
 
 
 def test_a_chat_batch_answers_as_chat_completions_does(

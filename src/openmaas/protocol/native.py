@@ -263,4 +263,4 @@ class UsageRow(BaseModel):
     key: str | None = None
     day: str | None = None
     tenant: str | None = None
-    protocol: str | None = Field(None, description="native, openai, kserve_v2 or kserve_v2_grpc (inference)")
+    protocol: str | None = Field(None, description="native, openai, batch, kserve_v2 or kserve_v2_grpc (inference)")
