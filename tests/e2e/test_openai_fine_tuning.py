@@ -107,6 +107,22 @@ def test_a_bow_mlp_fine_tune_predicts_by_its_fine_tuned_model(
     assert wrong.status_code == 404
 
 
+@pytest.mark.slow  # about 45 s on two shared cores: the encoder embeds every text
+def test_a_fine_tune_of_the_shipped_encoder_trains_a_classifier(
+    oai: openai.OpenAI, http: httpx.Client, spam_file: str
+) -> None:
+    job = wait(
+        oai,
+        oai.fine_tuning.jobs.create(
+            model="all-minilm-l6-v2", training_file=spam_file, suffix="enc", hyperparameters={"n_epochs": 2}
+        ).id,
+    )
+    assert job.status == "succeeded", job.error
+    assert http.get(f"/v1/jobs/{job.id}").json()["recipe"] == "transformer-classifier"
+    answer = http.post(f"/v1/models/{job.fine_tuned_model}/predict", json={"inputs": ["Free entry! Text WIN now"]})
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in {"spam", "ham"}
+
+
 def test_a_lora_fine_tune_of_a_causal_lm_chats_by_its_fine_tuned_model(
     oai: openai.OpenAI, server: Server, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
