@@ -22,6 +22,9 @@ from openmaas.protocol.openai.batches import Batch, BatchCreate, BatchError, Bat
 from openmaas.services.batches import Execute
 from openmaas.services.generation import GenerationOptions
 
+# The endpoints whose body names the model (predict's path does). A batch request waits for the model's queue
+# to be empty before it goes in: online requests first (InferenceService.until_idle).
+BODY_NAMES_MODEL = ("/v1/embeddings", "/v1/chat/completions", "/v1/completions")
 router = APIRouter(route_class=JSONRoute, tags=["openai"], responses=error_responses(*AUTHENTICATED))
 
 
@@ -49,6 +52,8 @@ def _error(status: int, type_: str, message: str, param: str | None, code: str |
 
 def executor(services: Services) -> Execute:
     async def execute(principal: Principal, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        path_ref = url.removeprefix("/v1/models/").removesuffix("/predict")
+        await services.inference.until_idle(principal, body.get("model") if url in BODY_NAMES_MODEL else path_ref)
         try:
             if url == "/v1/embeddings":
                 embedding = EmbeddingRequest.model_validate(body)
@@ -79,10 +84,9 @@ def executor(services: Services) -> Execute:
                         principal, request.model, request.prompt, options, protocol="batch"
                     )
                 return 200, await whole_answer(stream, chat, request.model)
-            ref = url.removeprefix("/v1/models/").removesuffix("/predict")
             if "inputs" not in body:
                 raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
-            result = await services.inference.predict(principal, ref, body["inputs"], protocol="batch")
+            result = await services.inference.predict(principal, path_ref, body["inputs"], protocol="batch")
             return 200, {
                 "model": result.model,
                 "version": result.version.version,
