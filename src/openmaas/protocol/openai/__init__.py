@@ -1,5 +1,5 @@
-"""OpenAI's wire schemas, one module per surface (chat, completions, embeddings, models, files), named as the
-spec names them. What every surface shares is in common.py and re-exported here."""
+"""OpenAI's wire schemas, one module per surface (chat, completions, embeddings, models, files, fine_tuning,
+batches), named as the spec names them. What every surface shares is in common.py and re-exported here."""
 
 from openmaas.protocol.openai.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Role
 from openmaas.protocol.openai.common import (
