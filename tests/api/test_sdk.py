@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -97,6 +98,22 @@ def every_call(client: Client, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     yield client.list_recipes
     yield lambda: client.dataset_rows("ds_missing")
     yield client.readiness
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}\n', encoding="utf-8")
+    yield lambda: client.delete_file(client.upload_file(requests, "batch")["id"])
+    yield lambda: client.list_files(purpose="batch")
+    yield lambda: client.get_file("file_missing")
+    yield lambda: client.file_content("file_missing")
+    yield lambda: client.create_fine_tuning_job("bow-mlp", "file_missing")
+    yield client.list_fine_tuning_jobs
+    yield lambda: client.get_fine_tuning_job("job_missing")
+    yield lambda: client.cancel_fine_tuning_job("job_missing")
+    yield lambda: client.fine_tuning_events("job_missing")
+    yield lambda: client.fine_tuning_checkpoints("job_missing")
+    yield lambda: client.create_batch("file_missing", "/v1/embeddings")
+    yield client.list_batches
+    yield lambda: client.get_batch("batch_missing")
+    yield lambda: client.cancel_batch("batch_missing")
 
 
 def test_the_sdk_reaches_every_route_of_the_server(server: Server, http: httpx.Client, tmp_path: Path) -> None:
@@ -122,6 +139,34 @@ def test_the_sdk_reaches_every_route_of_the_server(server: Server, http: httpx.C
         if not any(m == method and pattern.fullmatch(path) for m, path in recorder.seen):
             missed.append(f"{method} {template}")
     assert not missed, f"no SDK method for {missed}"
+
+
+def test_files_and_batches_round_trip_through_both_clients(server: Server, client: Client, tmp_path: Path) -> None:
+    requests = tmp_path / "embed.jsonl"
+    line = {
+        "custom_id": "only",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": "all-minilm-l6-v2", "input": "hi"},
+    }
+    requests.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    uploaded = client.upload_file(requests, "batch")
+    assert client.file_content(uploaded["id"]) == requests.read_bytes()
+    assert uploaded["id"] in [f["id"] for f in client.list_files(purpose="batch")]
+    batch = client.create_batch(uploaded["id"], "/v1/embeddings")
+    assert batch["id"] in [b["id"] for b in client.list_batches()]
+    deadline = time.monotonic() + 60
+    while (batch := client.get_batch(batch["id"]))["status"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (output,) = client.file_content(batch["output_file_id"]).splitlines()
+    assert json.loads(output)["custom_id"] == "only"
+
+    async def from_async() -> bytes:
+        async with AsyncClient(server.url, ADMIN_KEY) as async_client:
+            again = await async_client.upload_file(requests, "batch")
+            return await async_client.file_content(again["id"])
+
+    assert asyncio.run(from_async()) == requests.read_bytes()
 
 
 def test_errors_carry_status_code_code_param_and_request_id(server: Server, client: Client) -> None:

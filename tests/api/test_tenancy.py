@@ -47,7 +47,7 @@ def admin(server: Server) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def first(server: Server, admin: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Tenant A with a dataset, a finished job, a model with an alias."""
+    """Tenant A with a dataset, a finished job, a model with an alias, a file."""
     tenant = Tenant(server, admin, "tenant-a")
     key = tenant.key(["read", "train", "infer"])
     path = tmp_path_factory.mktemp("a") / "a.csv"
@@ -58,7 +58,21 @@ def first(server: Server, admin: httpx.Client, tmp_path_factory: pytest.TempPath
         job = client.wait_for_job(client.create_job(dataset["id"], "a-model", hyperparameters={"epochs": 1})["id"])
         client.set_alias("a-model", "production", 1)
         keys = admin.get(f"/v1/tenants/{tenant.id}/keys").json()["data"]
+    with tenant.http(key) as http:
+        file = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("a.jsonl", b'{"a": 1}\n')}).json()
+        rows = b'{"text": "good", "label": "a"}\n{"text": "bad", "label": "b"}\n' * 5
+        ft_file = http.post("/v1/files", data={"purpose": "fine-tune"}, files={"file": ("f.jsonl", rows)}).json()
+        fine_tune = http.post("/v1/fine_tuning/jobs", json={"model": "bow-mlp", "training_file": ft_file["id"]})
+        assert fine_tune.status_code == 200, fine_tune.text
+        batch = http.post(
+            "/v1/batches", json={"input_file_id": file["id"], "endpoint": "/v1/embeddings", "completion_window": "24h"}
+        )
+        assert batch.status_code == 200, batch.text
     return {
+        "batch": batch.json()["id"],
+        "file": file["id"],
+        "ft_file": ft_file["id"],
+        "fine_tune": fine_tune.json()["id"],
         "tenant": tenant,
         "key": key,
         "dataset": dataset["id"],
@@ -86,6 +100,9 @@ def _concrete(path: str, a: dict[str, Any]) -> str:
         "version": "1",
         "tenant_id": a["tenant"].id,
         "key_id": a["key_id"],
+        "file_id": a["file"],
+        "fine_tuning_job_id": a["fine_tune"],
+        "batch_id": a["batch"],
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
@@ -108,6 +125,8 @@ def _body(path: str, method: str, a: dict[str, Any]) -> dict[str, Any] | None:
         ("patch", "/v1/tenants/{tenant_id}"): {"disabled": True},
         ("post", "/v1/tenants/{tenant_id}/keys"): {"scopes": ["admin"]},
         ("post", "/v1/models/import"): {"path": "/tmp", "name": "x"},
+        ("post", "/v1/fine_tuning/jobs"): {"model": "bow-mlp", "training_file": a["ft_file"]},
+        ("post", "/v1/batches"): {"input_file_id": a["file"], "endpoint": "/v1/embeddings", "completion_window": "24h"},
     }
     return bodies.get((method, path))
 
@@ -116,6 +135,8 @@ def _intrude(intruder: httpx.Client, method: str, path: str, a: dict[str, Any]) 
     url = _concrete(path, a)
     if (method, path) == ("post", "/v1/datasets"):  # multipart: an upload of the intruder's own
         return intruder.post(url, files={"file": ("b.csv", b"text,label\nmine,1\nalso mine,0\n")})
+    if (method, path) == ("post", "/v1/files"):
+        return intruder.post(url, data={"purpose": "batch"}, files={"file": ("b.jsonl", b'{"b": 1}\n')})
     return intruder.request(method.upper(), url, json=_body(path, method, a))
 
 
@@ -123,7 +144,8 @@ def test_a_second_tenant_can_touch_nothing_of_the_first_on_any_route(
     server: Server, admin: httpx.Client, first: dict[str, Any]
 ) -> None:
     other = Tenant(server, admin, "tenant-b")
-    secrets = [first["dataset"], first["job"], first["model"], first["key_id"]]
+    secrets = [first["dataset"], first["job"], first["model"], first["key_id"], first["file"], first["fine_tune"]]
+    secrets.append(first["batch"])
     schema = admin.get("/openapi.json").json()
     walked = 0
     with other.http(other.key(["read", "train", "infer"])) as intruder:
@@ -134,7 +156,8 @@ def test_a_second_tenant_can_touch_nothing_of_the_first_on_any_route(
                 if not path.startswith("/v1"):
                     continue
                 for method, operation in operations.items():
-                    known = _body(path, method, target) is not None or (method, path) == ("post", "/v1/datasets")
+                    multipart = {("post", "/v1/datasets"), ("post", "/v1/files")}
+                    known = _body(path, method, target) is not None or (method, path) in multipart
                     assert known or "requestBody" not in operation, f"the walk has no body for {method} {path}: add one"
                     response = _intrude(intruder, method, path, target)
                     walked += 1

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from openmaas.domain.entities import ApiKey, Dataset, Job, UsageRecord
+from openmaas.domain.entities import ApiKey, Dataset, File, Job, UsageRecord
 from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import ModelRef
@@ -88,7 +88,7 @@ def test_migrations_are_idempotent(store: MetadataStore) -> None:
     again = open_store(str(store.engine.url.render_as_string(hide_password=False)))
     again.close()
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0008"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0009"
 
 
 def test_a_key_is_found_by_its_hash_alone(store: MetadataStore) -> None:
@@ -120,6 +120,26 @@ def test_dataset_listing_pages_with_after(store: MetadataStore) -> None:
     assert more and [d.id for d in first] == sorted(ids)[:2]
     rest, more = store.datasets.list("t1", after=first[-1].id, limit=2)
     assert not more and [d.id for d in rest] == sorted(ids)[2:]
+
+
+def test_files_page_both_ways_by_purpose_and_count_as_stored_bytes(store: MetadataStore) -> None:
+    files = [
+        File(new_id("file"), "t1", f"f{i}.jsonl", ("batch", "fine-tune")[i % 2], "ab" * 32, 7, now()) for i in range(5)
+    ]
+    for f in files:
+        store.files.add(f)
+    batch = sorted(f.id for f in files if f.purpose == "batch")  # ids made in one millisecond are in random order
+    page, more = store.files.list("t1", purpose="batch", limit=2)
+    assert more and [f.id for f in page] == batch[::-1][:2]
+    rest, more = store.files.list("t1", purpose="batch", after=page[-1].id)
+    assert not more and [f.id for f in rest] == batch[::-1][2:]
+    ascending, more = store.files.list("t1", order="asc", after=min(f.id for f in files), limit=10)
+    assert not more and ascending == sorted(files, key=lambda f: f.id)[1:]
+    assert store.files.list("t2") == ([], False) and store.files.get("t2", files[0].id) is None
+    store.datasets.add(dataset("t1"))
+    assert store.usage.stored_bytes("t1") == 5 * 7 + 10 and store.files.references_to("ab" * 32) == 5
+    assert not store.files.delete("t2", files[0].id) and store.files.delete("t1", files[0].id)
+    assert store.usage.stored_bytes("t1") == 4 * 7 + 10
 
 
 def test_job_transitions_are_compare_and_set(store: MetadataStore) -> None:

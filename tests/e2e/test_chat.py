@@ -301,3 +301,44 @@ def test_a_full_generation_queue_answers_429_at_once(start_server: type[Server],
     assert refused.json()["error"]["code"] == "queue_full"
     assert int(refused.headers["retry-after"]) >= 1
     assert all(a.json()["usage"]["completion_tokens"] == 460 for a in answers if a.status_code == 200)
+
+
+def test_answers_match_the_served_schema_and_openais_types(server: Server, tiny_model: str) -> None:
+    from openai.types import Completion as OpenAICompletion
+    from openai.types.chat import ChatCompletion as OpenAIChatCompletion
+    from openai.types.chat import ChatCompletionChunk as OpenAIChunk
+
+    from openmaas.protocol.openai import ChatCompletionChunk, Completion
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    for path, body, parse in (
+        ("/v1/chat/completions", {"messages": HELLO}, OpenAIChatCompletion),
+        ("/v1/completions", {"prompt": "Once"}, OpenAICompletion),
+    ):
+        answer = httpx.post(
+            f"{server.url}{path}", json={"model": tiny_model, "max_tokens": 4, **body}, headers=headers, timeout=60
+        ).json()
+        documented = schema["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        jsonschema.validate(answer, {**documented, "components": schema["components"]})
+        parse.model_validate(answer, strict=True)
+    chunks = sse_events(
+        server,
+        "/v1/chat/completions",
+        {
+            "model": tiny_model,
+            "messages": HELLO,
+            "max_tokens": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    for payload in chunks[:-1]:
+        ours = ChatCompletionChunk.model_validate_json(payload)
+        assert ours.model_dump(mode="json", exclude_unset=True) == json.loads(payload)  # nothing unknown
+        OpenAIChunk.model_validate_json(payload)
+    for payload in sse_events(
+        server, "/v1/completions", {"model": tiny_model, "prompt": "Once", "max_tokens": 3, "stream": True}
+    )[:-1]:
+        chunk = Completion.model_validate_json(payload)
+        assert chunk.model_dump(mode="json", exclude_unset=True) == json.loads(payload)

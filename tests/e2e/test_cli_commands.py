@@ -173,3 +173,34 @@ def test_models_aliases_loading_deletion_audit_and_usage(
     assert "tokens" in used and json.loads(ok(server, "usage", "--json"))[0]["completion_tokens"] >= 0
     later = json.loads(ok(server, "usage", "--group-by", "model", "--start", "2100-01-01", "--json"))
     assert later == []
+
+
+def test_files_fine_tunes_and_batches_from_the_command_line(server: Server, tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"text {i}", "label": "ab"[i % 2]}) + "\n" for i in range(40)))
+    training = json.loads(ok(server, "files", "upload", str(rows), "--purpose", "fine-tune", "--json"))
+    assert training["purpose"] == "fine-tune" and training["bytes"] == rows.stat().st_size
+    assert training["id"] in ok(server, "files", "list", "--purpose", "fine-tune")
+    job = json.loads(ok(server, "fine-tune", "create", "bow-mlp", training["id"], "--n-epochs", "1", "--json"))
+    deadline = time.monotonic() + 120
+    while json.loads(ok(server, "fine-tune", "show", job["id"], "--json"))["status"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    shown = ok(server, "fine-tune", "show", job["id"])
+    assert f"ft:bow-mlp:default::{job['id']}" in shown and "Data report: 40 examples" in shown
+    requests = tmp_path / "requests.jsonl"
+    line = {
+        "custom_id": "x",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": "all-minilm-l6-v2", "input": "hi"},
+    }
+    requests.write_text(json.dumps(line) + "\n")
+    batch_file = json.loads(ok(server, "files", "upload", str(requests), "--purpose", "batch", "--json"))
+    batch = json.loads(ok(server, "batches", "create", batch_file["id"], "/v1/embeddings", "--json"))
+    while (batch := json.loads(ok(server, "batches", "show", batch["id"], "--json")))["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert "1 done, 0 failed of 1" in ok(server, "batches", "show", batch["id"])
+    assert json.loads(ok(server, "files", "content", batch["output_file_id"]))["custom_id"] == "x"
+    assert batch["id"] in ok(server, "batches", "list")

@@ -33,8 +33,11 @@ from openmaas.domain.entities import Principal
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import DEFAULT_TENANT, AuthService
+from openmaas.services.batches import BatchRunner, BatchService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.exports import ExportService
+from openmaas.services.files import FileService
+from openmaas.services.fine_tuning import FineTuningService
 from openmaas.services.foundation import FoundationModels
 from openmaas.services.generation import GenerationService
 from openmaas.services.idempotency import Idempotency
@@ -148,11 +151,17 @@ def create_app(settings: Settings) -> FastAPI:
             request_timeout_s=settings.request_timeout_s,
         )
         inference.on_resolve.append(series.resolved)
+        datasets = DatasetService(store, artifacts, settings.max_upload_bytes, idempotency)
+        files = FileService(store, artifacts, settings.max_upload_bytes)
+        jobs = JobService(store, executor, CheckpointStore(artifacts.scope("checkpoints")), idempotency, registry)
         app.state.services = Services(
             settings=settings,
             auth=auth,
-            datasets=DatasetService(store, artifacts, settings.max_upload_bytes, idempotency),
-            jobs=JobService(store, executor, CheckpointStore(artifacts.scope("checkpoints")), idempotency, registry),
+            datasets=datasets,
+            files=files,
+            fine_tuning=FineTuningService(store, jobs, datasets, files, registry),
+            batches=BatchService(store, files),
+            jobs=jobs,
             registry=registry,
             inference=inference,
             generation=GenerationService(
@@ -165,6 +174,10 @@ def create_app(settings: Settings) -> FastAPI:
             limiter=limiter,
         )
         await executor.start()
+        # Batches are answered in the background, through the same services as the routes (api/openai/batches.py).
+        batch_runner = BatchRunner(store, files, openai.batches.executor(app.state.services))
+        app.state.services.batches.on_created.append(batch_runner.wake)
+        batching = asyncio.create_task(batch_runner.run(), name="batches")
         grpc = None
         if settings.grpc_port is not None:
             grpc = await kserve_v2.start_grpc(app.state.services, series, settings.host, settings.grpc_port)
@@ -177,6 +190,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             preloading.cancel()
+            batching.cancel()
             if grpc is not None:
                 await grpc.stop(grace=5)
             await executor.stop()
@@ -201,7 +215,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     ids, series = RequestIds(), RequestSeries(metrics)
     # Uploads have their own limit (the dataset route checks the file's own size again, within the form).
-    gate = BodyGate(settings.max_json_body_bytes, {"/v1/datasets": settings.max_upload_bytes + MULTIPART_SLACK})
+    uploads = settings.max_upload_bytes + MULTIPART_SLACK
+    gate = BodyGate(settings.max_json_body_bytes, {"/v1/datasets": uploads, "/v1/files": uploads})
     app.add_middleware(BodyGateMiddleware, gate=gate)
     app.add_middleware(MetricsMiddleware, series=series)
     app.add_middleware(RequestIdMiddleware, ids=ids)

@@ -20,8 +20,11 @@ from openmaas.domain.entities import Principal
 from openmaas.errors import PermissionDenied
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
+from openmaas.services.batches import BatchService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.exports import ExportService
+from openmaas.services.files import FileService
+from openmaas.services.fine_tuning import FineTuningService
 from openmaas.services.generation import GenerationService
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
@@ -36,6 +39,9 @@ class Services:
     settings: Settings
     auth: AuthService
     datasets: DatasetService
+    files: FileService
+    fine_tuning: FineTuningService
+    batches: BatchService
     jobs: JobService
     registry: RegistryService
     inference: InferenceService

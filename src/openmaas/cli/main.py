@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from openmaas.cli import admin, datasets, inference, jobs, models
+from openmaas.cli import admin, datasets, inference, jobs, models, platform
 from openmaas.cli.common import CalmGroup
 from openmaas.cli.serve import serve
 
@@ -19,6 +19,9 @@ app.add_typer(datasets.app, name="datasets")
 app.command()(jobs.train)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
+app.add_typer(platform.files_app, name="files")
+app.add_typer(platform.fine_tune_app, name="fine-tune")
+app.add_typer(platform.batches_app, name="batches")
 app.command()(inference.predict)
 app.command()(inference.chat)
 app.command()(inference.complete)

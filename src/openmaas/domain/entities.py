@@ -156,3 +156,67 @@ class RegisteredModel:
     @property
     def latest(self) -> ModelVersion | None:
         return max(self.versions, key=lambda v: v.version) if self.versions else None
+
+
+@dataclass(frozen=True)
+class File:
+    """Bytes a tenant uploaded as they were sent (OpenAI's files), or one of ours written for them (a batch's
+    output, a fine-tune's results). Parsed only when a job or a batch uses it."""
+
+    id: str
+    tenant_id: str
+    filename: str
+    purpose: str  # "fine-tune" | "batch" (uploaded); "batch_output" | "fine-tune-results" (ours)
+    sha256: str
+    bytes: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """What an OpenAI fine-tuning job adds to the training job it is a face of (same id)."""
+
+    job_id: str
+    tenant_id: str
+    base_model: str  # as the client named it
+    training_file: str
+    suffix: str | None
+    seed: int
+    metadata: dict[str, str] | None
+    hyperparameters: dict[str, Any]  # n_epochs, batch_size, learning_rate_multiplier as resolved
+    result_file: str | None = None  # the step metrics' CSV, written once the job has finished
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A file of requests answered in the background (OpenAI's batches). Status: validating, failed,
+    in_progress, finalizing, completed, cancelling, cancelled (expired is never reached: windows are not kept)."""
+
+    id: str
+    tenant_id: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    status: str
+    created_at: float
+    metadata: dict[str, str] | None = None
+    times: dict[str, float] = field(default_factory=dict)  # in_progress_at, finalizing_at, completed_at, ...
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    errors: list[dict[str, Any]] | None = None  # the input's bad lines: code, line, message, param
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """One request of a batch and, once answered, its answer (a status and body) or its error."""
+
+    batch_id: str
+    line: int  # 1-based, as the input file numbers them
+    custom_id: str
+    url: str
+    body: dict[str, Any]
+    status_code: int | None = None
+    response: dict[str, Any] | None = None

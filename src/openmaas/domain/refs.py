@@ -58,3 +58,11 @@ def parse_ref(text: str) -> ModelRef | None:
     if tail == "latest":
         return ModelRef(name, owner=owner)  # resolved as "newest version" by the registry
     return ModelRef(name, alias=tail, owner=owner) if is_valid_alias(tail) else None
+
+
+FINE_TUNED_PREFIX = "ft:"
+
+
+def fine_tuned_model_id(base: str, tenant: str, suffix: str | None, job_id: str) -> str:
+    """OpenAI's name of a fine-tuned model, `ft:{base}:{tenant}:{suffix}:{job}`; the job id is its last part."""
+    return f"{FINE_TUNED_PREFIX}{base}:{tenant}:{suffix or ''}:{job_id}"

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.config import JsonDict
 
-from openmaas.protocol.openai import JSONInt
+from openmaas.protocol.openai import JSONInt, Model
 
 # Requests take JSON's own types (strict): `"public": 0` or `"max_wait_ms": false` is a 400, as the schema says.
 REQUEST = ConfigDict(extra="forbid", strict=True)
@@ -106,13 +106,10 @@ class VersionOut(BaseModel):
     created_at: int
 
 
-class ModelOut(BaseModel):
-    """OpenAI's model object (`id`, `object`, `created`, `owned_by`) plus the registry's own fields."""
+class ModelOut(Model):
+    """OpenAI's model object (`id`, `object`, `created`, `owned_by`) plus the registry's own fields. `owned_by` is
+    the owner's tenant name: `id` is `owned_by/name` for another tenant's public model."""
 
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str  # the owner's tenant name: `id` is `owned_by/name` for another tenant's public model
     foundation: bool = False
     public: bool = False
     task: str | None = None
@@ -266,4 +263,4 @@ class UsageRow(BaseModel):
     key: str | None = None
     day: str | None = None
     tenant: str | None = None
-    protocol: str | None = Field(None, description="native, openai, kserve_v2 or kserve_v2_grpc (inference)")
+    protocol: str | None = Field(None, description="native, openai, batch, kserve_v2 or kserve_v2_grpc (inference)")

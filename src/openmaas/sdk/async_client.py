@@ -148,6 +148,20 @@ class AsyncClient(Routes[Awaitable[JSONObject], Awaitable[list[JSONObject]]]):
         return await self.get_job(job_id)
 
     # registry
+    async def upload_file(self, path: str | Path, purpose: str) -> JSONObject:
+        path = Path(path)
+        content = await asyncio.to_thread(path.read_bytes)
+        async with self._stream(
+            "POST", "/v1/files", data={"purpose": purpose}, files={"file": (path.name, content)}
+        ) as response:
+            await response.aread()
+        created: JSONObject = response.json()
+        return created
+
+    async def file_content(self, file_id: str) -> bytes:
+        async with self._stream("GET", f"/v1/files/{file_id}/content") as response:
+            return await response.aread()
+
     async def download_artifact(self, model: str, destination: str | Path, *, format: str = "safetensors") -> Path:
         destination = Path(destination)
         async with self._stream("GET", f"/v1/models/{model}/artifact", params={"format": format}) as response:

@@ -165,6 +165,23 @@ class Client(Routes[JSONObject, list[JSONObject]]):
         return self.get_job(job_id)
 
     # registry
+    def upload_file(self, path: str | Path, purpose: str) -> JSONObject:
+        """Upload an OpenAI file: `purpose` "fine-tune" (training rows) or "batch" (requests)."""
+        path = Path(path)
+        with (
+            path.open("rb") as handle,
+            self._stream(
+                "POST", "/v1/files", data={"purpose": purpose}, files={"file": (path.name, handle)}
+            ) as response,
+        ):
+            response.read()
+        created: JSONObject = response.json()
+        return created
+
+    def file_content(self, file_id: str) -> bytes:
+        with self._stream("GET", f"/v1/files/{file_id}/content") as response:
+            return response.read()
+
     def download_artifact(self, model: str, destination: str | Path, *, format: str = "safetensors") -> Path:
         destination = Path(destination)
         params = {"format": format}

@@ -94,6 +94,64 @@ class Routes(ABC, Generic[Obj, Objs]):
     def job_checkpoints(self, job_id: str) -> Objs:
         return self._call_list("GET", f"/v1/jobs/{job_id}/checkpoints")
 
+    # OpenAI's files, fine-tuning jobs and batches (uploads and downloads are each client's)
+    def list_files(self, purpose: str | None = None, limit: int = 10_000, after: str | None = None) -> Objs:
+        return self._call_list(
+            "GET", "/v1/files", params=without_none({"purpose": purpose, "limit": limit, "after": after})
+        )
+
+    def get_file(self, file_id: str) -> Obj:
+        return self._call("GET", f"/v1/files/{file_id}")
+
+    def delete_file(self, file_id: str) -> Obj:
+        return self._call("DELETE", f"/v1/files/{file_id}")
+
+    def create_fine_tuning_job(
+        self,
+        model: str,
+        training_file: str,
+        *,
+        hyperparameters: dict[str, Any] | None = None,
+        suffix: str | None = None,
+        seed: int | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Obj:
+        body = {"model": model, "training_file": training_file, "hyperparameters": hyperparameters}
+        return self._call(
+            "POST",
+            "/v1/fine_tuning/jobs",
+            json=without_none({**body, "suffix": suffix, "seed": seed, "metadata": metadata}),
+        )
+
+    def list_fine_tuning_jobs(self, limit: int = 100, after: str | None = None) -> Objs:
+        return self._call_list("GET", "/v1/fine_tuning/jobs", params=without_none({"limit": limit, "after": after}))
+
+    def get_fine_tuning_job(self, job_id: str) -> Obj:
+        return self._call("GET", f"/v1/fine_tuning/jobs/{job_id}")
+
+    def cancel_fine_tuning_job(self, job_id: str) -> Obj:
+        return self._call("POST", f"/v1/fine_tuning/jobs/{job_id}/cancel")
+
+    def fine_tuning_events(self, job_id: str, limit: int = 1000, after: str | None = None) -> Objs:
+        params = without_none({"limit": limit, "after": after})
+        return self._call_list("GET", f"/v1/fine_tuning/jobs/{job_id}/events", params=params)
+
+    def fine_tuning_checkpoints(self, job_id: str, limit: int = 1000) -> Objs:
+        return self._call_list("GET", f"/v1/fine_tuning/jobs/{job_id}/checkpoints", params={"limit": limit})
+
+    def create_batch(self, input_file_id: str, endpoint: str, *, metadata: dict[str, str] | None = None) -> Obj:
+        body = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": "24h"}
+        return self._call("POST", "/v1/batches", json=without_none({**body, "metadata": metadata}))
+
+    def list_batches(self, limit: int = 100, after: str | None = None) -> Objs:
+        return self._call_list("GET", "/v1/batches", params=without_none({"limit": limit, "after": after}))
+
+    def get_batch(self, batch_id: str) -> Obj:
+        return self._call("GET", f"/v1/batches/{batch_id}")
+
+    def cancel_batch(self, batch_id: str) -> Obj:
+        return self._call("POST", f"/v1/batches/{batch_id}/cancel")
+
     # registry
     def list_models(self) -> Objs:
         return self._call_list("GET", "/v1/models")

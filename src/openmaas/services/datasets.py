@@ -144,7 +144,8 @@ class DatasetService:
                 code="dataset_in_use",
             )
         self.store.datasets.delete(principal.tenant_id, dataset_id)
-        if self.store.datasets.references_to(dataset.sha256) == 0:
+        # A file of the same bytes (/v1/files) shares the blob.
+        if self.store.datasets.references_to(dataset.sha256) + self.store.files.references_to(dataset.sha256) == 0:
             self.artifacts.delete(dataset.sha256)
         return dataset
 

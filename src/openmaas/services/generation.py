@@ -56,6 +56,7 @@ class GenerationStream:
     finish_reason: str | None = None
     first: bool = True
     metered: asyncio.Task[None] | None = field(default=None, repr=False)
+    protocol: str = "openai"  # in usage: "batch" for a request of /v1/batches
 
     async def next(self, keepalive_s: float | None = None) -> TextDelta | GenerationDone | None:
         """The next text piece, then one GenerationDone; None when `keepalive_s` passes without news.
@@ -172,14 +173,20 @@ class GenerationService:
         self.usage = usage
         self.request_timeout_s = request_timeout_s
 
-    async def chat(self, principal: Principal, ref: str, messages: Any, options: GenerationOptions) -> GenerationStream:
+    async def chat(
+        self, principal: Principal, ref: str, messages: Any, options: GenerationOptions, *, protocol: str = "openai"
+    ) -> GenerationStream:
         checked = check_messages(messages)
-        return await self._start(principal, ref, options, chat=checked)
+        stream = await self._start(principal, ref, options, chat=checked)
+        stream.protocol = protocol
+        return stream
 
     async def complete(
-        self, principal: Principal, ref: str, prompt: Any, options: GenerationOptions
+        self, principal: Principal, ref: str, prompt: Any, options: GenerationOptions, *, protocol: str = "openai"
     ) -> GenerationStream:
-        return await self._start(principal, ref, options, prompt=check_prompt(prompt))
+        stream = await self._start(principal, ref, options, prompt=check_prompt(prompt))
+        stream.protocol = protocol
+        return stream
 
     async def _start(
         self,
@@ -280,5 +287,5 @@ class GenerationService:
             tokens=stream.prompt_tokens,
             completion_tokens=completion_tokens,
             seconds=time.perf_counter() - stream.started,
-            protocol="openai",
+            protocol=stream.protocol,
         )

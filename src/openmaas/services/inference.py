@@ -13,7 +13,7 @@ import numpy as np
 
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.domain.results import Classification, Embeddings
-from openmaas.errors import InvalidRequest, RateLimited, Unavailable
+from openmaas.errors import InvalidRequest, OpenMaaSError, RateLimited, Unavailable
 from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
 from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
@@ -113,6 +113,24 @@ class InferenceService:
         for hook in self.on_resolve:
             hook(principal, version, ref)
         return version
+
+    async def until_idle(
+        self, principal: Principal, ref: Any, *, poll_s: float = 0.005, max_wait_s: float = 30.0
+    ) -> None:
+        """Wait while requests wait in the queue of the model `ref` names: a batch request goes in only behind
+        nothing, so online requests never queue behind a batch (at most behind the one batch request running).
+        After `max_wait_s` of unbroken online load it goes in anyway, so a batch still moves."""
+        if not isinstance(ref, str):
+            return  # the request itself will name the problem
+        try:
+            version = await self.resolve(principal, ref)
+        except OpenMaaSError:
+            return
+        deadline = time.monotonic() + max_wait_s
+        while (served := self.pool.get(version)) is not None and served.queue.depth > 0:
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(poll_s)
 
     async def acquire(self, version: ModelVersion, settings: BatchSettings | None = None) -> ServedModel:
         try:

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
-from openmaas.domain.refs import ModelRef, is_valid_alias, is_valid_name, parse_ref
+from openmaas.domain.refs import (
+    FINE_TUNED_PREFIX,
+    ModelRef,
+    fine_tuned_model_id,
+    is_valid_alias,
+    is_valid_name,
+    parse_ref,
+)
 from openmaas.errors import InvalidRequest, NotFound, PermissionDenied, Unprocessable
 from openmaas.recipes import get_loader
 from openmaas.recipes.foundation import FOUNDATION_MODELS
@@ -94,6 +101,8 @@ class RegistryService:
         return model
 
     def resolve(self, principal: Principal, ref: str) -> ModelVersion:
+        if ref.startswith(FINE_TUNED_PREFIX):
+            return self._fine_tuned(principal, ref)
         parsed = parse(ref)
         version = self.store.models.resolve(principal.tenant_id, parsed)
         if version is None and parsed.owner is None:
@@ -102,6 +111,22 @@ class RegistryService:
             written = f"{parsed.owner}/{parsed.name}" if parsed.owner is not None else parsed.name
             raise self._not_found(principal, written, f"no model version matches {ref!r}")
         return version
+
+    def _fine_tuned(self, principal: Principal, ref: str) -> ModelVersion:
+        """The version an OpenAI fine-tuning job of the caller's tenant trained (`ft:{base}:{tenant}:{suffix}:{job}`,
+        exactly as the job shows it)."""
+        job_id = ref.rsplit(":", 1)[-1]
+        job = self.store.jobs.get(principal.tenant_id, job_id)
+        fine_tune = self.store.fine_tunes.get(principal.tenant_id, job_id)
+        tenant = self.store.tenants.get(principal.tenant_id)
+        version = None
+        if job is not None and fine_tune is not None and tenant is not None and job.model_version is not None:
+            named = fine_tuned_model_id(fine_tune.base_model, tenant.name, fine_tune.suffix, job_id)
+            if ref == named:
+                version = self.store.models.resolve(principal.tenant_id, parse(f"{job.model}:{job.model_version}"))
+        if version is not None:
+            return version
+        raise NotFound(f"no fine-tuned model {ref!r}", param="model", code="model_not_found")
 
     def _not_found(self, principal: Principal, name: str, message: str) -> NotFound:
         """A 404 that suggests the models the caller may read whose names are close to `name` (only on this

@@ -24,7 +24,13 @@ from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.api.responses import FastJSONResponse
 from openmaas.errors import OpenMaaSError, status_and_type
-from openmaas.protocol.openai import ChatCompletionRequest, CompletionRequest
+from openmaas.protocol.openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+)
 from openmaas.runtime.generation import GenerationDone, TextDelta
 from openmaas.services.generation import GenerationOptions, GenerationStream
 
@@ -33,8 +39,12 @@ log = logging.getLogger(__name__)
 router = APIRouter(route_class=JSONRoute, tags=["openai"], responses=error_responses(*AUTHENTICATED, 404, 503))
 KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-# `stream: true` answers Server-Sent Events.
-STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}
+
+
+def _streamed(chunk: type[ChatCompletionChunk | Completion]) -> dict[int | str, dict[str, Any]]:
+    # `stream: true` answers Server-Sent Events, each `data:` one chunk (then `data: [DONE]`).
+    events = {"schema": {"type": "string", "description": f"`data: <{chunk.__name__}>` events, then `data: [DONE]`"}}
+    return {200: {"content": {"text/event-stream": events}}}
 
 
 class _Shape:
@@ -145,16 +155,29 @@ async def _answer(
         stream.close()
         raise
     await stream.close()
-    return FastJSONResponse(
-        {
-            **shape.envelope(chunk=False),
-            "choices": [shape.choice(text, stream.finish_reason, chunk=False)],
-            "usage": _usage(stream),
-        }
-    )
+    return FastJSONResponse(_whole(stream, shape, text))
 
 
-@router.post("/v1/chat/completions", response_model=None, responses=STREAMED)
+def _whole(stream: GenerationStream, shape: _Shape, text: str) -> dict[str, Any]:
+    return {
+        **shape.envelope(chunk=False),
+        "choices": [shape.choice(text, stream.finish_reason, chunk=False)],
+        "usage": _usage(stream),
+    }
+
+
+async def whole_answer(stream: GenerationStream, chat: bool, model: str) -> dict[str, Any]:
+    """A started generation's whole answer in OpenAI's shape, for a batch (which has no request to watch)."""
+    try:
+        text = await _collect(stream)
+    except BaseException:
+        stream.close()
+        raise
+    await stream.close()
+    return _whole(stream, _Shape(chat, model), text)
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=_streamed(ChatCompletionChunk))
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, caller: Inferrer, svc: Svc
 ) -> FastJSONResponse | StreamingResponse:
@@ -166,7 +189,7 @@ async def create_chat_completion(
     return await _answer(request, stream, _Shape(True, body.model), body.stream, include_usage)
 
 
-@router.post("/v1/completions", response_model=None, responses=STREAMED)
+@router.post("/v1/completions", response_model=Completion, responses=_streamed(Completion))
 async def create_completion(
     body: CompletionRequest, request: Request, caller: Inferrer, svc: Svc
 ) -> FastJSONResponse | StreamingResponse:

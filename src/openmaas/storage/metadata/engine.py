@@ -12,6 +12,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
+from openmaas.storage.metadata.batches import BatchRepository
+from openmaas.storage.metadata.files import FileRepository
+from openmaas.storage.metadata.fine_tunes import FineTuneRepository
 from openmaas.storage.metadata.leases import LeaseRepository
 from openmaas.storage.metadata.repositories import (
     DatasetRepository,
@@ -65,6 +68,9 @@ class MetadataStore:
 
     engine: Engine
     datasets: DatasetRepository
+    files: FileRepository
+    batches: BatchRepository
+    fine_tunes: FineTuneRepository
     jobs: JobRepository
     leases: LeaseRepository
     models: ModelRepository
@@ -85,6 +91,9 @@ def open_store(url: str, *, run_migrations: bool = True, pooled: bool = True) ->
     return MetadataStore(
         engine=engine,
         datasets=DatasetRepository(engine),
+        files=FileRepository(engine),
+        batches=BatchRepository(engine),
+        fine_tunes=FineTuneRepository(engine),
         jobs=JobRepository(engine),
         leases=LeaseRepository(engine),
         models=ModelRepository(engine),

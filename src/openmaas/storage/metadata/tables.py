@@ -60,6 +60,70 @@ datasets = Table(
     Column("kind", String(16), nullable=False, default="classification", server_default="classification"),
 )
 
+# OpenAI's files: raw bytes in the artifact store by sha256, listed newest first by (created_at, id).
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("bytes", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_files_tenant_id_id", "tenant_id", "id"),
+)
+
+# OpenAI's face of a training job (same id): what the client asked for, and the CSV of step metrics.
+fine_tunes = Table(
+    "fine_tunes",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("base_model", String(256), nullable=False),
+    Column("training_file", String(64), nullable=False),
+    Column("suffix", String(64), nullable=True),
+    Column("seed", Integer, nullable=False),
+    Column("metadata", JSON, nullable=True),
+    Column("hyperparameters", JSON, nullable=False),
+    Column("result_file", String(64), nullable=True),
+    Index("ix_fine_tunes_tenant_id_job_id", "tenant_id", "job_id"),
+)
+
+# OpenAI's batches; a line's answer is written once (status_code null until then), so a restart resumes exactly.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("endpoint", String(512), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("metadata", JSON, nullable=True),
+    Column("times", JSON, nullable=False),
+    Column("output_file_id", String(64), nullable=True),
+    Column("error_file_id", String(64), nullable=True),
+    Column("total", Integer, nullable=False),
+    Column("completed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("errors", JSON, nullable=True),
+    Index("ix_batches_tenant_id_id", "tenant_id", "id"),
+)
+
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", String(512), nullable=False),
+    Column("url", String(512), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("response", JSON, nullable=True),
+)
+
 jobs = Table(
     "jobs",
     metadata,

@@ -206,12 +206,11 @@ class UsageRepository:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def stored_bytes(self, tenant_id: str) -> int:
+        """What counts against the tenant's `storage_bytes`: its datasets and its files."""
+        datasets = select(func.coalesce(func.sum(t.datasets.c.bytes), 0)).where(t.datasets.c.tenant_id == tenant_id)
+        files = select(func.coalesce(func.sum(t.files.c.bytes), 0)).where(t.files.c.tenant_id == tenant_id)
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.coalesce(func.sum(t.datasets.c.bytes), 0)).where(t.datasets.c.tenant_id == tenant_id)
-                ).scalar_one()
-            )
+            return int(conn.execute(datasets).scalar_one()) + int(conn.execute(files).scalar_one())
 
 
 class AuditRepository:

@@ -1,5 +1,5 @@
-"""OpenAI wire conventions: the error body, the list envelope, and the requests of embeddings, chat and
-completions.
+"""OpenAI wire conventions shared by every surface: the error body, the list envelope, integers as JSON has them,
+fields checked by the services, and the sampling parameters of chat and completions.
 
 `input`, `messages`, `prompt` and `dimensions` are documented with their types but reach the services as sent
 (`CheckedByService`): the services check them and name the bad item (`input.1`, `messages.0.content.2`), which
@@ -15,8 +15,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 T = TypeVar("T")
 # The server's default `max_predict_inputs`; the served document states the server's own setting.
 MAX_INPUTS = 2048
-# The roles the services accept (recipes/chat.py ROLES, which a unit test keeps equal to these).
-Role = Literal["system", "user", "assistant", "tool", "developer"]
 
 
 def _whole(value: Any) -> Any:
@@ -38,6 +36,7 @@ def _as_sent(value: Any) -> Any:
 def CheckedByService(documented: Any) -> PlainValidator:  # noqa: N802 (used like a type in Annotated)
     """Document a field as `documented` while passing the value on unchecked, for the service to check."""
     return PlainValidator(_as_sent, json_schema_input_type=documented)
+
 
 # The sampler takes a signed 64-bit seed (torch.Generator.manual_seed refuses what is wider); the bound is the
 # integers every JSON reader holds exactly (domain.ids.DB_INT_MAX), so the OpenAPI schema states it exactly.
@@ -61,34 +60,13 @@ class ListOf(BaseModel, Generic[T]):
     has_more: bool = False
 
 
-Text = Annotated[str, Field(min_length=1)]
-
-
-class EmbeddingRequest(BaseModel):
-    """OpenAI's embeddings request. `input` is checked by the service, which names the bad item."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    model: str
-    input: Annotated[
-        Any, CheckedByService(Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)])
-    ] = Field(description="A text or a non-empty list of texts, none of them empty.")
-    encoding_format: Literal["float", "base64"] = "float"
-    # The upper bound is the model's own (384 for all-minilm-l6-v2): the service checks both.
-    dimensions: Annotated[
-        JSONInt | None, WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]})
-    ] = Field(None, description="Keep the leading components (at most the model's own dimensions), renormalised.")
-    user: str | None = None
-    truncate: bool = Field(True, description="Ours: false refuses inputs over the model's token limit.")
-
-
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     include_usage: bool = False
 
 
-class _GenerationRequest(BaseModel):
+class GenerationRequest(BaseModel):
     """Parameters shared by chat and completions. Unknown parameters are refused by name (400); numbers are
     numbers (strict: no strings or booleans for them) within the range the sampler takes."""
 
@@ -118,36 +96,10 @@ class _GenerationRequest(BaseModel):
     presence_penalty: Literal[0] = Field(0, description="Not supported: only 0.")
 
 
-class TextPart(BaseModel):
-    """One part of a message's content; only text parts are supported."""
-
-    type: Literal["text"]
-    text: str
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    role: Role
-    content: str | list[TextPart]
-    name: Any = Field(None, description="Accepted and ignored.")
-
-
-class ChatCompletionRequest(_GenerationRequest):
-    messages: Annotated[Any, CheckedByService(Annotated[list[ChatMessage], Field(min_length=1)])] = Field(
-        description="A list of {role, content}; content is a string or a list of text parts."
-    )
-    max_tokens: JSONInt | None = Field(None, ge=1)
-    max_completion_tokens: JSONInt | None = Field(None, ge=1)
-    logprobs: Literal[False] = Field(False, description="Not supported.")
-
-
-class CompletionRequest(_GenerationRequest):
-    prompt: Annotated[Any, CheckedByService(str | Annotated[list[str], Field(min_length=1, max_length=1)])] = Field(
-        description="A string or a one-item list of strings."
-    )
-    max_tokens: JSONInt | None = Field(16, ge=1, description="OpenAI's default is 16.")
-    echo: Literal[False] = Field(False, description="Not supported.")
-    logprobs: None = Field(None, description="Not supported.")
-    suffix: None = Field(None, description="Not supported.")
-    best_of: Literal[1] | None = None
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int

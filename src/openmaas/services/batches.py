@@ -1,0 +1,228 @@
+"""OpenAI's batches as a use case: check an input file's lines (by line number) and keep them, then answer them in
+the background through the same services as online requests, one at a time, each answer written once; write the
+output and error files; cancel. The runner is given `execute`, which answers one request as its route would
+(the API layer's, which owns the wire shapes)."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from openmaas.domain.entities import Batch, BatchLine, Principal
+from openmaas.domain.ids import new_id, now
+from openmaas.errors import Conflict, InvalidRequest, NotFound
+from openmaas.failpoints import failpoint
+from openmaas.services.files import FileService
+from openmaas.storage.metadata import MetadataStore
+
+log = logging.getLogger(__name__)
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+PREDICT = re.compile(r"^/v1/models/[^/]+(?:/[^/]+)?/predict$")
+MAX_LINES = 50_000
+MAX_ERRORS = 100  # OpenAI's errors list is for the first bad lines, not all of them
+# Answers one request: (status code, the body its route would answer, or OpenAI's error body).
+Execute = Callable[[Principal, str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def _line_error(line: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    return {"code": code, "line": line, "message": message, "param": param}
+
+
+def parse_lines(data: bytes, endpoint: str) -> tuple[list[tuple[int, str, dict[str, Any]]], list[dict[str, Any]]]:
+    """(line number, custom_id, body) of each request, and the errors of the bad lines."""
+    requests: list[tuple[int, str, dict[str, Any]]] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return [], [_line_error(1, "invalid_file", "the file is not UTF-8")]
+    for number, raw in enumerate(text.split("\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except ValueError as error:
+            errors.append(_line_error(number, "invalid_json_line", f"line {number} is not JSON: {error}"))
+            continue
+        if not isinstance(item, dict):
+            errors.append(_line_error(number, "invalid_request", f"line {number} is not a JSON object"))
+            continue
+        custom_id, method, url, body = item.get("custom_id"), item.get("method"), item.get("url"), item.get("body")
+        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512:
+            errors.append(_line_error(number, "missing_custom_id", "custom_id must be a string", "custom_id"))
+        elif custom_id in seen:
+            errors.append(_line_error(number, "duplicate_custom_id", f"custom_id {custom_id!r} is used twice"))
+        elif method != "POST":
+            errors.append(_line_error(number, "invalid_method", "method must be POST", "method"))
+        elif url != endpoint:
+            errors.append(_line_error(number, "mismatched_url", f"url must be the batch's endpoint {endpoint}", "url"))
+        elif not isinstance(body, dict):
+            errors.append(_line_error(number, "invalid_body", "body must be a JSON object", "body"))
+        else:
+            seen.add(custom_id)
+            requests.append((number, custom_id, body))
+    if not requests and not errors:
+        errors.append(_line_error(1, "empty_file", "the input file has no requests"))
+    if len(requests) > MAX_LINES:
+        errors.append(_line_error(MAX_LINES + 1, "too_many_requests", f"a batch holds at most {MAX_LINES} requests"))
+    return requests, errors
+
+
+class BatchService:
+    def __init__(self, store: MetadataStore, files: FileService) -> None:
+        self.store = store
+        self.files = files
+        self.on_created: list[Callable[[], None]] = []
+
+    def create(
+        self,
+        principal: Principal,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+    ) -> Batch:
+        if endpoint not in ENDPOINTS and not PREDICT.match(endpoint):
+            known = ", ".join((*ENDPOINTS, "/v1/models/{ref}/predict"))
+            raise InvalidRequest(f"unknown endpoint {endpoint!r}; use {known}", param="endpoint")
+        if completion_window != "24h":
+            raise InvalidRequest("completion_window must be '24h'", param="completion_window")
+        file = self.files.get(principal, input_file_id)
+        if file.purpose != "batch":
+            raise InvalidRequest(
+                f"file {input_file_id!r} was uploaded for {file.purpose!r}, not 'batch'",
+                param="input_file_id",
+                code="invalid_file_purpose",
+            )
+        _, data = self.files.content(principal, input_file_id)
+        requests, errors = parse_lines(data, endpoint)
+        batch_id, created = new_id("batch"), now()
+        batch = Batch(
+            id=batch_id,
+            tenant_id=principal.tenant_id,
+            endpoint=endpoint,
+            input_file_id=input_file_id,
+            completion_window=completion_window,
+            status="failed" if errors else "in_progress",
+            created_at=created,
+            metadata=metadata,
+            times={"failed_at": created} if errors else {"in_progress_at": created},
+            total=0 if errors else len(requests),
+            errors=errors[:MAX_ERRORS] if errors else None,
+        )
+        lines = [] if errors else [BatchLine(batch_id, n, custom_id, endpoint, body) for n, custom_id, body in requests]
+        self.store.batches.add(batch, lines)
+        for hook in self.on_created:
+            hook()
+        return batch
+
+    def get(self, principal: Principal, batch_id: str) -> Batch:
+        batch = self.store.batches.get(principal.tenant_id, batch_id)
+        if batch is None:
+            raise NotFound(f"no batch {batch_id!r}", param="batch_id", code="batch_not_found")
+        return batch
+
+    def list(self, principal: Principal, *, after: str | None, limit: int) -> tuple[builtins.list[Batch], bool]:
+        return self.store.batches.list(principal.tenant_id, after=after, limit=limit)
+
+    def cancel(self, principal: Principal, batch_id: str) -> Batch:
+        batch = self.get(principal, batch_id)
+        if not self.store.batches.set_status(batch_id, "cancelling", only_from=("validating", "in_progress"), at=now()):
+            raise Conflict(f"batch {batch_id!r} is {batch.status}", param="batch_id", code="batch_not_cancellable")
+        for hook in self.on_created:
+            hook()
+        return self.get(principal, batch_id)
+
+
+class BatchRunner:
+    """Answers the active batches' lines in the background, one request at a time so that a batch holds at most
+    one place in a model's queue ahead of online requests; a restart picks up the lines not yet answered."""
+
+    def __init__(self, store: MetadataStore, files: FileService, execute: Execute, *, idle_s: float = 1.0) -> None:
+        self.store = store
+        self.files = files
+        self.execute = execute
+        self.idle_s = idle_s
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                worked = False
+                for batch in await asyncio.to_thread(self.store.batches.active):
+                    worked = await self._advance(batch) or worked
+            except Exception:  # our bug, logged; the batch is tried again on the next round
+                log.exception("a batch round failed")
+                worked = False
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.idle_s)
+                self._wake.clear()
+
+    async def _advance(self, batch: Batch) -> bool:
+        if batch.status == "cancelling":
+            await asyncio.to_thread(self._finish, batch, "cancelled")
+            return True
+        if batch.status == "finalizing":
+            await asyncio.to_thread(self._finish, batch, "completed")
+            return True
+        pending = await asyncio.to_thread(self.store.batches.pending, batch.id, 8)
+        if not pending:
+            await asyncio.to_thread(
+                self.store.batches.set_status, batch.id, "finalizing", only_from=("in_progress",), at=now()
+            )
+            return True
+        tenant = await asyncio.to_thread(self.store.tenants.get, batch.tenant_id)
+        limits = tenant.limits if tenant is not None else {}
+        principal = Principal(
+            tenant_id=batch.tenant_id, key_id="batch", scopes=frozenset({"infer"}), tenant_limits=limits
+        )
+        for line in pending:
+            status, body = await self.execute(principal, line.url, line.body)
+            await asyncio.to_thread(self.store.batches.answer, batch.id, line.line, status, body)
+            failpoint("batch_after_answer")
+            current = await asyncio.to_thread(self.store.batches.get, None, batch.id)
+            if current is None or current.status != "in_progress":
+                break  # cancelled meanwhile: the next round finishes it
+        return True
+
+    def _finish(self, batch: Batch, final: str) -> None:
+        """Write the output (2xx answers) and error files in OpenAI's shape and end the batch."""
+        output: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for line in self.store.batches.lines(batch.id):
+            if line.status_code is None:
+                continue
+            entry = {
+                "id": f"batch_req_{batch.id}_{line.line}",
+                "custom_id": line.custom_id,
+                "response": {
+                    "status_code": line.status_code,
+                    "request_id": f"{batch.id}-{line.line}",
+                    "body": line.response,
+                },
+                "error": None,
+            }
+            (output if line.status_code < 300 else errors).append(entry)
+        # Written for the tenant but not held to its storage quota: the answers were already paid for.
+        owner = Principal(tenant_id=batch.tenant_id, key_id="batch", tenant_limits={})
+        ids: dict[str, str | None] = {"output_file_id": None, "error_file_id": None}
+        for key, entries, name in (("output_file_id", output, "output"), ("error_file_id", errors, "errors")):
+            if entries:
+                data = b"".join(json.dumps(e, ensure_ascii=False).encode() + b"\n" for e in entries)
+                ids[key] = self.files.write(
+                    owner, filename=f"{batch.id}_{name}.jsonl", purpose="batch_output", data=data
+                ).id
+        only_from = ("cancelling",) if final == "cancelled" else ("finalizing",)
+        self.store.batches.set_status(batch.id, final, only_from=only_from, at=now(), **ids)
