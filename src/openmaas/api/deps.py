@@ -20,6 +20,7 @@ from openmaas.domain.entities import Principal
 from openmaas.errors import PermissionDenied
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
+from openmaas.services.cluster import ClusterService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.generation import GenerationService
 from openmaas.services.inference import InferenceService
@@ -43,6 +44,7 @@ class Services:
     tenancy: TenancyService
     usage: UsageService
     limiter: RateLimiter
+    cluster: ClusterService
 
 
 def services_of(request: Request) -> Services:
