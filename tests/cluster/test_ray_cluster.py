@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import REDIS, RayHead, Server, redis_reachable
 from tests.contract.test_metadata_store import _postgres_url
 from tests.e2e.test_job_lifecycle import small_dataset
+from tests.fault.test_resume import sms_subset, wait_for_event
 
 LONG = {"epochs": 100_000, "batch_size": 4, "checkpoint_every_steps": 20, "log_every_steps": 0}
 
@@ -35,7 +37,8 @@ def cluster_server(ray_cluster: RayHead, tmp_path_factory: pytest.TempPathFactor
     try:
         yield server
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()  # before its schema is dropped
         next(urls, None)
 
 
@@ -140,3 +143,63 @@ def test_the_embedded_server_refuses_two_workers(http: httpx.Client) -> None:
     assert http.get("/v1/cluster").json() == {
         "mode": "embedded", "address": None, "nodes": [], "total": {}, "available": {}, "deployments": []
     }
+
+
+def test_a_job_the_cluster_cannot_place_is_queued_again_with_the_reason_then_fails(
+    start_server: type[Server], ray_cluster: RayHead, tmp_path: Path
+) -> None:
+    urls = _postgres_url()
+    server = None
+    try:
+        server = start_server(
+            OPENMAAS_CLUSTER=ray_cluster.address,
+            OPENMAAS_DATABASE_URL=next(urls),
+            OPENMAAS_RAY_CPUS_PER_WORKER="8",  # the cluster has 2
+            OPENMAAS_RAY_PLACEMENT_TIMEOUT_S="2",
+            OPENMAAS_JOB_MAX_ATTEMPTS="2",
+            OPENMAAS_FOUNDATION_MODELS="[]",
+        )
+        with server.client() as client:
+            dataset = small_dataset(client, tmp_path, "too-big")
+            job = client.create_job(dataset, "too-big", hyperparameters={"epochs": 1})
+            final = client.wait_for_job(job["id"], timeout=120)
+            events = client.job_events(job["id"])
+        assert final["status"] == "failed", final
+        retried = [event for event in events if event["type"] == "retrying"]
+        assert retried and "could not place 1 worker(s) × 8.0 CPU" in retried[0]["data"]["reason"], events
+        assert "could not place" in str(final), final
+    finally:
+        if server is not None:
+            server.stop()  # before its schema is dropped
+        next(urls, None)
+
+
+def ray_train_workers(head: RayHead) -> list[psutil.Process]:
+    raylets = [process for process in head.processes() if process.name() == "raylet"]
+    return [
+        child
+        for raylet in raylets
+        for child in raylet.children(recursive=True)
+        if "RayTrainWorker" in " ".join(child.cmdline())
+    ]
+
+
+def test_a_killed_ray_worker_resumes_the_job_to_identical_weights(
+    cluster_server: Server, ray_cluster: RayHead, tmp_path: Path
+) -> None:
+    hyperparameters = {"epochs": 4, "batch_size": 2, "seed": 7, "checkpoint_every_steps": 50, "log_every_steps": 0}
+    with cluster_server.client() as client:
+        dataset = client.upload_dataset(sms_subset(tmp_path, rows=300), name="sms-on-ray")["id"]
+        job = client.create_job(dataset, "killed-on-ray", hyperparameters=hyperparameters)
+        checkpoint = wait_for_event(client, job["id"], "checkpoint")
+        [worker] = ray_train_workers(ray_cluster)
+        worker.kill()  # SIGKILL, mid-epoch: Ray Train starts its worker group again
+        final = client.wait_for_job(job["id"], timeout=300)
+        assert final["status"] == "succeeded" and final["attempts"] == 1, final
+        resumed = next(e for e in client.job_events(job["id"]) if e["type"] == "resumed")
+        assert resumed["data"]["step"] >= checkpoint["data"]["step"]
+        straight = client.create_job(dataset, "straight-on-ray", hyperparameters=hyperparameters)
+        assert client.wait_for_job(straight["id"], timeout=300)["status"] == "succeeded"
+        resumed_version = client.get_model("killed-on-ray")["versions"][0]
+        straight_version = client.get_model("straight-on-ray")["versions"][0]
+    assert resumed_version["artifact_sha256"] == straight_version["artifact_sha256"]

@@ -4,8 +4,8 @@ job from the shared database and its data and checkpoints from the shared artifa
 
 Ray Train restarts a killed worker (`max_failures`), and the attempt resumes from the job's last checkpoint.
 Cancelling an attempt cancels its task with force: Ray ends the trainer and its workers with it (they are
-owned by the task). Workers that cannot be placed end the attempt after `placement_timeout_s` (Ray Train's
-worker group start timeout), so the scheduler queues the job again with that reason instead of waiting forever.
+owned by the task). Workers the cluster has no room for end the attempt after `placement_timeout_s`, so the
+scheduler queues the job again with that reason (and fails it after its attempts) instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -37,10 +37,26 @@ def train_one_worker(config: dict[str, Any]) -> None:
         log.info("job %s failed; its reason is recorded", config["job_id"])
 
 
-def run_trainer(job_id: str, num_workers: int, cpus_per_worker: float, storage: str) -> int:
+def placeable(num_workers: int, cpus_per_worker: float, timeout_s: float) -> bool:
+    """Whether the cluster has room for the workers now: Ray Train itself waits for resources forever, so the
+    attempt reserves them first (released at once, for the trainer to take) and gives up after `timeout_s`."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group([{"CPU": cpus_per_worker}] * num_workers, strategy="PACK")
+    try:
+        ready, _ = ray.wait([group.ready()], timeout=timeout_s)
+        return bool(ready)
+    finally:
+        remove_placement_group(group)
+
+
+def run_trainer(job_id: str, num_workers: int, cpus_per_worker: float, storage: str, placement_timeout_s: float) -> int:
     """The attempt's driver, run as a Ray task: fit the trainer; 0 once it ended (the outcome is in the store)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    if not placeable(num_workers, cpus_per_worker, placement_timeout_s):
+        return UNPLACED_CODE
 
     trainer = TorchTrainer(
         train_one_worker,
@@ -52,19 +68,12 @@ def run_trainer(job_id: str, num_workers: int, cpus_per_worker: float, storage: 
             failure_config=FailureConfig(max_failures=WORKER_RESTARTS),
         ),
     )
-    try:
-        trainer.fit()
-    except Exception as error:
-        if "start" in str(error).lower() and "timeout" in str(error).lower().replace("timed out", "timeout"):
-            return UNPLACED_CODE
-        raise
+    trainer.fit()
     return 0
 
 
 class RayTrainLauncher:
-    def __init__(
-        self, *, workers_of: Callable[[str], int], cpus_per_worker: float, placement_timeout_s: float
-    ) -> None:
+    def __init__(self, *, workers_of: Callable[[str], int], cpus_per_worker: float, placement_timeout_s: float) -> None:
         self.workers_of = workers_of  # a job's `num_workers` hyperparameter, read from the store
         self.cpus_per_worker = cpus_per_worker
         self.placement_timeout_s = placement_timeout_s
@@ -77,12 +86,11 @@ class RayTrainLauncher:
         task = ray.remote(run_trainer).options(
             num_cpus=0,
             max_retries=0,  # a retry is the scheduler's call, from the store
-            runtime_env={
-                "env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(self.placement_timeout_s)},
-            },
             name=f"openmaas-job-{job_id}",
         )
-        self.attempts[job_id] = task.remote(job_id, num_workers, self.cpus_per_worker, self.storage)
+        self.attempts[job_id] = task.remote(
+            job_id, num_workers, self.cpus_per_worker, self.storage, self.placement_timeout_s
+        )
         self.requests[job_id] = f"{num_workers} worker(s) × {self.cpus_per_worker} CPU"
         log.info("job %s started on the Ray cluster (%s)", job_id, self.requests[job_id])
 
