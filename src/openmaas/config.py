@@ -44,8 +44,14 @@ class Settings(BaseSettings):
     ray_cpus_per_worker: float = Field(
         default=0.5, gt=0, description="CPUs each Ray Train worker asks for (a fraction lets Serve share the node)."
     )
+    ray_cpus_per_replica: float = Field(
+        default=0.5, gt=0, description="CPUs each Ray Serve replica of a model asks for."
+    )
     ray_placement_timeout_s: float = Field(
-        default=30.0, gt=0, description="How long a job waits for its workers to be placed before it is queued again."
+        default=30.0,
+        gt=0,
+        description="How long a job's workers, or a model's replica, may wait to be placed: then the job is queued "
+        "again, and the request answered 503 with Retry-After.",
     )
     host: str = "127.0.0.1"
     port: int = 8000

@@ -203,3 +203,55 @@ def test_a_killed_ray_worker_resumes_the_job_to_identical_weights(
         resumed_version = client.get_model("killed-on-ray")["versions"][0]
         straight_version = client.get_model("straight-on-ray")["versions"][0]
     assert resumed_version["artifact_sha256"] == straight_version["artifact_sha256"]
+
+
+def serve_apps(server: Server) -> list[dict]:
+    with server.http() as admin:
+        return [d for d in admin.get("/v1/cluster").json()["deployments"] if d["name"].startswith("om-")]
+
+
+def test_models_are_served_by_ray_serve_replicas(cluster_server: Server, tmp_path: Path) -> None:
+    with cluster_server.client() as client:
+        dataset = small_dataset(client, tmp_path, "served-on-ray")
+        job = client.create_job(dataset, "served-on-ray", hyperparameters={"epochs": 8, "batch_size": 4})
+        assert client.wait_for_job(job["id"], timeout=240)["status"] == "succeeded"
+        texts = ["alpha beta spam spam spam", "gamma delta omega"] * 20
+        predictions = client.predict("served-on-ray", texts)["predictions"]
+        assert [p["label"] for p in predictions] == ["b", "a"] * 20
+    with cluster_server.http() as admin:
+        embedded = admin.post("/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": ["hi", "there"]})
+        assert embedded.status_code == 200 and len(embedded.json()["data"][0]["embedding"]) == 384
+    apps = serve_apps(cluster_server)
+    assert len(apps) >= 2 and all(app["replicas"].get("RUNNING") == 1 for app in apps), apps
+    assert any("served-on-ray" in app["name"] for app in apps), apps
+
+
+def test_a_model_the_cluster_cannot_place_answers_503_with_retry_after(
+    start_server: type[Server], ray_cluster: RayHead, tmp_path: Path
+) -> None:
+    urls = _postgres_url()
+    server = None
+    try:
+        server = start_server(
+            OPENMAAS_CLUSTER=ray_cluster.address,
+            OPENMAAS_DATABASE_URL=next(urls),
+            OPENMAAS_RAY_CPUS_PER_REPLICA="8",  # the cluster has 2
+            OPENMAAS_RAY_PLACEMENT_TIMEOUT_S="3",
+            OPENMAAS_FOUNDATION_MODELS="[]",
+        )
+        with server.client() as client:  # a model of its own: one no other test has deployed
+            dataset = small_dataset(client, tmp_path, "unplaced")
+            job = client.create_job(dataset, "unplaced", hyperparameters={"epochs": 1})
+            assert client.wait_for_job(job["id"], timeout=240)["status"] == "succeeded"
+        with server.http() as admin:
+            started = time.monotonic()
+            response = admin.post("/v1/models/unplaced/predict", json={"inputs": ["alpha"]})
+            assert time.monotonic() - started < 30
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "3"
+        error = response.json()["error"]
+        assert error["code"] == "model_not_placed" and "8 CPU" in error["message"], error
+    finally:
+        if server is not None:
+            server.stop()
+        next(urls, None)

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
@@ -51,6 +51,9 @@ from openmaas.storage.metadata import MetadataStore, open_store
 from openmaas.storage.usage_journal import UsageJournal
 from openmaas.training.checkpoints import CheckpointStore
 from openmaas.training.executors import JobScheduler, Launcher, LocalProcessLauncher, default_node
+
+if TYPE_CHECKING:
+    from openmaas.runtime.ray_serve import ServeLoader
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,17 @@ def ray_launcher(settings: Settings, store: MetadataStore) -> Launcher:
     )
 
 
+def serve_loader_for(settings: Settings, env: dict[str, str]) -> ServeLoader:
+    from openmaas.runtime.ray_serve import ServeLoader  # Ray is the `cluster` extra
+
+    return ServeLoader(
+        env=env,
+        cpus_per_replica=settings.ray_cpus_per_replica,
+        deploy_timeout_s=settings.ray_placement_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -150,6 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
             poll_seconds=settings.job_poll_seconds,
         )
         metrics.watch_jobs(store.jobs.count_by_status)
+        serve_loader = serve_loader_for(settings, worker_env) if cluster is not None else None
         pool = ModelPool(
             artifacts,
             settings.data_dir / "cache" / "models",
@@ -159,7 +174,10 @@ def create_app(settings: Settings) -> FastAPI:
             hooks=metrics.pool_hooks(),
             generation_queue_size=settings.max_queued_generations,
             generation_batch_size=settings.generation_batch_size,
+            **({"loader": serve_loader} if serve_loader is not None else {}),
         )
+        if serve_loader is not None:
+            pool.hooks.on_unload.append(lambda served: serve_loader.unload(served.version))
         registry = RegistryService(store, artifacts)
         idempotency = Idempotency(store.idempotency)
         inference = InferenceService(
