@@ -110,6 +110,9 @@ def test_cancel_stops_the_job_on_ray(cluster_server: Server, tmp_path: Path) -> 
         seen = len(client.job_events(job["id"]))
         time.sleep(3)  # a trainer still running would add checkpoints and steps
         assert len(client.job_events(job["id"])) == seen
+    with cluster_server.http() as admin:  # the trainer's resources are given back
+        groups = [k for k in admin.get("/v1/cluster").json()["available"] if k.startswith("CPU_group_")]
+        assert not groups, groups
     with cluster_server.http() as admin:
         assert admin.get(f"/v1/jobs/{job['id']}/checkpoints").json()["data"]  # kept
 
@@ -236,13 +239,15 @@ def test_a_model_the_cluster_cannot_place_answers_503_with_retry_after(
             OPENMAAS_CLUSTER=ray_cluster.address,
             OPENMAAS_DATABASE_URL=next(urls),
             OPENMAAS_RAY_CPUS_PER_REPLICA="8",  # the cluster has 2
+            OPENMAAS_RAY_CPUS_PER_WORKER="0.1",  # other tests' replicas may hold most of the 2
             OPENMAAS_RAY_PLACEMENT_TIMEOUT_S="3",
             OPENMAAS_FOUNDATION_MODELS="[]",
         )
         with server.client() as client:  # a model of its own: one no other test has deployed
             dataset = small_dataset(client, tmp_path, "unplaced")
             job = client.create_job(dataset, "unplaced", hyperparameters={"epochs": 1})
-            assert client.wait_for_job(job["id"], timeout=240)["status"] == "succeeded"
+            final = client.wait_for_job(job["id"], timeout=240)
+            assert final["status"] == "succeeded", final
         with server.http() as admin:
             started = time.monotonic()
             response = admin.post("/v1/models/unplaced/predict", json={"inputs": ["alpha"]})

@@ -3,15 +3,20 @@ whose workers run the same attempt as a local worker process (training/worker.py
 job from the shared database and its data and checkpoints from the shared artifact store.
 
 Ray Train restarts a killed worker (`max_failures`), and the attempt resumes from the job's last checkpoint.
-Cancelling an attempt cancels its task with force: Ray ends the trainer and its workers with it (they are
-owned by the task). Workers the cluster has no room for end the attempt after `placement_timeout_s`, so the
-scheduler queues the job again with that reason (and fails it after its attempts) instead of waiting forever.
+A cancelled attempt's worker sees the cancel request in the store within a second and ends cleanly, and its
+trainer gives back its resources; one that has not ended after `CANCEL_GRACE_S` (a shutdown, which is no
+request in the store) is cancelled by force: Ray ends the trainer and its workers with the task that owns them,
+though their placement group is only freed when this API process leaves the cluster.
+
+Workers the cluster has no room for end the attempt after `placement_timeout_s`, so the scheduler queues the
+job again with that reason (and fails it after its attempts) instead of waiting forever.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ log = logging.getLogger(__name__)
 CANCELLED_CODE = -15  # as a local worker ended by SIGTERM
 UNPLACED_CODE = 75  # EX_TEMPFAIL: the cluster had no room for the workers
 WORKER_RESTARTS = 1
+CANCEL_GRACE_S = 10.0
 
 
 def train_one_worker(config: dict[str, Any]) -> None:
@@ -79,6 +85,7 @@ class RayTrainLauncher:
         self.placement_timeout_s = placement_timeout_s
         self.attempts: dict[str, ray.ObjectRef[int]] = {}
         self.requests: dict[str, str] = {}
+        self.cancel_by: dict[str, float] = {}  # job id -> when a cancelled attempt is cancelled by force
         self.storage = str(Path(tempfile.gettempdir()) / "openmaas-ray-train")
 
     def start(self, job_id: str) -> None:
@@ -98,6 +105,8 @@ class RayTrainLauncher:
         ref = self.attempts[job_id]
         ready, _ = ray.wait([ref], timeout=0)
         if not ready:
+            if time.monotonic() > self.cancel_by.get(job_id, float("inf")):
+                self.kill(job_id)
             return None
         return self._ended(job_id, ref)
 
@@ -110,6 +119,7 @@ class RayTrainLauncher:
 
     def _ended(self, job_id: str, ref: ray.ObjectRef[int]) -> AttemptExit:
         del self.attempts[job_id]
+        self.cancel_by.pop(job_id, None)
         wanted = self.requests.pop(job_id, "")
         try:
             code = int(ray.get(ref))
@@ -126,14 +136,16 @@ class RayTrainLauncher:
         return AttemptExit(code)
 
     def cancel(self, job_id: str) -> None:
-        # Force: the trainer's controller and workers are owned by the task and end with it. The job's
-        # checkpoints are kept; the scheduler records a user's cancel, or queues the job again on a shutdown.
+        # A user's cancel is in the store, where the worker looks every second; `poll` forces it after the grace.
+        if job_id in self.attempts:
+            self.cancel_by.setdefault(job_id, time.monotonic() + CANCEL_GRACE_S)
+
+    def kill(self, job_id: str) -> None:
+        # The trainer's controller and workers are owned by the task and end with it; the job's checkpoints are
+        # kept, and the scheduler records a user's cancel or queues the job again.
         ref = self.attempts.get(job_id)
         if ref is not None:
             ray.cancel(ref, force=True, recursive=True)
-
-    def kill(self, job_id: str) -> None:
-        self.cancel(job_id)
 
     def describe_exit(self, exit: AttemptExit) -> str:
         return exit.detail or f"the Ray attempt ended with code {exit.code} before reporting a result"
