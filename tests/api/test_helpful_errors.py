@@ -15,8 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from openmaas import Client
-from openmaas.sdk.client import APIError
+from openmaas import APIError, Client
 from tests.api.test_datasets import assert_error, upload
 from tests.conftest import ADMIN_KEY, REDIS, Server, redis_reachable
 from tests.tiny_llm import build_tiny_causal_lm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,18 @@ def test_relative_or_missing_paths_are_refused(http, tmp_path: Path) -> None:  #
     for path in ("relative/dir", str(tmp_path / "missing")):
         response = http.post("/v1/models/import", json={"path": path, "name": "x"})
         assert response.status_code == 422 and response.json()["error"]["param"] == "path"
+
+
+def test_deleting_a_model_keeps_the_files_another_version_shares(client: Client, tmp_path: Path) -> None:
+    first = tiny_bert(tmp_path / "shared-first")
+    second = tmp_path / "shared-second"
+    shutil.copytree(first, second)
+    config = json.loads((second / "config.json").read_text())
+    (second / "config.json").write_text(json.dumps({**config, "_note": "a second version"}))  # another manifest
+    client.import_model(first, "shares-first")
+    client.import_model(second, "shares-second")  # its weights and tokenizer are the first one's blobs
+    before = np.array(client.embed("shares-second", ["hello world"], encoding_format="float")["data"][0]["embedding"])
+    client.delete_model("shares-first")
+    client.unload_model("shares-second")  # the next call loads it again from the store
+    after = np.array(client.embed("shares-second", ["hello world"], encoding_format="float")["data"][0]["embedding"])
+    np.testing.assert_allclose(after, before, atol=1e-6)

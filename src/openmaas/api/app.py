@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from openmaas import __version__
 from openmaas.api import admin, kserve_v2, native, openai
 from openmaas.api.bodies import JSONRoute
+from openmaas.api.dashboard import install_dashboard
 from openmaas.api.deps import Services
 from openmaas.api.direct import DirectRoute, DirectRoutes
 from openmaas.api.errors import install_error_handlers
@@ -35,6 +36,7 @@ from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import DEFAULT_TENANT, AuthService
 from openmaas.services.cluster import ClusterService
 from openmaas.services.datasets import DatasetService
+from openmaas.services.exports import ExportService
 from openmaas.services.foundation import FoundationModels
 from openmaas.services.generation import GenerationService
 from openmaas.services.idempotency import Idempotency
@@ -207,6 +209,7 @@ def create_app(settings: Settings) -> FastAPI:
                 inference, limiter, recorder, foundation.preparing, request_timeout_s=settings.request_timeout_s
             ),
             artifacts=ArtifactService(registry, inference, artifacts, settings.data_dir / "cache" / "exports"),
+            exports=ExportService(registry, inference, artifacts, settings.data_dir / "cache" / "archives"),
             tenancy=TenancyService(store),
             usage=UsageService(store.usage, recorder),
             limiter=limiter,
@@ -240,7 +243,15 @@ def create_app(settings: Settings) -> FastAPI:
     # time at 32 clients of the MiniLM classifier, py-spy), so they are on only when asked for.
     on = settings.opentelemetry
     telemetry: TelemetryConfig = {"tracing": on, "metrics": on, "logs": on}
-    app = OpenMaaSApp(title="OpenMaaS", version=__version__, lifespan=lifespan, telemetry=telemetry)
+    # /docs and /redoc are the dashboard's, from local files: FastAPI's own load their scripts from a CDN.
+    app = OpenMaaSApp(
+        title="OpenMaaS",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry=telemetry,
+        docs_url=None,
+        redoc_url=None,
+    )
     ids, series = RequestIds(), RequestSeries(metrics)
     # Uploads have their own limit (the dataset route checks the file's own size again, within the form).
     gate = BodyGate(settings.max_json_body_bytes, {"/v1/datasets": settings.max_upload_bytes + MULTIPART_SLACK})
@@ -287,6 +298,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise TypeError(f"the route {route.path} must be a JSONRoute (APIRouter(route_class=JSONRoute))")
     for router in routers:
         app.include_router(router)  # no prefix: a router's routes carry their whole path
+    install_dashboard(app)  # after the API: its /dashboard/static mount matches nothing of the API's
     routes = [route for router in routers for route in router.routes]
     install_error_handlers(app, [*app.routes, *routes])
     if not on:  # traced requests take the usual way, through FastAPI's telemetry middleware

@@ -22,6 +22,7 @@ from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.cluster import ClusterService
 from openmaas.services.datasets import DatasetService
+from openmaas.services.exports import ExportService
 from openmaas.services.generation import GenerationService
 from openmaas.services.inference import InferenceService
 from openmaas.services.jobs import JobService
@@ -41,6 +42,7 @@ class Services:
     inference: InferenceService
     generation: GenerationService
     artifacts: ArtifactService
+    exports: ExportService
     tenancy: TenancyService
     usage: UsageService
     limiter: RateLimiter

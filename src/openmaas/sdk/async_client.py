@@ -67,6 +67,17 @@ class AsyncClient(Routes[Awaitable[JSONObject], Awaitable[list[JSONObject]]]):
         except httpx.TransportError:
             return False
 
+    async def readiness(self) -> JSONObject:
+        """`GET /readyz`, as `Client.readiness`."""
+        try:
+            response = await self._http.get("/readyz")
+        except httpx.TransportError as error:
+            raise connection_error(error, self.base_url) from error
+        if response.status_code not in (200, 503):
+            raise status_error(response)
+        ready: JSONObject = response.json()
+        return ready
+
     # datasets
     async def upload_dataset(
         self,

@@ -80,6 +80,18 @@ class Client(Routes[JSONObject, list[JSONObject]]):
         except httpx.TransportError:
             return False
 
+    def readiness(self) -> JSONObject:
+        """`GET /readyz`: `{"status": "ready"}` once the preloaded models are in, else `"loading"` and what is
+        still loading (its 503 is an answer here, not an error)."""
+        try:
+            response = self._http.get("/readyz")
+        except httpx.TransportError as error:
+            raise connection_error(error, self.base_url) from error
+        if response.status_code not in (200, 503):
+            raise status_error(response)
+        ready: JSONObject = response.json()
+        return ready
+
     # datasets
     def upload_dataset(
         self,

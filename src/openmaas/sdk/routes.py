@@ -7,6 +7,7 @@ and paging need a loop of their own and live in each client.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -35,14 +36,27 @@ def import_path(path: str | Path) -> str:
     return str(local.resolve()) if local.exists() else str(path)
 
 
-class Routes(Generic[Obj, Objs]):
-    def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Obj:
-        raise NotImplementedError
+class Routes(ABC, Generic[Obj, Objs]):
+    @abstractmethod
+    def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Obj: ...
 
-    def _call_list(self, method: str, path: str, *, params: dict[str, Any] | None = None) -> Objs:
-        raise NotImplementedError
+    @abstractmethod
+    def _call_list(self, method: str, path: str, *, params: dict[str, Any] | None = None) -> Objs: ...
+
+    # the caller
+    def me(self) -> Obj:
+        """The calling key's tenant (id and name), scopes and limits."""
+        return self._call("GET", "/v1/me")
+
+    def list_recipes(self) -> Objs:
+        """Each recipe's dataset kind and hyperparameters (a JSON Schema with defaults, bounds and help)."""
+        return self._call_list("GET", "/v1/recipes")
 
     # datasets
+    def dataset_rows(self, dataset_id: str, *, limit: int | None = None) -> Obj:
+        """The first cleaned rows of a dataset, as training reads them."""
+        return self._call("GET", f"/v1/datasets/{dataset_id}/rows", params=without_none({"limit": limit}))
+
     def get_dataset(self, dataset_id: str) -> Obj:
         return self._call("GET", f"/v1/datasets/{dataset_id}")
 

@@ -12,7 +12,7 @@ import secrets
 import time
 from pathlib import Path
 
-from openmaas.domain.entities import SCOPES, ApiKey, Principal
+from openmaas.domain.entities import SCOPES, ApiKey, Principal, Tenant
 from openmaas.domain.ids import new_id, now
 from openmaas.errors import PermissionDenied, Unauthenticated
 from openmaas.storage.metadata.tenancy import ApiKeyRepository, TenantRepository
@@ -113,6 +113,13 @@ class AuthService:
             self._verified.clear()
         self._verified[wanted] = (principal, time.monotonic() + self.CACHE_SECONDS)
         return principal
+
+    def describe(self, principal: Principal) -> tuple[Tenant, ApiKey]:
+        """The caller's own tenant and key, for the key to learn what it may do (any key may ask)."""
+        tenant, key = self.tenants.get(principal.tenant_id), self.api_keys.get(principal.key_id)
+        if tenant is None or key is None:  # deleted since the key was verified and remembered
+            raise Unauthenticated("invalid API key")
+        return tenant, key
 
     def forget(self) -> None:
         """Drop remembered keys (after a revocation or a tenant change in this process)."""

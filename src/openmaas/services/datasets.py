@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 from typing import Any, BinaryIO
@@ -13,6 +14,7 @@ from openmaas.domain.entities import Dataset, Principal
 from openmaas.domain.ids import new_id, now
 from openmaas.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unprocessable
 from openmaas.failpoints import failpoint
+from openmaas.lines import split_lines
 from openmaas.services.idempotency import Idempotency, fingerprint
 from openmaas.storage.artifacts import ArtifactStore
 from openmaas.storage.metadata import MetadataStore
@@ -145,3 +147,11 @@ class DatasetService:
         if self.store.datasets.references_to(dataset.sha256) == 0:
             self.artifacts.delete(dataset.sha256)
         return dataset
+
+    def first_rows(
+        self, principal: Principal, dataset_id: str, limit: int
+    ) -> tuple[builtins.list[dict[str, Any]], bool]:
+        """The cleaned dataset's first `limit` rows, as stored and as training reads them; and whether more follow."""
+        dataset = self.get(principal, dataset_id)
+        lines = split_lines(self.artifacts.read_bytes(dataset.sha256).decode("utf-8"))
+        return [json.loads(line) for line in lines[:limit]], len(lines) > limit

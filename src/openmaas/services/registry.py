@@ -216,9 +216,11 @@ class RegistryService:
         self._changed()
         for callback in self.on_version_deleted:
             callback(version)
-        if self.store.models.artifact_references(version.artifact_sha256) == 0:
-            for sha256 in version.files.values():
-                self.artifacts.delete(sha256)
+        # Only the blobs no other version lists: two versions with different manifests may share a tokenizer's
+        # or a base model's files.
+        blobs = set(version.files.values())
+        for sha256 in blobs - self.store.models.blobs_in_use(blobs):
+            self.artifacts.delete(sha256)
 
 
 def _imported_metrics(task: str, directory: Path) -> dict[str, Any]:

@@ -147,11 +147,19 @@ def import_model(body: ModelImport, caller: Admin, svc: Svc) -> VersionOut:
 @router.get(
     "/v1/models/{ref:model_ref}/artifact",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 503)},
+    responses={
+        200: {"content": {"application/octet-stream": {}, "application/zip": {}}},
+        **error_responses(404, 503),
+    },
 )
 async def download_artifact(
-    ref: Ref, caller: Reader, svc: Svc, format: Literal["safetensors", "onnx"] = "safetensors"
+    ref: Ref, caller: Reader, svc: Svc, format: Literal["safetensors", "onnx", "archive"] = "safetensors"
 ) -> FileResponse:
+    """`archive`: a classifier as a zip that predicts without OpenMaaS (weights, tokenizer or vocabulary,
+    labels, preprocessing, a model card and `predict.py`)."""
+    if format == "archive":
+        version, path = await svc.exports.archive(caller, ref)
+        return FileResponse(path, filename=f"{version.model}-{version.version}.zip", media_type="application/zip")
     version, path = await svc.artifacts.export(caller, ref, format)
     return FileResponse(
         path, filename=f"{version.model}-{version.version}.{format}", media_type="application/octet-stream"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, Select, Table, and_, delete, func, insert, or_, select, update
@@ -626,10 +626,11 @@ class ModelRepository:
             conn.execute(delete(t.registered_models).where(t.registered_models.c.id == row["id"]))
             return model
 
-    def artifact_references(self, artifact_sha256: str) -> int:
+    def blobs_in_use(self, sha256s: Collection[str]) -> set[str]:
+        """Which of these file blobs some registered version still lists (versions share tokenizers, weights...)."""
+        wanted = set(sha256s)
+        used: set[str] = set()
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).where(t.model_versions.c.artifact_sha256 == artifact_sha256)
-                ).scalar_one()
-            )
+            for (files,) in conn.execute(select(t.model_versions.c.files)):
+                used.update(wanted.intersection(files.values()))
+        return used
