@@ -246,6 +246,7 @@ def ray_cluster() -> Iterator[RayHead]:
     the end (`ray stop` would end every Ray cluster of the machine, other sessions' too)."""
     import psutil
 
+    pytest.importorskip("ray", reason="Ray is the `cluster` extra")
     temp_dir = Path(tempfile.mkdtemp(prefix="rayom-", dir="/tmp"))  # Ray's socket paths must stay short
     port = free_port()
     ports = {
