@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -216,3 +219,65 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@dataclass
+class RayHead:
+    """A one-node Ray cluster of this test session, on loopback, in its own temp dir and on free ports."""
+
+    address: str  # the head's GCS address, as OPENMAAS_CLUSTER takes it
+    temp_dir: Path
+
+    def processes(self) -> list[Any]:
+        """Ray's processes of this cluster: every one names the cluster's temp dir on its command line."""
+        import psutil
+
+        mine = []
+        for process in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if any(str(self.temp_dir) in part for part in process.info["cmdline"] or []):
+                    mine.append(process)
+        return mine
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayHead]:
+    """`ray start --head` once per session, only when a test asks for it; its processes are ended by pid at
+    the end (`ray stop` would end every Ray cluster of the machine, other sessions' too)."""
+    import psutil
+
+    pytest.importorskip("ray", reason="Ray is the `cluster` extra")
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayom-", dir="/tmp"))  # Ray's socket paths must stay short
+    port = free_port()
+    ports = {
+        "--ray-client-server-port": free_port(),
+        "--node-manager-port": free_port(),
+        "--object-manager-port": free_port(),
+        "--dashboard-agent-listen-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
+        "--metrics-export-port": free_port(),
+    }
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--node-ip-address", "127.0.0.1"]
+    command += ["--port", str(port), "--num-cpus", "2", "--temp-dir", str(temp_dir), "--include-dashboard", "false"]
+    command += ["--disable-usage-stats", "--object-store-memory", str(200 * 1024 * 1024)]
+    for flag, value in ports.items():
+        command += [flag, str(value)]
+    # Its workers import OpenMaaS from the same sources as the servers (PYTHONPATH is inherited).
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    head = RayHead(f"127.0.0.1:{port}", temp_dir)
+    try:
+        if result.returncode != 0:
+            raise RuntimeError(f"ray start failed: {result.stdout[-2000:]} {result.stderr[-2000:]}")
+        yield head
+    finally:
+        processes = head.processes()
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+        _, alive = psutil.wait_procs(processes, timeout=10)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_KEY_LENGTH = 32  # a key chosen by hand: refuse one too short to be a secret
@@ -35,6 +35,23 @@ class Settings(BaseSettings):
         description="Where datasets, model files and checkpoints are kept: unset for data_dir/artifacts, or "
         "s3://bucket/prefix (credentials from the standard AWS_* variables, AWS_ENDPOINT_URL for S3-compatible "
         "stores); the S3 store keeps a read cache in data_dir/cache/artifacts.",
+    )
+    cluster: str | None = Field(
+        default=None,
+        description="Run jobs and models on a Ray cluster: `auto` (this host is a node of it), `ray://host:10001` "
+        "(Ray Client) or `host:6379` (the head's address). Unset: embedded, no Ray. Needs a Postgres database_url.",
+    )
+    ray_cpus_per_worker: float = Field(
+        default=0.5, gt=0, description="CPUs each Ray Train worker asks for (a fraction lets Serve share the node)."
+    )
+    ray_cpus_per_replica: float = Field(
+        default=0.5, gt=0, description="CPUs each Ray Serve replica of a model asks for."
+    )
+    ray_placement_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a job's workers, or a model's replica, may wait to be placed: then the job is queued "
+        "again, and the request answered 503 with Retry-After.",
     )
     host: str = "127.0.0.1"
     port: int = 8000
@@ -146,6 +163,20 @@ class Settings(BaseSettings):
                 f"OPENMAAS_ARTIFACTS_URL {value!r} is not s3://bucket[/prefix]; leave it unset for local files"
             )
         return value
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_address(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_shared_database(self) -> Settings:
+        if self.cluster and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError(
+                f"OPENMAAS_CLUSTER={self.cluster} needs a database every node and API process shares: set "
+                "OPENMAAS_DATABASE_URL=postgresql+psycopg://... (SQLite is a file of one machine)"
+            )
+        return self
 
     @field_validator("data_dir")
     @classmethod

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
@@ -28,12 +28,14 @@ from openmaas.api.middleware import RequestIdMiddleware, RequestIds
 from openmaas.api.native.datasets import MULTIPART_SLACK
 from openmaas.api.openapi import install_openapi
 from openmaas.api.responses import FastJSONResponse
+from openmaas.cluster import RayCluster
 from openmaas.config import Settings
 from openmaas.domain.entities import Principal
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import DEFAULT_TENANT, AuthService
 from openmaas.services.batches import BatchRunner, BatchService
+from openmaas.services.cluster import ClusterService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.exports import ExportService
 from openmaas.services.files import FileService
@@ -50,10 +52,13 @@ from openmaas.services.tenancy import TenancyService
 from openmaas.services.usage import UsageRecorder, UsageService
 from openmaas.storage.artifacts import open_artifact_store
 from openmaas.storage.counters import Counters, LocalCounters, RedisCounters
-from openmaas.storage.metadata import open_store
+from openmaas.storage.metadata import MetadataStore, open_store
 from openmaas.storage.usage_journal import UsageJournal
 from openmaas.training.checkpoints import CheckpointStore
-from openmaas.training.executors import JobScheduler, LocalProcessLauncher, default_node
+from openmaas.training.executors import JobScheduler, Launcher, LocalProcessLauncher, default_node
+
+if TYPE_CHECKING:
+    from openmaas.runtime.ray_serve import ServeLoader
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,36 @@ class OpenMaaSApp(FastAPI):
         super().add_middleware(middleware_class, *args, **kwargs)
 
 
+WORKERS_EMBEDDED = (1, "the embedded server trains with one worker (set OPENMAAS_CLUSTER to train on Ray)")
+# Ray Train runs the attempt; splitting one job's batches across workers (data-parallel) is not built yet.
+WORKERS_ON_RAY = (1, "data-parallel training across Ray Train workers is not available yet")
+
+
+def ray_launcher(settings: Settings, store: MetadataStore) -> Launcher:
+    from openmaas.training.executors.ray_train import RayTrainLauncher  # Ray is the `cluster` extra
+
+    def workers_of(job_id: str) -> int:
+        job = store.jobs.get(None, job_id)
+        return int(job.hyperparameters.get("num_workers", 1)) if job is not None else 1
+
+    return RayTrainLauncher(
+        workers_of=workers_of,
+        cpus_per_worker=settings.ray_cpus_per_worker,
+        placement_timeout_s=settings.ray_placement_timeout_s,
+    )
+
+
+def serve_loader_for(settings: Settings, env: dict[str, str]) -> ServeLoader:
+    from openmaas.runtime.ray_serve import ServeLoader  # Ray is the `cluster` extra
+
+    return ServeLoader(
+        env=env,
+        cpus_per_replica=settings.ray_cpus_per_replica,
+        deploy_timeout_s=settings.ray_placement_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,14 +145,18 @@ def create_app(settings: Settings) -> FastAPI:
         new_key = auth.bootstrap(settings.admin_key, settings.admin_key_file)
         if new_key:
             _announce_key(new_key, settings)
-        launcher = LocalProcessLauncher(
-            env={
-                "OPENMAAS_DATA_DIR": str(settings.data_dir),
-                "OPENMAAS_DATABASE_URL": url,
-                "OPENMAAS_ARTIFACTS_URL": settings.artifacts_url or "",
-            },
-            log_dir=settings.data_dir / "logs" / "jobs",
-        )
+        worker_env = {
+            "OPENMAAS_DATA_DIR": str(settings.data_dir),
+            "OPENMAAS_DATABASE_URL": url,
+            "OPENMAAS_ARTIFACTS_URL": settings.artifacts_url or "",
+        }
+        cluster = RayCluster(settings.cluster) if settings.cluster else None
+        launcher: Launcher
+        if cluster is not None:
+            await asyncio.to_thread(cluster.connect, worker_env)
+            launcher = ray_launcher(settings, store)
+        else:
+            launcher = LocalProcessLauncher(env=worker_env, log_dir=settings.data_dir / "logs" / "jobs")
         executor = JobScheduler(
             store.jobs,
             store.leases,
@@ -130,6 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
             poll_seconds=settings.job_poll_seconds,
         )
         metrics.watch_jobs(store.jobs.count_by_status)
+        serve_loader = serve_loader_for(settings, worker_env) if cluster is not None else None
         pool = ModelPool(
             artifacts,
             settings.data_dir / "cache" / "models",
@@ -139,7 +179,10 @@ def create_app(settings: Settings) -> FastAPI:
             hooks=metrics.pool_hooks(),
             generation_queue_size=settings.max_queued_generations,
             generation_batch_size=settings.generation_batch_size,
+            **({"loader": serve_loader} if serve_loader is not None else {}),
         )
+        if serve_loader is not None:
+            pool.hooks.on_unload.append(lambda served: serve_loader.unload(served.version))
         registry = RegistryService(store, artifacts)
         idempotency = Idempotency(store.idempotency)
         inference = InferenceService(
@@ -153,7 +196,14 @@ def create_app(settings: Settings) -> FastAPI:
         inference.on_resolve.append(series.resolved)
         datasets = DatasetService(store, artifacts, settings.max_upload_bytes, idempotency)
         files = FileService(store, artifacts, settings.max_upload_bytes)
-        jobs = JobService(store, executor, CheckpointStore(artifacts.scope("checkpoints")), idempotency, registry)
+        jobs = JobService(
+            store,
+            executor,
+            CheckpointStore(artifacts.scope("checkpoints")),
+            idempotency,
+            registry,
+            workers_limit=WORKERS_ON_RAY if cluster is not None else WORKERS_EMBEDDED,
+        )
         app.state.services = Services(
             settings=settings,
             auth=auth,
@@ -172,6 +222,7 @@ def create_app(settings: Settings) -> FastAPI:
             tenancy=TenancyService(store),
             usage=UsageService(store.usage, recorder),
             limiter=limiter,
+            cluster=ClusterService(cluster.describe if cluster is not None else None),
         )
         await executor.start()
         # Batches are answered in the background, through the same services as the routes (api/openai/batches.py).
@@ -198,6 +249,8 @@ def create_app(settings: Settings) -> FastAPI:
             await recorder.close()
             await counters.close()
             store.close()
+            if cluster is not None:
+                cluster.close()
 
     metrics = Metrics()
     # FastAPI's OpenTelemetry hooks look up the global providers on every request (~5% of the event loop's

@@ -21,6 +21,7 @@ from openmaas.errors import PermissionDenied
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import AuthService
 from openmaas.services.batches import BatchService
+from openmaas.services.cluster import ClusterService
 from openmaas.services.datasets import DatasetService
 from openmaas.services.exports import ExportService
 from openmaas.services.files import FileService
@@ -51,6 +52,7 @@ class Services:
     tenancy: TenancyService
     usage: UsageService
     limiter: RateLimiter
+    cluster: ClusterService
 
 
 def services_of(request: Request) -> Services:

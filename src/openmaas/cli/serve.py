@@ -33,9 +33,12 @@ def serve(
         settings = Settings(**overrides)
     except ValidationError as error:  # a clear line per setting, not a traceback
         for problem in error.errors():
-            setting = "OPENMAAS_" + "_".join(str(part) for part in problem["loc"]).upper()
             message = problem["msg"].removeprefix("Value error, ")
-            err.print(f"[red]invalid setting {setting}[/red]: {message}", soft_wrap=True)
+            if problem["loc"]:
+                setting = "OPENMAAS_" + "_".join(str(part) for part in problem["loc"]).upper()
+                err.print(f"[red]invalid setting {setting}[/red]: {message}", soft_wrap=True)
+            else:  # a rule between settings names them itself
+                err.print(f"[red]invalid settings[/red]: {message}", soft_wrap=True)
         raise typer.Exit(2) from None
     uvicorn.run(
         create_app(settings),

@@ -264,3 +264,28 @@ class UsageRow(BaseModel):
     day: str | None = None
     tenant: str | None = None
     protocol: str | None = Field(None, description="native, openai, batch, kserve_v2 or kserve_v2_grpc (inference)")
+
+
+class ClusterNodeInfo(BaseModel):
+    node_id: str
+    address: str
+    alive: bool
+    head: bool
+    resources: dict[str, float] = Field(description="What the node offers: CPU, GPU, memory (bytes), ...")
+
+
+class ClusterDeploymentInfo(BaseModel):
+    name: str = Field(description="Ray Serve's application/deployment")
+    status: str
+    replicas: dict[str, int] = Field(description="Replicas by state (RUNNING, STARTING, ...)")
+
+
+class ClusterInfo(BaseModel):
+    """GET /v1/cluster: where jobs and models run."""
+
+    mode: Literal["embedded", "ray"] = Field(description="embedded: this server alone, no Ray; ray: a Ray cluster")
+    address: str | None = Field(None, description="The cluster's address (OPENMAAS_CLUSTER)")
+    nodes: list[ClusterNodeInfo]
+    total: dict[str, float] = Field(description="The cluster's resources")
+    available: dict[str, float] = Field(description="Its resources not held by tasks, actors or replicas")
+    deployments: list[ClusterDeploymentInfo]

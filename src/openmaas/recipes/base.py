@@ -40,6 +40,9 @@ class CommonHyperparameters(BaseModel):
     log_every_steps: int = Field(
         50, ge=0, le=DB_INT_MAX, description="A `step` progress event every N steps (0: none)."
     )
+    num_workers: int = Field(
+        1, ge=1, le=256, description="Ray Train workers for the job (cluster mode); the embedded server runs one."
+    )
 
 
 class InputTooLong(ValueError):

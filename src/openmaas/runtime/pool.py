@@ -30,7 +30,12 @@ INLINE_BATCH_SECONDS = 0.0005
 
 
 class ModelLoadError(Exception):
-    """A version could not be loaded (missing or corrupt artifact, bad config)."""
+    """A version could not be loaded (missing or corrupt artifact, bad config), or not now: `retry_after`
+    seconds when the loader said waiting helps (a cluster with no room for its replica yet)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def key_of(version: ModelVersion) -> PoolKey:
@@ -156,7 +161,8 @@ class ModelPool:
                     name=name,
                     stats=stats,
                     run_parts=predictor.run_parts,
-                    inline_seconds=INLINE_BATCH_SECONDS,
+                    # A predictor that calls out (a Ray Serve replica) says it must never run on the event loop.
+                    inline_seconds=getattr(predictor, "inline_seconds", INLINE_BATCH_SECONDS),
                 )
             served = ServedModel(predictor, queue, settings, seconds)
             with self._lock:
@@ -204,7 +210,9 @@ class ModelPool:
             predictor = self.loader(version, directory, self.device)
             predictor.run_batch(["warm-up"])  # first-call costs (allocations, graph set-up) before traffic
         except Exception as error:
-            raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+            retry_after = getattr(error, "retry_after", None)
+            message = str(error) if retry_after is not None else f"{type(error).__name__}: {error}"
+            raise ModelLoadError(message, retry_after) from error
         elapsed = time.perf_counter() - started
         log.info("loaded %s:%s in %.3fs", version.model, version.version, elapsed)
         return predictor, elapsed

@@ -136,6 +136,14 @@ class InferenceService:
         try:
             return await self.pool.acquire(version, settings)
         except ModelLoadError as error:
+            if error.retry_after is not None:  # not now: the caller may try again later
+                retry = str(max(1, math.ceil(error.retry_after)))
+                raise Unavailable(
+                    f"model {version.model}:{version.version} cannot be served yet: {error}; retry after {retry}s",
+                    param="model",
+                    code="model_not_placed",
+                    headers={"Retry-After": retry},
+                ) from None
             raise Unavailable(
                 f"model {version.model}:{version.version} could not be loaded: {error}",
                 param="model",

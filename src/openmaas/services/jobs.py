@@ -57,7 +57,10 @@ class JobService:
         checkpoints: CheckpointStore,
         idempotency: Idempotency,
         registry: RegistryService,
+        *,
+        workers_limit: tuple[int, str] = (1, "the embedded server trains with one worker; set OPENMAAS_CLUSTER"),
     ) -> None:
+        self.workers_limit = workers_limit  # the most `num_workers` a job may ask for here, and why not more
         self.store = store
         self.registry = registry
         self.executor = executor
@@ -102,6 +105,13 @@ class JobService:
             resolved = recipe_impl.hyperparameters(**hyperparameters).model_dump()
         except ValidationError as error:
             raise _hyperparameter_error(error) from None
+        most, why = self.workers_limit
+        if resolved["num_workers"] > most:
+            raise Unprocessable(
+                f"num_workers={resolved['num_workers']} is more than {most}: {why}",
+                param="hyperparameters.num_workers",
+                code="invalid_hyperparameter",
+            )
         dataset = self.store.datasets.get(principal.tenant_id, dataset_id)
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id!r}", param="dataset", code="dataset_not_found")

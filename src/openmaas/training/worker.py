@@ -49,12 +49,13 @@ class _StopFlag:
 
     POLL_SECONDS = 1.0
 
-    def __init__(self, store: MetadataStore, job_id: str) -> None:
+    def __init__(self, store: MetadataStore, job_id: str, *, on_sigterm: bool = True) -> None:
         self.store = store
         self.job_id = job_id
         self.set = False
         self.checked = time.monotonic()
-        signal.signal(signal.SIGTERM, self._handle)
+        if on_sigterm:  # a Ray Train worker runs this off its main thread, where no handler can be set
+            signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, _signum: int, _frame: Any) -> None:
         self.set = True
@@ -334,9 +335,14 @@ def failure_reason(error: Exception, data_dir: Path) -> str:
 def main(job_id: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     die_with_parent()
-    settings = Settings()
+    return run_attempt(job_id, Settings())
+
+
+def run_attempt(job_id: str, settings: Settings, *, on_sigterm: bool = True) -> int:
+    """One attempt of the job, its outcome recorded in the store: 0 when it ended as the store says, 1 when it
+    failed. The local launcher runs it in its own process (`main`), the Ray launcher in a Ray Train worker."""
     store = open_store(settings.resolved_database_url, run_migrations=False, pooled=False)
-    stop = _StopFlag(store, job_id)
+    stop = _StopFlag(store, job_id, on_sigterm=on_sigterm)
     # The same stores as the server's, built from the same settings: on S3 the job may run on another machine.
     artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir, settings.artifacts_cache_dir)
     checkpoints = CheckpointStore(artifacts.scope("checkpoints"), keep=settings.checkpoints_kept)
