@@ -28,6 +28,8 @@ from openmaas.api.native.datasets import MULTIPART_SLACK
 from openmaas.api.openapi import install_openapi
 from openmaas.api.responses import FastJSONResponse
 from openmaas.config import Settings
+from openmaas.data.archives import ArchiveLimits
+from openmaas.data.images import ImageLimits
 from openmaas.domain.entities import Principal
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
@@ -51,6 +53,13 @@ from openmaas.training.checkpoints import CheckpointStore
 from openmaas.training.executors import JobScheduler, LocalProcessLauncher, default_node
 
 log = logging.getLogger(__name__)
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    archive = ArchiveLimits(
+        settings.archive_max_files, settings.archive_max_uncompressed_bytes, settings.archive_max_ratio
+    )
+    return ImageLimits(settings.image_max_pixels, settings.image_max_total_pixels, archive)
 
 
 def _announce_key(key: str, settings: Settings) -> None:
@@ -149,7 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.services = Services(
             settings=settings,
             auth=auth,
-            datasets=DatasetService(store, artifacts, settings.max_upload_bytes, idempotency),
+            datasets=DatasetService(store, artifacts, settings.max_upload_bytes, idempotency, image_limits(settings)),
             jobs=JobService(store, executor, CheckpointStore(artifacts.scope("checkpoints")), idempotency, registry),
             registry=registry,
             inference=inference,
