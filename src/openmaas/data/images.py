@@ -76,6 +76,13 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def square(image: np.ndarray, size: int) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) array resized (bilinear, aspect ratio not kept) to (size, size, 3)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 @dataclass
 class ImageDataset:
     images: list[np.ndarray]
