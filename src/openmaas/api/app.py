@@ -153,6 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
             limiter=limiter,
             usage=recorder,
             request_timeout_s=settings.request_timeout_s,
+            max_image_pixels=settings.image_max_pixels,
         )
         inference.on_resolve.append(series.resolved)
         app.state.services = Services(

@@ -178,6 +178,7 @@ class ImageCnnInference:
     """Class probabilities for decoded RGB images: resized, normalised and stacked into one forward pass."""
 
     preferred_batch_size = 64
+    warm_up_input = np.zeros((8, 8, 3), dtype=np.uint8)
 
     def __init__(self, directory: Path, device: str) -> None:
         config = json.loads((directory / "config.json").read_text())
