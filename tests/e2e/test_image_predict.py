@@ -93,3 +93,34 @@ def test_the_walkthrough_works_with_a_file_on_disk(http: httpx.Client, digits: t
     with path.open("rb") as handle:
         response = http.post("/v1/models/digits-cnn-predict/predict", files={"image": (path.name, handle)})
     assert response.status_code == 200 and response.json()["predictions"][0]["label"] == "7"
+
+
+def test_kserve_v2_serves_images_as_the_native_route_does(server: Server, http: httpx.Client, digits: tuple) -> None:
+    import tritonclient.http as triton
+
+    images, _ = digits
+    encoded = [encode(images[i]) for i in (3, 500, 1200)]
+    native = http.post(
+        "/v1/models/digits-cnn-predict/predict", json={"inputs": [{"image": b64(images[i])} for i in (3, 500, 1200)]}
+    ).json()["predictions"]
+    metadata = http.get("/v2/models/digits-cnn-predict").json()
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    tensor = triton.InferInput("image", [len(encoded)], "BYTES")
+    tensor.set_data_from_numpy(np.array(encoded, dtype=object), binary_data=True)
+    headers = {"Authorization": f"Bearer {http.headers['Authorization'].removeprefix('Bearer ')}"}
+    result = client.infer("digits-cnn-predict", [tensor], headers=headers)
+    labels = [value.decode() for value in result.as_numpy("label").tolist()]
+    assert labels == [p["label"] for p in native]
+    probabilities = result.as_numpy("probabilities")
+    assert np.allclose(probabilities.max(axis=1), [p["score"] for p in native], atol=1e-6)
+
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(images[3])]}]}
+    answer = http.post("/v2/models/digits-cnn-predict/infer", json=body).json()
+    assert answer["outputs"][0]["data"] == [native[0]["label"]]
+    broken = {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": [b64(images[3]), "bm90"]}]}
+    refused = http.post("/v2/models/digits-cnn-predict/infer", json=broken)
+    assert refused.status_code == 400 and "inputs[1]" in refused.json()["error"]
+    wrong = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a text"]}]}
+    assert "'image'" in http.post("/v2/models/digits-cnn-predict/infer", json=wrong).json()["error"]
