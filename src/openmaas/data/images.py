@@ -83,6 +83,14 @@ def square(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
+def center_square(image: np.ndarray, size: int) -> np.ndarray:
+    """The image's central square (the aspect ratio kept), resized (bilinear) to (size, size, 3)."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return square(image[top : top + side, left : left + side], size)
+
+
 @dataclass
 class ImageDataset:
     images: list[np.ndarray]
