@@ -13,6 +13,7 @@ CATALOG: dict[str, str] = {
     "causal-lm": "openmaas.recipes.causal_lm",
     "lora": "openmaas.recipes.lora",
     "image-cnn": "openmaas.recipes.image_cnn",
+    "image-classifier": "openmaas.recipes.image_classifier",
 }
 # Everything that can load a model version for serving: the trainable recipes plus load-only ones.
 LOADERS: dict[str, str] = {**CATALOG, "sentence-embedding": "openmaas.recipes.sentence_embedding"}
