@@ -85,7 +85,9 @@ def test_texts_to_an_image_model_are_refused(http: httpx.Client, digits: tuple) 
     assert response.json()["error"]["code"] == "wrong_task" and "with images" in response.json()["error"]["message"]
 
 
-def test_the_walkthrough_works_with_a_file_on_disk(http: httpx.Client, digits: tuple, tmp_path: Path) -> None:
+def test_the_walkthrough_works_with_a_file_on_disk(
+    server: Server, http: httpx.Client, digits: tuple, tmp_path: Path
+) -> None:
     images, targets = digits
     path = tmp_path / "seven.png"
     index = int(np.flatnonzero(targets == 7)[3])
@@ -93,6 +95,8 @@ def test_the_walkthrough_works_with_a_file_on_disk(http: httpx.Client, digits: t
     with path.open("rb") as handle:
         response = http.post("/v1/models/digits-cnn-predict/predict", files={"image": (path.name, handle)})
     assert response.status_code == 200 and response.json()["predictions"][0]["label"] == "7"
+    with server.client() as client:
+        assert client.predict_images("digits-cnn-predict", [path.read_bytes()])["predictions"][0]["label"] == "7"
 
 
 def test_kserve_v2_serves_images_as_the_native_route_does(server: Server, http: httpx.Client, digits: tuple) -> None:
