@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     )
 
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="A dataset upload's largest file.")
+    image_max_pixels: int = Field(
+        default=25_000_000, ge=1, description="One image's width x height; larger is refused (a decompression bomb)."
+    )
+    image_max_total_pixels: int = Field(
+        default=400_000_000, ge=1, description="An image dataset's images together, decoded (3 bytes a pixel)."
+    )
+    archive_max_files: int = Field(default=100_000, ge=1, description="Files in one uploaded zip archive.")
+    archive_max_uncompressed_bytes: int = Field(
+        default=1 << 30, ge=1, description="What one uploaded zip archive may inflate to, all files together."
+    )
+    archive_max_ratio: float = Field(
+        default=200.0, gt=1, description="How much one member of an uploaded zip may inflate (a zip bomb beyond)."
+    )
     max_json_body_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1,

@@ -30,6 +30,8 @@ from openmaas.api.openapi import install_openapi
 from openmaas.api.responses import FastJSONResponse
 from openmaas.cluster import RayCluster
 from openmaas.config import Settings
+from openmaas.data.archives import ArchiveLimits
+from openmaas.data.images import ImageLimits
 from openmaas.domain.entities import Principal
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
@@ -61,6 +63,13 @@ if TYPE_CHECKING:
     from openmaas.runtime.ray_serve import ServeLoader
 
 log = logging.getLogger(__name__)
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    archive = ArchiveLimits(
+        settings.archive_max_files, settings.archive_max_uncompressed_bytes, settings.archive_max_ratio
+    )
+    return ImageLimits(settings.image_max_pixels, settings.image_max_total_pixels, archive)
 
 
 def _announce_key(key: str, settings: Settings) -> None:
@@ -192,9 +201,10 @@ def create_app(settings: Settings) -> FastAPI:
             limiter=limiter,
             usage=recorder,
             request_timeout_s=settings.request_timeout_s,
+            max_image_pixels=settings.image_max_pixels,
         )
         inference.on_resolve.append(series.resolved)
-        datasets = DatasetService(store, artifacts, settings.max_upload_bytes, idempotency)
+        datasets = DatasetService(store, artifacts, settings.max_upload_bytes, idempotency, image_limits(settings))
         files = FileService(store, artifacts, settings.max_upload_bytes)
         jobs = JobService(
             store,

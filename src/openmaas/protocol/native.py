@@ -34,7 +34,7 @@ class DatasetOut(BaseModel):
     id: str
     object: Literal["dataset"] = "dataset"
     name: str
-    kind: str = Field("classification", description="'classification' (labelled texts) or 'text' (documents).")
+    kind: str = Field("classification", description="'classification' (labelled texts), 'text' (documents) or 'image'.")
     format: str
     sha256: str
     bytes: int
@@ -42,6 +42,20 @@ class DatasetOut(BaseModel):
     labels: dict[str, int]
     report: dict[str, Any]
     created_at: int
+
+
+class DatasetSample(BaseModel):
+    object: Literal["dataset.sample"] = "dataset.sample"
+    label: str
+    file: str = Field(description="The image's path in the uploaded archive.")
+    width: int = Field(description="Of the stored image, in pixels.")
+    height: int
+    image: str = Field(description="A thumbnail (64 pixels at most on its longer side) as a PNG data: URL.")
+
+
+class DatasetSamples(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DatasetSample]
 
 
 class JobCreate(BaseModel):

@@ -1,7 +1,8 @@
 """The Recipe interfaces: hyperparameters, a training plan the loop drives, and loading for inference.
 
 A `Recipe` trains on labelled texts (a classification dataset); a `TextRecipe` trains a language model on
-documents (a text dataset), from scratch or from a base model in the registry.
+documents (a text dataset), from scratch or from a base model in the registry; an `ImageRecipe` trains on
+labelled images (an image dataset).
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ class InputTooLong(ValueError):
 @dataclass(frozen=True)
 class Examples:
     texts: Sequence[str]
+    targets: Sequence[int]
+
+
+@dataclass(frozen=True)
+class ImageExamples:
+    images: Sequence[Any]  # RGB uint8 numpy arrays (H, W, 3), decoded and cleaned when the dataset was uploaded
     targets: Sequence[int]
 
 
@@ -144,6 +151,17 @@ class Recipe(Loader, Protocol):
         labels: Sequence[str],
         hp: Any,
         device: str,
+    ) -> TrainingPlan: ...
+
+
+class ImageRecipe(Loader, Protocol):
+    name: str
+    dataset_kind: Literal["image"]
+    hyperparameters: type[CommonHyperparameters]
+    base_task: str | None
+
+    def plan(
+        self, train: ImageExamples, validation: ImageExamples, labels: Sequence[str], hp: Any, device: str
     ) -> TrainingPlan: ...
 
 

@@ -208,7 +208,8 @@ class ModelPool:
             # Re-linked from verified blobs on every load; files derived from them (an ONNX export) stay.
             self.artifacts.materialize(version.files, directory)
             predictor = self.loader(version, directory, self.device)
-            predictor.run_batch(["warm-up"])  # first-call costs (allocations, graph set-up) before traffic
+            # First-call costs (allocations, graph set-up) before traffic; an image model warms up on an image.
+            predictor.run_batch([getattr(predictor, "warm_up_input", "warm-up")])
         except Exception as error:
             retry_after = getattr(error, "retry_after", None)
             message = str(error) if retry_after is not None else f"{type(error).__name__}: {error}"

@@ -39,6 +39,7 @@ class ClassifierPredictor:
         self.version = version
         self.model = model
         self.labels = tuple(model.labels)
+        self.warm_up_input: Any = getattr(model, "warm_up_input", "warm-up")
         self.memory_bytes: int = model.memory_bytes
         self.preferred_batch_size: int | None = getattr(model, "preferred_batch_size", None)
         self.preferred_concurrency: int = getattr(model, "preferred_concurrency", 1)

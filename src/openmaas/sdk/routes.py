@@ -7,6 +7,7 @@ and paging need a loop of their own and live in each client.
 
 from __future__ import annotations
 
+import base64
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -202,6 +203,11 @@ class Routes(ABC, Generic[Obj, Objs]):
     # inference
     def predict(self, model: str, inputs: Sequence[str]) -> Obj:
         return self._call("POST", f"/v1/models/{model}/predict", json={"inputs": list(inputs)})
+
+    def predict_images(self, model: str, images: Sequence[bytes]) -> Obj:
+        """Classify images (each the bytes of a PNG, JPEG, WebP or GIF file) with an image-classification model."""
+        inputs = [{"image": base64.b64encode(image).decode()} for image in images]
+        return self._call("POST", f"/v1/models/{model}/predict", json={"inputs": inputs})
 
     def embed(self, model: str, inputs: str | Sequence[str], **options: Any) -> Obj:
         """OpenAI's embeddings (`encoding_format`, `dimensions`, `user` as options)."""

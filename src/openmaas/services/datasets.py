@@ -1,4 +1,4 @@
-"""Dataset use cases: upload (parse, clean, store immutably by content hash), list, show, delete."""
+"""Dataset use cases: upload (parse, clean, store immutably by content hash), list, show, samples, delete."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 
 from openmaas.data.cleaning import clean, clean_documents
 from openmaas.data.documents import detect_text_format, looks_like_text_dataset, read_documents
+from openmaas.data.images import ImageLimits, Thumbnail, load_image_dataset, read_image_zip, thumbnails
 from openmaas.data.readers import DatasetFileError, detect_format, read_rows
 from openmaas.domain.entities import Dataset, Principal
 from openmaas.domain.ids import new_id, now
@@ -21,9 +22,13 @@ from openmaas.storage.metadata import MetadataStore
 from openmaas.storage.metadata.repositories import AlreadyExists
 
 # Problems with the file's bytes are malformed requests (400); well-formed files with unusable content are 422.
-_UNPROCESSABLE = {"no_rows", "too_few_classes", "missing_column", "empty_file"}
-# "classification": labelled texts (CSV, TSV, JSONL); "text": documents for language models (TXT, JSONL).
-DATASET_KINDS = ("classification", "text")
+_UNPROCESSABLE = {"no_rows", "too_few_classes", "too_few_images", "missing_column", "empty_file"}
+# Bounds on what an archive or its images may expand to are 413s, like the upload limit itself.
+_TOO_LARGE = {"too_many_files", "archive_too_large", "image_too_large"}
+# "classification": labelled texts (CSV, TSV, JSONL); "text": documents for language models (TXT, JSONL);
+# "image": labelled images (a zip of class folders, or of images and a CSV/JSONL of file,label).
+DATASET_KINDS = ("classification", "text", "image")
+SAMPLES_PER_CLASS_MAX = 16
 TEXT_KIND_HINT = (
     ". It looks like a text dataset (documents for a language model: one a line, or JSONL of text or chats): "
     "upload it with kind=text (`-F kind=text` with curl, `--kind text` with the CLI)"
@@ -36,8 +41,14 @@ def _canonical(rows: list[dict[str, Any]]) -> bytes:
 
 class DatasetService:
     def __init__(
-        self, store: MetadataStore, artifacts: ArtifactStore, max_bytes: int, idempotency: Idempotency
+        self,
+        store: MetadataStore,
+        artifacts: ArtifactStore,
+        max_bytes: int,
+        idempotency: Idempotency,
+        image_limits: ImageLimits | None = None,
     ) -> None:
+        self.image_limits = image_limits or ImageLimits()
         self.idempotency = idempotency
         self.store = store
         self.artifacts = artifacts
@@ -75,7 +86,11 @@ class DatasetService:
             raise InvalidRequest(f"unknown dataset kind {kind!r}; use {known}", param="kind", code="invalid_kind")
         labels: dict[str, int] = {}
         try:
-            if kind == "text":
+            if kind == "image":
+                images = read_image_zip(data, self.image_limits)
+                fmt, canonical, rows = "zip", images.to_safetensors(), len(images.images)
+                report, labels = images.report, images.label_counts
+            elif kind == "text":
                 fmt = detect_text_format(filename)
                 documents = clean_documents(read_documents(data, fmt, text_column))
                 canonical, rows, report = _canonical(documents.rows), len(documents.rows), documents.report
@@ -88,7 +103,13 @@ class DatasetService:
                 rows, report, labels = len(cleaned.texts), cleaned.report, cleaned.label_counts
                 report = dict(report, label_column=label_column)
         except DatasetFileError as error:
-            status = Unprocessable if error.code in _UNPROCESSABLE else InvalidRequest
+            status = (
+                Unprocessable
+                if error.code in _UNPROCESSABLE
+                else PayloadTooLarge
+                if error.code in _TOO_LARGE
+                else InvalidRequest
+            )
             message = str(error)
             missing = error.code == "missing_column" and kind == "classification"
             if missing and looks_like_text_dataset(filename, data, label_column):
@@ -131,6 +152,19 @@ class DatasetService:
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id!r}", param="dataset_id", code="dataset_not_found")
         return dataset
+
+    def samples(self, principal: Principal, dataset_id: str, per_class: int) -> list[Thumbnail]:
+        """A few thumbnails per class of an image dataset."""
+        dataset = self.get(principal, dataset_id)
+        if dataset.kind != "image":
+            raise InvalidRequest(
+                f"dataset {dataset_id!r} is a {dataset.kind} dataset; samples are shown for image datasets",
+                param="dataset_id",
+                code="wrong_dataset_kind",
+            )
+        if not 1 <= per_class <= SAMPLES_PER_CLASS_MAX:
+            raise InvalidRequest(f"per_class must be 1 to {SAMPLES_PER_CLASS_MAX}", param="per_class")
+        return thumbnails(load_image_dataset(self.artifacts.read_bytes(dataset.sha256)), per_class)
 
     def list(self, principal: Principal, *, after: str | None, limit: int) -> tuple[list[Dataset], bool]:
         return self.store.datasets.list(principal.tenant_id, after=after, limit=limit)

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from openmaas.data.images import ImageError, decode_image
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.domain.results import Classification, Embeddings
 from openmaas.errors import InvalidRequest, OpenMaaSError, RateLimited, Unavailable
@@ -61,6 +62,17 @@ def check_texts(
     return inputs
 
 
+def decode_images(images: list[bytes], max_pixels: int) -> list[np.ndarray]:
+    """Each image decoded to RGB, or a 400 naming the first bad one's index: before any shared batch."""
+    decoded = []
+    for index, data in enumerate(images):
+        try:
+            decoded.append(decode_image(data, max_pixels))
+        except ImageError as error:
+            raise InvalidRequest(f"inputs[{index}]: {error}", param=f"inputs.{index}", code=error.code) from None
+    return decoded
+
+
 def at_capacity(version: ModelVersion, error: QueueFull, waiting: str) -> RateLimited:
     """A full queue's answer: 429 at once, with how long to wait."""
     retry = str(max(1, math.ceil(error.retry_after)))
@@ -81,7 +93,9 @@ class InferenceService:
         limiter: RateLimiter,
         usage: UsageRecorder,
         request_timeout_s: float = 60.0,
+        max_image_pixels: int = 25_000_000,
     ) -> None:
+        self.max_image_pixels = max_image_pixels
         self.limiter = limiter
         self.usage = usage
         self.registry = registry
@@ -173,7 +187,7 @@ class InferenceService:
             results[index] = ordered[position]
         return results
 
-    async def _submit(self, served: ServedModel, items: list[str]) -> list[Any]:
+    async def _submit(self, served: ServedModel, items: list[Any]) -> list[Any]:
         try:
             assert isinstance(served.queue, BatchQueue)  # callers resolve the task first: never a causal LM
             return await served.queue.submit(items, timeout=self.request_timeout_s)
@@ -219,6 +233,35 @@ class InferenceService:
         classification = Classification(served.predictor.labels, np.stack(rows))
         model = name_for(principal, version, ref)
         await self._meter(principal, model, version, len(texts), len(texts), started, protocol)
+        return Answer(model, version, classification, reservation.headers)
+
+    async def predict_images(
+        self, principal: Principal, ref: str, images: list[bytes], *, protocol: str = "native"
+    ) -> Answer[Classification]:
+        """Classify encoded images (PNG, JPEG, WebP, GIF): decoded here, so a bad one is this caller's 400 and
+        never reaches a batch shared with others; the model resizes and normalises them as it was trained."""
+        if not images:
+            raise InvalidRequest("inputs must be a non-empty list of images", param="inputs")
+        if len(images) > self.max_inputs:
+            raise InvalidRequest(
+                f"too many inputs: {len(images)} > {self.max_inputs} per request",
+                param="inputs",
+                code="too_many_inputs",
+            )
+        route = "POST /v1/models/{ref}/predict with images"
+        version = await self._resolve_for(principal, ref, "image-classification", route)
+        decoded = await asyncio.to_thread(decode_images, images, self.max_image_pixels)
+        reservation = await self.limiter.reserve_tokens(principal, len(images))
+        started = time.perf_counter()
+        try:
+            served = await self.acquire(version)
+            rows = await self._submit(served, decoded)
+        except BaseException:
+            await self.limiter.refund_failed(reservation)
+            raise
+        classification = Classification(served.predictor.labels, np.stack(rows))
+        model = name_for(principal, version, ref)
+        await self._meter(principal, model, version, len(images), len(images), started, protocol)
         return Answer(model, version, classification, reservation.headers)
 
     async def _meter(

@@ -13,7 +13,7 @@ from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import ROUTE_WORDS, is_valid_name
 from openmaas.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from openmaas.recipes import CATALOG, Recipe, TextRecipe, UnknownRecipe, get_recipe
+from openmaas.recipes import CATALOG, ImageRecipe, Recipe, TextRecipe, UnknownRecipe, get_recipe
 from openmaas.recipes.foundation import FOUNDATION_MODELS
 from openmaas.services.idempotency import Idempotency, fingerprint
 from openmaas.services.registry import RegistryService
@@ -34,11 +34,15 @@ def _hyperparameter_error(error: ValidationError) -> Unprocessable:
     return Unprocessable(message, param=f"hyperparameters.{where}", code="invalid_hyperparameter")
 
 
-def _check_dataset_kind(recipe: Recipe | TextRecipe, dataset: Dataset) -> None:
+def _check_dataset_kind(recipe: Recipe | TextRecipe | ImageRecipe, dataset: Dataset) -> None:
     if dataset.kind == recipe.dataset_kind:
         return
     if recipe.dataset_kind == "text":
         hint = "upload a .txt or .jsonl file with kind=text"
+    elif recipe.dataset_kind == "image":
+        hint = "upload a .zip of images with kind=image"
+    elif dataset.kind == "image":
+        hint = "an image dataset trains the image-cnn recipe"
     else:
         hint = "a text dataset trains the causal-lm and lora recipes"
     raise Unprocessable(

@@ -29,7 +29,17 @@ from openmaas.domain.refs import ModelRef
 from openmaas.failpoints import failpoint
 from openmaas.lines import split_lines
 from openmaas.recipes import get_recipe
-from openmaas.recipes.base import Document, Examples, PinnedBase, Recipe, TextRecipe, TrainingPlan, resolve_device
+from openmaas.recipes.base import (
+    Document,
+    Examples,
+    ImageExamples,
+    ImageRecipe,
+    PinnedBase,
+    Recipe,
+    TextRecipe,
+    TrainingPlan,
+    resolve_device,
+)
 from openmaas.storage.artifacts import ArtifactStore, manifest_sha256, open_artifact_store
 from openmaas.storage.metadata import MetadataStore, open_store
 from openmaas.training import loop
@@ -113,6 +123,24 @@ def prepare_classification(recipe: Recipe, hp: Any, device: str, rows: list[dict
     return Prepared(plan, started, label_names, len(train_idx), len(val_idx), note)
 
 
+def prepare_images(recipe: ImageRecipe, hp: Any, device: str, blob: bytes) -> Prepared:
+    from openmaas.data.images import load_image_dataset
+    from openmaas.data.splitting import stratified_split
+
+    stored = load_image_dataset(blob)
+    label_names = sorted(set(stored.labels))
+    targets = [label_names.index(label) for label in stored.labels]
+    train_idx, val_idx, note = stratified_split(stored.labels, hp.validation_split, hp.seed)
+
+    def pick(indices: list[int]) -> ImageExamples:
+        return ImageExamples([stored.images[i] for i in indices], [targets[i] for i in indices])
+
+    loop.seed_everything(hp.seed)
+    plan = recipe.plan(pick(train_idx), pick(val_idx), label_names, hp, device)
+    started = {"train_rows": len(train_idx), "validation_rows": len(val_idx), "labels": label_names}
+    return Prepared(plan, started, label_names, len(train_idx), len(val_idx), note)
+
+
 def materialize_base(
     store: MetadataStore, artifacts: ArtifactStore, job: Job, hp: Any, scratch: Path
 ) -> tuple[Path, PinnedBase]:
@@ -166,6 +194,12 @@ def train(
         device = resolve_device(hp.device)
     except ValueError as error:  # cuda asked for on a machine without a GPU
         raise JobFailure(str(error)) from None
+    if recipe.dataset_kind == "image":
+        prepared = prepare_images(recipe, hp, device, artifacts.read_bytes(dataset.sha256))
+        run_and_register(
+            store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s
+        )
+        return
     rows = load_rows(artifacts, dataset.sha256)
     # The scratch directory holds a base model's files for as long as training and export need them.
     with tempfile.TemporaryDirectory(dir=artifacts.scratch) as scratch:

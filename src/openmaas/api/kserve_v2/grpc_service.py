@@ -22,8 +22,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from openmaas.api.deps import Services
-from openmaas.api.kserve_v2.serving import V2Models, server_metadata
-from openmaas.api.kserve_v2.tensors import check_text_input, decode_bytes
+from openmaas.api.kserve_v2.serving import Given, V2Models, server_metadata
+from openmaas.api.kserve_v2.tensors import IMAGE_INPUT, check_text_input, decode_bytes, split_bytes
 from openmaas.api.metrics import RequestSeries
 from openmaas.domain.entities import Principal
 from openmaas.errors import InvalidRequest, OpenMaaSError, PermissionDenied, status_and_type
@@ -119,10 +119,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         async def work() -> Any:
             caller = await self._caller(context, "infer")
-            texts = texts_of(request)
+            given = input_of(request)
             wanted = [output.name for output in request.outputs] or None
             name, version = request.model_name, request.model_version
-            result = await self.models.infer(caller, name, version, texts, wanted, "kserve_v2_grpc")
+            result = await self.models.infer(caller, name, version, given, wanted, "kserve_v2_grpc")
             tensors = list(result.outputs.values())
             output = pb.ModelInferResponse.InferOutputTensor
             return pb.ModelInferResponse(
@@ -162,8 +162,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await self._call("RepositoryModelUnload", context, work)
 
 
-def texts_of(request: Any) -> list[str]:
-    """The texts of a ModelInferRequest: its one BYTES input, raw or in `contents.bytes_contents`."""
+def input_of(request: Any) -> Given:
+    """The texts or images of a ModelInferRequest: its one BYTES input, raw or in `contents.bytes_contents`."""
     if len(request.inputs) != 1:
         raise InvalidRequest(f"the request has {len(request.inputs)} inputs; the model takes one, 'text' (BYTES)")
     raw = request.raw_input_contents
@@ -172,12 +172,16 @@ def texts_of(request: Any) -> list[str]:
     tensor = request.inputs[0]
     count = check_text_input(tensor.name, tensor.datatype, list(tensor.shape))
     if raw:
-        return decode_bytes(raw[0], count, tensor.name)
+        if tensor.name == IMAGE_INPUT:
+            return Given(tensor.name, split_bytes(raw[0], count, tensor.name))
+        return Given(tensor.name, decode_bytes(raw[0], count, tensor.name))
     elements = list(tensor.contents.bytes_contents)
     if len(elements) != count:
         raise InvalidRequest(f"input {tensor.name!r} has {len(elements)} elements; its shape says {count}")
+    if tensor.name == IMAGE_INPUT:
+        return Given(tensor.name, [bytes(element) for element in elements])
     try:
-        return [element.decode() for element in elements]
+        return Given(tensor.name, [element.decode() for element in elements])
     except UnicodeDecodeError:
         raise InvalidRequest(f"input {tensor.name!r}: an element is not UTF-8 text") from None
 

@@ -23,8 +23,15 @@ from openmaas.api.deps import Admin, Reader, Svc, add_response_headers, authoriz
 from openmaas.api.direct import DirectRoute
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.errors import AUTHENTICATED, v2_error_responses
-from openmaas.api.kserve_v2.serving import Inferred, V2Models, server_metadata
-from openmaas.api.kserve_v2.tensors import ITEM_SIZE, check_text_input, decode_bytes
+from openmaas.api.kserve_v2.serving import Given, Inferred, V2Models, server_metadata
+from openmaas.api.kserve_v2.tensors import (
+    IMAGE_INPUT,
+    ITEM_SIZE,
+    check_text_input,
+    decode_base64_images,
+    decode_bytes,
+    split_bytes,
+)
 from openmaas.api.responses import FastJSONResponse
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.kserve_v2 import (
@@ -166,16 +173,16 @@ async def infer_version(name: Name, version: Version, request: Request) -> Respo
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     caller = await authorize(request, "infer")
     raw = await request.body()
-    body, texts = parse_request(raw, request.headers.get(HEADER_LENGTH))
+    body, given = parse_request(raw, request.headers.get(HEADER_LENGTH))
     wanted = [output.name for output in body.outputs] if body.outputs else None
     models = V2Models(services_of(request))
-    result = await unless_disconnected(request, models.infer(caller, name, version, texts, wanted, "kserve_v2"))
+    result = await unless_disconnected(request, models.infer(caller, name, version, given, wanted, "kserve_v2"))
     add_response_headers(request, result.rate_limit)
     return encode_response(name, body, result)
 
 
-def parse_request(raw: bytes, header_length: str | None) -> tuple[InferenceRequest, list[str]]:
-    """The request's JSON and its texts, from JSON data or binary tensors after the JSON."""
+def parse_request(raw: bytes, header_length: str | None) -> tuple[InferenceRequest, Given]:
+    """The request's JSON and its texts or images, from JSON data or binary tensors after the JSON."""
     json_part, binary = raw, b""
     if header_length is not None:
         # ASCII digits only: str.isdigit also takes "²", which int() refuses.
@@ -212,8 +219,13 @@ def parse_request(raw: bytes, header_length: str | None) -> tuple[InferenceReque
     if chunk is not None:
         if tensor.datatype in ITEM_SIZE:
             raise InvalidRequest(f"input {tensor.name!r} has datatype {tensor.datatype}; the model expects BYTES")
-        return body, decode_bytes(chunk, count, tensor.name)
-    return body, _json_texts(tensor.name, tensor.data, count)
+        if tensor.name == IMAGE_INPUT:
+            return body, Given(tensor.name, split_bytes(chunk, count, tensor.name))
+        return body, Given(tensor.name, decode_bytes(chunk, count, tensor.name))
+    texts = _json_texts(tensor.name, tensor.data, count)
+    if tensor.name == IMAGE_INPUT:
+        return body, Given(tensor.name, decode_base64_images(texts, tensor.name))
+    return body, Given(tensor.name, texts)
 
 
 def _json_texts(name: str, data: Any, count: int) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from openmaas import __version__
 from openmaas.api.deps import Services
-from openmaas.api.kserve_v2.tensors import Tensor, output_names, outputs_of, signature
+from openmaas.api.kserve_v2.tensors import Tensor, input_name, output_names, outputs_of, signature
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.kserve_v2 import (
@@ -34,6 +34,20 @@ def reference(name: str, version: str | None) -> str:
     if not (version.isascii() and version.isdigit()):
         raise InvalidRequest(f"model version {version!r} is not a version number")
     return f"{name}:{version}"
+
+
+@dataclass(frozen=True)
+class Given:
+    """The request's one input: texts (UTF-8 elements) or images (their encoded bytes)."""
+
+    name: str
+    elements: list[bytes] | list[str]
+
+    def texts(self) -> list[str]:
+        return [element for element in self.elements if isinstance(element, str)]
+
+    def images(self) -> list[bytes]:
+        return [element for element in self.elements if isinstance(element, bytes)]
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ class V2Models:
         caller: Principal,
         name: str,
         version: str | None,
-        texts: list[str],
+        given: Given,
         wanted: list[str] | None,
         protocol: str,
     ) -> Inferred:
@@ -82,15 +96,22 @@ class V2Models:
         ref = reference(name, version)
         resolved = await self.services.inference.resolve(caller, ref)
         names = output_names(resolved)
+        expected = input_name(resolved)
+        if given.name != expected:
+            raise InvalidRequest(f"model {name!r} takes the input {expected!r} (BYTES), not {given.name!r}")
         for output in wanted or ():
             if output not in names:
                 raise InvalidRequest(f"unknown output {output!r}: the model gives {', '.join(names)}")
         inference = self.services.inference
-        if resolved.task == "embeddings":
-            embedded = await inference.embed(caller, ref, texts, protocol=protocol)
+        if resolved.task == "image-classification":
+            images = given.images()
+            predicted = await inference.predict_images(caller, ref, images, protocol=protocol)
+            tensors, rate_limit = outputs_of(predicted.result), predicted.rate_limit
+        elif resolved.task == "embeddings":
+            embedded = await inference.embed(caller, ref, given.texts(), protocol=protocol)
             tensors, rate_limit = outputs_of(embedded.result), embedded.rate_limit
         else:
-            predicted = await inference.predict(caller, ref, texts, protocol=protocol)
+            predicted = await inference.predict(caller, ref, given.texts(), protocol=protocol)
             tensors, rate_limit = outputs_of(predicted.result), predicted.rate_limit
         return Inferred(resolved, {output: tensors[output] for output in wanted or names}, rate_limit)
 

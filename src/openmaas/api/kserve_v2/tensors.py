@@ -5,6 +5,8 @@ length and the bytes, per element."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import struct
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from openmaas.errors import InvalidRequest
 from openmaas.protocol.kserve_v2 import MetadataTensor
 
 TEXT_INPUT = "text"
+IMAGE_INPUT = "image"  # an image model's input: encoded PNG/JPEG/WebP/GIF bytes per element (base64 in JSON)
 # Bytes per element of each fixed-size datatype (BYTES has none).
 ITEM_SIZE = {
     "BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "INT8": 1, "INT16": 2, "INT32": 4, "INT64": 8,
@@ -59,6 +62,11 @@ def encode_bytes(items: list[str]) -> bytes:
 
 def decode_bytes(raw: bytes, count: int, name: str) -> list[str]:
     """`count` BYTES elements from their binary form, each UTF-8 text; InvalidRequest when they don't add up."""
+    return [_text(value, name, index) for index, value in enumerate(split_bytes(raw, count, name))]
+
+
+def split_bytes(raw: bytes, count: int, name: str) -> list[bytes]:
+    """`count` BYTES elements from their binary form, as bytes; InvalidRequest when they don't add up."""
     out = []
     offset, end = 0, len(raw)
     for index in range(count):
@@ -68,7 +76,7 @@ def decode_bytes(raw: bytes, count: int, name: str) -> list[str]:
         offset += 4
         if offset + length > end:
             raise InvalidRequest(f"input {name!r}: element {index} claims {length} bytes, past the end of the data")
-        out.append(_text(raw[offset : offset + length], name, index))
+        out.append(raw[offset : offset + length])
         offset += length
     if offset != end:
         raise InvalidRequest(f"input {name!r}: {end - offset} bytes left over after its {count} elements")
@@ -89,9 +97,12 @@ def element_count(shape: list[int], name: str) -> int:
 
 
 def check_text_input(name: str, datatype: str, shape: list[int]) -> int:
-    """The number of texts a model's input holds: one BYTES tensor named `text`, shape [n] or [n, 1]."""
-    if name != TEXT_INPUT:
-        raise InvalidRequest(f"unknown input {name!r}: the model takes one input, {TEXT_INPUT!r} (BYTES)")
+    """The number of texts (or images) an input holds: one BYTES tensor named `text` (or `image`), shape [n] or
+    [n, 1]. Which of the two the model takes is checked once it is resolved (`check_input_name`)."""
+    if name not in (TEXT_INPUT, IMAGE_INPUT):
+        raise InvalidRequest(
+            f"unknown input {name!r}: a model takes one input, {TEXT_INPUT!r} or, for images, {IMAGE_INPUT!r} (BYTES)"
+        )
     if datatype != "BYTES":
         raise InvalidRequest(f"input {name!r} has datatype {datatype}; the model expects BYTES")
     count = element_count(shape, name)
@@ -100,14 +111,26 @@ def check_text_input(name: str, datatype: str, shape: list[int]) -> int:
     return count
 
 
+def input_name(version: ModelVersion) -> str:
+    return IMAGE_INPUT if version.task == "image-classification" else TEXT_INPUT
+
+
+def decode_base64_images(data: list[str], name: str) -> list[bytes]:
+    """JSON carries BYTES as strings: an image input's elements are base64."""
+    try:
+        return [base64.b64decode(item, validate=True) for item in data]
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"input {name!r}: in JSON, each image is a base64 string") from None
+
+
 def signature(version: ModelVersion) -> tuple[list[MetadataTensor], list[MetadataTensor]]:
     """A version's inputs and outputs, from the registry alone (nothing is loaded)."""
-    inputs = [MetadataTensor(name=TEXT_INPUT, datatype="BYTES", shape=[-1])]
+    inputs = [MetadataTensor(name=input_name(version), datatype="BYTES", shape=[-1])]
     if version.task == "embeddings":
         dimensions = version.metrics.get("dimensions")
         width = dimensions if isinstance(dimensions, int) and dimensions > 0 else -1
         return inputs, [MetadataTensor(name="embedding", datatype="FP32", shape=[-1, width])]
-    if version.task == "text-classification":
+    if version.task in ("text-classification", "image-classification"):
         classes = len(version.labels) or -1  # an imported classifier names its labels only once loaded
         labels = {"labels": list(version.labels)} if version.labels else None
         return inputs, [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -11,7 +12,7 @@ from openmaas.api.deps import IdempotencyKey, Reader, Svc, Trainer
 from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.domain.entities import Dataset
 from openmaas.errors import PayloadTooLarge
-from openmaas.protocol.native import DatasetOut, Deleted
+from openmaas.protocol.native import DatasetOut, DatasetSample, DatasetSamples, Deleted
 from openmaas.protocol.openai import ListOf
 
 router = APIRouter(route_class=JSONRoute, tags=["datasets"], responses=error_responses(*AUTHENTICATED))
@@ -38,12 +39,19 @@ def upload_dataset(
     request: Request,
     caller: Trainer,
     svc: Svc,
-    file: Annotated[UploadFile, File(description="UTF-8. classification: CSV, TSV or JSONL; text: TXT or JSONL")],
+    file: Annotated[
+        UploadFile,
+        File(description="classification: CSV, TSV or JSONL; text: TXT or JSONL (UTF-8); image: a .zip"),
+    ],
     name: Annotated[str | None, Form()] = None,
     text_column: Annotated[str, Form()] = "text",
     label_column: Annotated[str, Form()] = "label",
     kind: Annotated[
-        str, Form(description="'classification' (labelled texts) or 'text' (documents or chats for language models)")
+        str,
+        Form(
+            description="'classification' (labelled texts), 'text' (documents or chats for language models) or "
+            "'image' (a zip of class folders, or of images and a CSV/JSONL of file,label)"
+        ),
     ] = "classification",
     idempotency_key: IdempotencyKey = None,
 ) -> DatasetOut:
@@ -79,6 +87,26 @@ def list_datasets(
 @router.get("/v1/datasets/{dataset_id}", response_model=DatasetOut, responses=error_responses(404))
 def get_dataset(dataset_id: str, caller: Reader, svc: Svc) -> DatasetOut:
     return dataset_out(svc.datasets.get(caller, dataset_id))
+
+
+@router.get("/v1/datasets/{dataset_id}/samples", response_model=DatasetSamples, responses=error_responses(404))
+def dataset_samples(
+    dataset_id: str, caller: Reader, svc: Svc, per_class: Annotated[int, Query()] = 3
+) -> DatasetSamples:
+    """A few thumbnails of each class of an image dataset, as PNG data: URLs."""
+    samples = svc.datasets.samples(caller, dataset_id, per_class)
+    return DatasetSamples(
+        data=[
+            DatasetSample(
+                label=s.label,
+                file=s.file,
+                width=s.width,
+                height=s.height,
+                image="data:image/png;base64," + base64.b64encode(s.png).decode(),
+            )
+            for s in samples
+        ]
+    )
 
 
 @router.delete("/v1/datasets/{dataset_id}", response_model=Deleted, responses=error_responses(404, 409))

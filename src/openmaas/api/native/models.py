@@ -9,11 +9,14 @@ of a model `spam/predict`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
 from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.datastructures import UploadFile
 
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Admin, Reader, Svc, Trainer, add_response_headers, authorize, json_body, services_of
@@ -81,14 +84,50 @@ VersionNumber = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 async def predict(ref: Ref, request: Request) -> FastJSONResponse:
     caller = await authorize(request, "infer")
     svc = services_of(request)
-    body = await json_body(request)
-    if not isinstance(body, dict) or "inputs" not in body:
-        raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
-    result = await unless_disconnected(request, svc.inference.predict(caller, ref, body["inputs"]))
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        images = await uploaded_images(request, svc.inference.max_inputs)
+        call = svc.inference.predict_images(caller, ref, images)
+    else:
+        body = await json_body(request)
+        if not isinstance(body, dict) or "inputs" not in body:
+            raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
+        inputs = body["inputs"]
+        if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
+            call = svc.inference.predict_images(caller, ref, [image_of(item, i) for i, item in enumerate(inputs)])
+        else:
+            call = svc.inference.predict(caller, ref, inputs)
+    result = await unless_disconnected(request, call)
     add_response_headers(request, result.rate_limit)
     return FastJSONResponse(
         {"model": result.model, "version": result.version.version, "predictions": predictions_of(result.result)}
     )
+
+
+def image_of(item: Any, index: int) -> bytes:
+    """`{"image": "<base64>"}` or `{"image": "data:image/png;base64,..."}` → the image's bytes."""
+    if not isinstance(item, dict) or not isinstance(item.get("image"), str) or set(item) != {"image"}:
+        raise InvalidRequest(f'inputs[{index}] must be {{"image": "<base64 or a data: URL>"}}', param=f"inputs.{index}")
+    text: str = item["image"]
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise InvalidRequest(f"inputs[{index}].image: a data: URL must be base64", param=f"inputs.{index}.image")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"inputs[{index}].image is not valid base64", param=f"inputs.{index}.image") from None
+
+
+async def uploaded_images(request: Request, limit: int) -> list[bytes]:
+    """Every file of a multipart body, in order (any field name; `image` by convention)."""
+    try:
+        form = await request.form(max_files=limit, max_fields=limit)
+    except Exception as error:  # python-multipart's parse errors and Starlette's limits alike are the caller's
+        raise InvalidRequest(f"the multipart body cannot be read: {error}", param="inputs") from None
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    images = [await file.read() for file in files]
+    await form.close()
+    return images
 
 
 def predictions_of(classification: Classification) -> list[dict[str, Any]]:

@@ -1,0 +1,106 @@
+"""Reads an uploaded zip archive safely: bounds on files, sizes and ratio, no links, no paths out of the archive.
+
+Bounds are checked twice: from the central directory before anything is inflated, and again while inflating,
+because a crafted archive can declare small sizes and hold more.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from openmaas.data.uploads import DatasetFileError
+
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    max_files: int = 100_000
+    max_uncompressed_bytes: int = 1 << 30
+    max_ratio: float = 200.0  # uncompressed/compressed of one member; PNG and JPEG barely compress further
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # the member's path inside the archive, as written there
+    data: bytes
+
+
+def _ignored(path: PurePosixPath) -> bool:
+    """Folders macOS and Windows add to a zip of a folder, and hidden files such as .DS_Store."""
+    return path.parts[0] == "__MACOSX" or any(part.startswith(".") for part in path.parts)
+
+
+def _check_path(info: zipfile.ZipInfo) -> PurePosixPath:
+    name = info.filename
+    path = PurePosixPath(name.replace("\\", "/"))
+    if name.startswith(("/", "\\")) or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise DatasetFileError(f"{name!r}: the path leaves the archive", code="unsafe_path")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise DatasetFileError(f"{name!r}: links are not accepted in an archive", code="link_in_archive")
+    if info.flag_bits & 0x1:
+        raise DatasetFileError(f"{name!r}: encrypted members are not accepted", code="encrypted_archive")
+    return path
+
+
+def open_archive(data: bytes) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise DatasetFileError(
+            "an image dataset must be a .zip archive (class folders, or images and a CSV/JSONL of file,label)",
+            code="malformed_file",
+        ) from None
+
+
+def read_members(data: bytes, limits: ArchiveLimits) -> Iterator[Member]:
+    """The archive's files (folders and ignored files left out), each whole, in the archive's order."""
+    archive = open_archive(data)
+    infos: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
+    declared = 0
+    for info in archive.infolist():
+        path = _check_path(info)
+        if info.is_dir() or not path.parts or _ignored(path):
+            continue
+        infos.append((info, path))
+        if len(infos) > limits.max_files:
+            raise DatasetFileError(
+                f"the archive has more than {limits.max_files} files", code="too_many_files", param="file"
+            )
+        declared += info.file_size
+        if declared > limits.max_uncompressed_bytes:
+            raise DatasetFileError(
+                f"the archive inflates to more than {limits.max_uncompressed_bytes} bytes", code="archive_too_large"
+            )
+        if info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise DatasetFileError(
+                f"{info.filename!r}: compressed {info.compress_size} bytes inflate to {info.file_size}, a ratio over "
+                f"{limits.max_ratio:g} (a zip bomb?)",
+                code="archive_too_large",
+            )
+    total = 0
+    for info, _path in infos:
+        chunks: list[bytes] = []
+        read = 0
+        try:
+            with archive.open(info) as member:
+                while chunk := member.read(_CHUNK):
+                    read += len(chunk)
+                    total += len(chunk)
+                    # More than declared: a lying header. zipfile stops at the declared size, this is belt and braces.
+                    if read > info.file_size or total > limits.max_uncompressed_bytes:
+                        raise DatasetFileError(
+                            f"{info.filename!r}: inflates past its declared size or the archive's bound",
+                            code="archive_too_large",
+                        )
+                    chunks.append(chunk)
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as error:
+            raise DatasetFileError(
+                f"{info.filename!r}: cannot be read from the archive ({error})", code="malformed_file"
+            ) from None
+        yield Member(info.filename, b"".join(chunks))
