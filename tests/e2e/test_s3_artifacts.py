@@ -49,7 +49,7 @@ def test_a_server_on_s3_trains_registers_and_predicts(start_server: type[Server]
         assert final["status"] == "succeeded", final
         predictions = client.predict("moods", ["what a happy sunny day", "a sad rainy night again"])["predictions"]
         assert [p["label"] for p in predictions] == ["pos", "neg"]
-        assert client._request("GET", f"/v1/jobs/{job['id']}/checkpoints")["data"]  # listed from the bucket
+        assert client.job_checkpoints(job["id"])  # listed from the bucket
         download = client.download_artifact("moods", tmp_path / "moods.safetensors")
 
     keys, files = bucket_keys(s3, bucket), version_files(server, "moods")

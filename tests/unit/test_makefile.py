@@ -3,6 +3,7 @@ which prints the commands a fresh clone would run, without running them)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,10 @@ def planned(target: str, clone: Path) -> str:
         pytest.skip("make is not installed")
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(ROOT / name, clone / name)
-    return subprocess.run(["make", "-n", target], cwd=clone, capture_output=True, text=True, check=True).stdout
+    # Under `make test` the outer make's variables would make this one a sub-make (and print its directory).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    command = ["make", "--no-print-directory", "-n", target]
+    return subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, check=True).stdout
 
 
 def test_make_run_installs_only_what_serving_needs(tmp_path: Path) -> None:

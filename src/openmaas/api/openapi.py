@@ -14,11 +14,32 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from openmaas.config import Settings
 
 BEARER = "bearerAuth"
 _VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON Schema with its `$defs` written in place, for a route's `openapi_extra`: a `#/$defs/...`
+    reference inside an operation resolves against the whole document, where ReDoc and others find nothing."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:

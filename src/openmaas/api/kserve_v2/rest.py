@@ -32,6 +32,7 @@ from openmaas.api.kserve_v2.tensors import (
     decode_bytes,
     split_bytes,
 )
+from openmaas.api.openapi import inline_schema
 from openmaas.api.responses import FastJSONResponse
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.kserve_v2 import (
@@ -70,7 +71,7 @@ _INFER_DOC: dict[str, Any] = {
         "description": "JSON, or with `Inference-Header-Content-Length: N`, N bytes of JSON and then the "
         "binary tensors in input order",
         "content": {
-            "application/json": {"schema": InferenceRequest.model_json_schema()},
+            "application/json": {"schema": inline_schema(InferenceRequest)},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
@@ -85,7 +86,7 @@ _INFER_DOC: dict[str, Any] = {
 _INDEX_DOC: dict[str, Any] = {
     "requestBody": {
         "required": False,
-        "content": {"application/json": {"schema": RepositoryIndexRequest.model_json_schema()}},
+        "content": {"application/json": {"schema": inline_schema(RepositoryIndexRequest)}},
     }
 }
 

@@ -23,6 +23,7 @@ from openmaas.api.deps import Admin, Reader, Svc, Trainer, add_response_headers,
 from openmaas.api.direct import DirectRoute
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.errors import AUTHENTICATED, error_responses
+from openmaas.api.openapi import inline_schema
 from openmaas.api.responses import FastJSONResponse
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
 from openmaas.domain.ids import DB_INT_MAX
@@ -77,7 +78,7 @@ VersionNumber = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": inline_schema(PredictRequest)}},
         }
     },
 )
