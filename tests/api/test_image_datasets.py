@@ -177,3 +177,28 @@ def test_limits_from_settings(start_server: type[Server]) -> None:
         noise = np.random.default_rng(0).bytes(250_000)
         stored = zip_of([*two_classes(), ("b/noise.png", noise)], compression=zipfile.ZIP_STORED)
         assert_refused(http, stored, 413, "more than 200000 bytes", code="archive_too_large")
+
+
+def test_a_member_whose_compressed_stream_is_damaged_is_a_400_naming_it(http: httpx.Client) -> None:
+    archive = bytearray(zip_of(two_classes()))
+    name_length, extra_length = int.from_bytes(archive[26:28], "little"), int.from_bytes(archive[28:30], "little")
+    start = 30 + name_length + extra_length  # the first member's deflate stream
+    archive[start : start + 4] = b"\xff\xff\xff\xff"  # a block of the reserved type: zlib refuses it
+    first = zipfile.ZipFile(io.BytesIO(bytes(archive))).namelist()[0]
+    assert_refused(http, bytes(archive), 400, first, "cannot be read", code="malformed_file")
+
+
+def test_a_manifest_with_a_field_too_long_for_csv_is_a_400(http: httpx.Client) -> None:
+    images = two_classes()
+    rows = "file,label\n" + "".join(f"{name},{name.split('/')[0]}\n" for name, _ in images)
+    noise = "".join(chr(97 + b % 26) for b in np.random.default_rng(0).integers(0, 256, 200_000))  # no zip bomb
+    manifest = rows + "x.png," + noise + "\n"
+    assert_refused(http, zip_of([*images, ("labels.csv", manifest.encode())]), 400, "labels.csv", code="malformed_file")
+
+
+def test_an_image_dataset_has_samples_not_rows(http: httpx.Client) -> None:
+    created = upload(http, zip_of(two_classes()))
+    assert created.status_code == 201, created.text
+    rows = http.get(f"/v1/datasets/{created.json()['id']}/rows")
+    assert rows.status_code == 400 and rows.json()["error"]["code"] == "wrong_dataset_kind", rows.text
+    assert "/samples" in rows.json()["error"]["message"]

@@ -7,8 +7,10 @@ because a crafted archive can declare small sizes and hold more.
 from __future__ import annotations
 
 import io
+import lzma
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -16,6 +18,18 @@ from pathlib import PurePosixPath
 from openmaas.data.uploads import DatasetFileError
 
 _CHUNK = 1 << 16
+
+# What reading a member may raise: zlib.error and LZMAError are a damaged stream; RuntimeError is zipfile's
+# refusal of an encrypted member.
+UNREADABLE_MEMBER = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    zlib.error,
+    lzma.LZMAError,
+    RuntimeError,
+)
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,7 @@ def read_members(data: bytes, limits: ArchiveLimits) -> Iterator[Member]:
                             code="archive_too_large",
                         )
                     chunks.append(chunk)
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as error:
+        except UNREADABLE_MEMBER as error:
             raise DatasetFileError(
                 f"{info.filename!r}: cannot be read from the archive ({error})", code="malformed_file"
             ) from None

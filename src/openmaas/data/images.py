@@ -139,7 +139,10 @@ def _manifest_rows(member: Member) -> list[tuple[int, str, Any]]:
         records = list(read_json_objects(text))
     else:
         reader = csv.DictReader(io.StringIO(text))
-        records = [(number, row) for number, row in enumerate(reader, start=2)]
+        try:
+            records = [(number, row) for number, row in enumerate(reader, start=2)]
+        except csv.Error as error:
+            raise DatasetFileError(f"{member.name!r}: {error}", code="malformed_file") from None
     rows = []
     for line, record in records:
         if not isinstance(record.get("file"), str) or "label" not in record:

@@ -44,6 +44,10 @@ def parse_lines(data: bytes, endpoint: str) -> tuple[list[tuple[int, str, dict[s
     except UnicodeDecodeError:
         return [], [_line_error(1, "invalid_file", "the file is not UTF-8")]
     for number, raw in enumerate(text.split("\n"), 1):
+        # A file past either bound fails whatever follows: stop reading it, so that a large file of bad or
+        # surplus lines costs no more memory than the bounds allow.
+        if len(errors) >= MAX_ERRORS:
+            break
         if not raw.strip():
             continue
         try:
@@ -68,10 +72,11 @@ def parse_lines(data: bytes, endpoint: str) -> tuple[list[tuple[int, str, dict[s
         else:
             seen.add(custom_id)
             requests.append((number, custom_id, body))
+            if len(requests) > MAX_LINES:
+                errors.append(_line_error(number, "too_many_requests", f"a batch holds at most {MAX_LINES} requests"))
+                break
     if not requests and not errors:
         errors.append(_line_error(1, "empty_file", "the input file has no requests"))
-    if len(requests) > MAX_LINES:
-        errors.append(_line_error(MAX_LINES + 1, "too_many_requests", f"a batch holds at most {MAX_LINES} requests"))
     return requests, errors
 
 
@@ -158,13 +163,19 @@ class BatchRunner:
 
     async def run(self) -> None:
         while True:
+            worked = False
             try:
-                worked = False
-                for batch in await asyncio.to_thread(self.store.batches.active):
+                active = await asyncio.to_thread(self.store.batches.active)
+            except Exception:  # our bug (or the database gone), logged; tried again after a pause
+                log.exception("listing the active batches failed")
+                active = []
+            for batch in active:
+                # One batch's failure never holds up the others (of this tenant or another): it is logged and
+                # tried again on the next round.
+                try:
                     worked = await self._advance(batch) or worked
-            except Exception:  # our bug, logged; the batch is tried again on the next round
-                log.exception("a batch round failed")
-                worked = False
+                except Exception:
+                    log.exception("advancing batch %s failed", batch.id)
             if not worked:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.idle_s)

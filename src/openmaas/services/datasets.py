@@ -188,5 +188,11 @@ class DatasetService:
     ) -> tuple[builtins.list[dict[str, Any]], bool]:
         """The cleaned dataset's first `limit` rows, as stored and as training reads them; and whether more follow."""
         dataset = self.get(principal, dataset_id)
+        if dataset.kind == "image":
+            raise InvalidRequest(
+                f"dataset {dataset_id!r} is an image dataset; its thumbnails are at /v1/datasets/{dataset_id}/samples",
+                param="dataset_id",
+                code="wrong_dataset_kind",
+            )
         lines = split_lines(self.artifacts.read_bytes(dataset.sha256).decode("utf-8"))
         return [json.loads(line) for line in lines[:limit]], len(lines) > limit

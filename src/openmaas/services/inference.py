@@ -14,7 +14,7 @@ import numpy as np
 from openmaas.data.images import ImageError, decode_image
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.domain.results import Classification, Embeddings
-from openmaas.errors import InvalidRequest, OpenMaaSError, RateLimited, Unavailable
+from openmaas.errors import InvalidRequest, OpenMaaSError, PayloadTooLarge, RateLimited, Unavailable
 from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
 from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
@@ -62,14 +62,31 @@ def check_texts(
     return inputs
 
 
+# The pixels one predict request may decode, all its images together: 4 images at the per-image limit. Without
+# it, 2,048 small PNGs of 5000 x 5000 one-colour pixels (a few KB each) would decode to 150 GB.
+IMAGES_PER_REQUEST_AT_THE_LIMIT = 4
+
+
 def decode_images(images: list[bytes], max_pixels: int) -> list[np.ndarray]:
-    """Each image decoded to RGB, or a 400 naming the first bad one's index: before any shared batch."""
+    """Each image decoded to RGB, or a 400 naming the first bad one's index: before any shared batch. The
+    request's images together decode to at most IMAGES_PER_REQUEST_AT_THE_LIMIT x max_pixels, else 413."""
+    limit = IMAGES_PER_REQUEST_AT_THE_LIMIT * max_pixels
+    budget = limit
     decoded = []
     for index, data in enumerate(images):
         try:
-            decoded.append(decode_image(data, max_pixels))
+            image = decode_image(data, max_pixels)
         except ImageError as error:
             raise InvalidRequest(f"inputs[{index}]: {error}", param=f"inputs.{index}", code=error.code) from None
+        budget -= image.shape[0] * image.shape[1]
+        if budget < 0:
+            raise PayloadTooLarge(
+                f"inputs[{index}]: the request's images decode to more than {limit} pixels together; send fewer "
+                "or smaller images per request",
+                param=f"inputs.{index}",
+                code="images_too_large",
+            )
+        decoded.append(image)
     return decoded
 
 

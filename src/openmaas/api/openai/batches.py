@@ -3,6 +3,7 @@ answers it (the same services and the same wire shapes), for the BatchRunner."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -24,6 +25,7 @@ from openmaas.services.generation import GenerationOptions
 
 # The endpoints whose body names the model (predict's path does). A batch request waits for the model's queue
 # to be empty before it goes in: online requests first (InferenceService.until_idle).
+log = logging.getLogger(__name__)
 BODY_NAMES_MODEL = ("/v1/embeddings", "/v1/chat/completions", "/v1/completions")
 router = APIRouter(route_class=JSONRoute, tags=["openai"], responses=error_responses(*AUTHENTICATED))
 
@@ -53,8 +55,8 @@ def _error(status: int, type_: str, message: str, param: str | None, code: str |
 def executor(services: Services) -> Execute:
     async def execute(principal: Principal, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         path_ref = url.removeprefix("/v1/models/").removesuffix("/predict")
-        await services.inference.until_idle(principal, body.get("model") if url in BODY_NAMES_MODEL else path_ref)
         try:
+            await services.inference.until_idle(principal, body.get("model") if url in BODY_NAMES_MODEL else path_ref)
             if url == "/v1/embeddings":
                 embedding = EmbeddingRequest.model_validate(body)
                 answer = await services.inference.embed(
@@ -99,6 +101,9 @@ def executor(services: Services) -> Execute:
         except OpenMaaSError as error:
             status, type_ = status_and_type(error)
             return _error(status, type_, error.message, error.param, error.code)
+        except Exception:  # our bug: this line's answer is a 500, and the batch goes on with the next line
+            log.exception("a batch request to %s failed", url)
+            return _error(500, "server_error", "internal error answering this request", None, "internal_error")
 
     return execute
 

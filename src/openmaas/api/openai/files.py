@@ -30,8 +30,10 @@ def file_object(f: StoredFile) -> FileObject:
     )
 
 
+# A plain def: reading the spooled upload, hashing it and storing it (a file write, or boto3) run in the
+# threadpool, never on the event loop (as the dataset upload does).
 @router.post("/v1/files", response_model=FileObject, responses=error_responses(413))
-async def create_file(
+def create_file(
     request: Request,
     caller: Caller,
     svc: Svc,
