@@ -95,6 +95,8 @@ def every_call(client: Client, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     yield client.usage
     yield client.audit_log
     yield client.me
+    yield client.cluster
+    yield lambda: client.dataset_samples("ds_missing")
     yield client.list_recipes
     yield lambda: client.dataset_rows("ds_missing")
     yield client.readiness

@@ -53,7 +53,16 @@ class Routes(ABC, Generic[Obj, Objs]):
         """Each recipe's dataset kind and hyperparameters (a JSON Schema with defaults, bounds and help)."""
         return self._call_list("GET", "/v1/recipes")
 
+    def cluster(self) -> Obj:
+        """Where jobs and models run (admin): `embedded`, or the Ray cluster's nodes, resources and replicas."""
+        return self._call("GET", "/v1/cluster")
+
     # datasets
+    def dataset_samples(self, dataset_id: str, *, per_class: int | None = None) -> Objs:
+        """A few thumbnails per class of an image dataset (PNG `data:` URLs)."""
+        params = without_none({"per_class": per_class})
+        return self._call_list("GET", f"/v1/datasets/{dataset_id}/samples", params=params)
+
     def dataset_rows(self, dataset_id: str, *, limit: int | None = None) -> Obj:
         """The first cleaned rows of a dataset, as training reads them."""
         return self._call("GET", f"/v1/datasets/{dataset_id}/rows", params=without_none({"limit": limit}))
