@@ -9,7 +9,7 @@ from tests.conftest import Server
 from tests.e2e.test_generative_training import GPT, SENTENCES, upload_text
 from tests.e2e.test_job_lifecycle import small_dataset
 
-EVERY_S = 0.3
+EVERY_S = 0.2
 
 
 def test_step_events_come_every_few_seconds_even_when_log_every_steps_never_fires(
@@ -17,9 +17,10 @@ def test_step_events_come_every_few_seconds_even_when_log_every_steps_never_fire
 ) -> None:
     server = start_server(OPENMAAS_PROGRESS_EVERY_S=str(EVERY_S))
     with server.client() as client:
-        dataset = small_dataset(client, tmp_path, "slow", rows=600)
-        # One step per row and no step-count events: only the clock can send progress.
-        job = client.create_job(dataset, "slow", hyperparameters={"epochs": 1, "batch_size": 1, "log_every_steps": 0})
+        # One step per row and no step-count events: only the clock can send progress. Enough steps that even a
+        # fast, idle machine (about 1,400 steps/s measured) trains for several seconds, several clock periods.
+        dataset = small_dataset(client, tmp_path, "slow", rows=3000)
+        job = client.create_job(dataset, "slow", hyperparameters={"epochs": 3, "batch_size": 1, "log_every_steps": 0})
         assert client.wait_for_job(job["id"], timeout=300)["status"] == "succeeded"
         events = client.job_events(job["id"])
     steps = [e for e in events if e["type"] == "step"]
