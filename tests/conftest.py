@@ -232,12 +232,14 @@ class RayHead:
         """Ray's processes of this cluster: every one names the cluster's temp dir on its command line."""
         import psutil
 
-        mine = []
+        mine: dict[int, Any] = {}
         for process in psutil.process_iter(["cmdline"]):
             with contextlib.suppress(psutil.Error):
                 if any(str(self.temp_dir) in part for part in process.info["cmdline"] or []):
-                    mine.append(process)
-        return mine
+                    mine[process.pid] = process
+                    # The raylet's agents rename themselves (ray::DashboardAgent, ...): found as its children.
+                    mine.update((child.pid, child) for child in process.children(recursive=True))
+        return list(mine.values())
 
 
 @pytest.fixture(scope="session")
