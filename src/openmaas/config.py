@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     ray_cpus_per_worker: float = Field(
         default=0.5, gt=0, description="CPUs each Ray Train worker asks for (a fraction lets Serve share the node)."
     )
+    ray_gpus_per_worker: float = Field(
+        default=0.0, ge=0, description="GPUs each Ray Train worker asks for (0: train on CPUs, gloo all-reduce)."
+    )
     ray_cpus_per_replica: float = Field(
         default=0.5, gt=0, description="CPUs each Ray Serve replica of a model asks for."
     )

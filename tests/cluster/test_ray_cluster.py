@@ -117,14 +117,36 @@ def test_cancel_stops_the_job_on_ray(cluster_server: Server, tmp_path: Path) -> 
         assert admin.get(f"/v1/jobs/{job['id']}/checkpoints").json()["data"]  # kept
 
 
-def test_more_workers_than_a_cluster_trains_with_is_refused(cluster_server: Server) -> None:
+def test_a_cluster_takes_several_workers_and_refuses_more_than_the_bound(cluster_server: Server) -> None:
     with cluster_server.http() as admin:
-        response = admin.post(
-            "/v1/jobs",
-            json={"dataset": "ds_missing", "model": "wide", "recipe": "bow-mlp", "hyperparameters": {"num_workers": 2}},
-        )
+        job = {"dataset": "ds_missing", "model": "wide", "recipe": "bow-mlp", "hyperparameters": {"num_workers": 2}}
+        response = admin.post("/v1/jobs", json=job)
+        assert response.status_code == 404 and response.json()["error"]["param"] == "dataset", response.text
+        job["hyperparameters"] = {"num_workers": 257}
+        response = admin.post("/v1/jobs", json=job)
         assert response.status_code == 422, response.text
         assert response.json()["error"]["param"] == "hyperparameters.num_workers"
+
+
+def test_two_data_parallel_workers_reach_the_quality_of_one(cluster_server: Server, tmp_path: Path) -> None:
+    hyperparameters = {"epochs": 5, "batch_size": 16, "seed": 7, "log_every_steps": 0}
+    finals = {}
+    with cluster_server.client() as client:
+        dataset = client.upload_dataset(sms_subset(tmp_path, rows=1200), name="sms-parallel")["id"]
+        for workers in (2, 1):  # one after the other: the two would not both fit beside the Serve replicas
+            model = f"sms-{workers}-workers"
+            job = client.create_job(dataset, model, hyperparameters={**hyperparameters, "num_workers": workers})
+            finals[workers] = client.wait_for_job(job["id"], timeout=300)
+            assert finals[workers]["status"] == "succeeded", (finals[workers], cluster_server.log())
+            started = next(e for e in client.job_events(job["id"]) if e["type"] == "started")
+            assert started["data"].get("workers", 1) == workers
+        versions = {workers: client.get_model(f"sms-{workers}-workers")["versions"][0] for workers in (1, 2)}
+    one, two = (versions[workers]["metrics"] for workers in (1, 2))
+    # Each step of two workers trains two batches: half the steps over the same epochs and rows.
+    assert two["steps"] * 2 in (one["steps"], one["steps"] + 1), (one["steps"], two["steps"])
+    assert two["workers"] == 2 and "workers" not in one
+    assert one["val_accuracy"] >= 0.9, one
+    assert abs(two["val_accuracy"] - one["val_accuracy"]) <= 0.03, (one["val_accuracy"], two["val_accuracy"])
 
 
 def test_embeddings_answer_in_cluster_mode(cluster_server: Server) -> None:
@@ -169,7 +191,7 @@ def test_a_job_the_cluster_cannot_place_is_queued_again_with_the_reason_then_fai
             events = client.job_events(job["id"])
         assert final["status"] == "failed", final
         retried = [event for event in events if event["type"] == "retrying"]
-        assert retried and "could not place 1 worker(s) × 8.0 CPU" in retried[0]["data"]["reason"], events
+        assert retried and "could not place 1 worker(s) × 8 CPU" in retried[0]["data"]["reason"], events
         assert "could not place" in str(final), final
     finally:
         if server is not None:

@@ -104,8 +104,8 @@ class OpenMaaSApp(FastAPI):
 
 
 WORKERS_EMBEDDED = (1, "the embedded server trains with one worker (set OPENMAAS_CLUSTER to train on Ray)")
-# Ray Train runs the attempt; splitting one job's batches across workers (data-parallel) is not built yet.
-WORKERS_ON_RAY = (1, "data-parallel training across Ray Train workers is not available yet")
+# Ray Train runs the attempt with `num_workers` data-parallel workers; a job the cluster cannot place waits queued.
+WORKERS_ON_RAY = (256, "a job trains with at most 256 Ray Train workers")
 
 
 def ray_launcher(settings: Settings, store: MetadataStore) -> Launcher:
@@ -118,6 +118,7 @@ def ray_launcher(settings: Settings, store: MetadataStore) -> Launcher:
     return RayTrainLauncher(
         workers_of=workers_of,
         cpus_per_worker=settings.ray_cpus_per_worker,
+        gpus_per_worker=settings.ray_gpus_per_worker,
         placement_timeout_s=settings.ray_placement_timeout_s,
     )
 

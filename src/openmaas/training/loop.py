@@ -3,6 +3,10 @@
 Stopping rules: `epochs` (max_epochs), `max_steps`, `loss_threshold` on an epoch's training loss, and
 `early_stopping_patience` on validation loss. A resumed run restores weights, optimizer, RNG state and the
 position in the epoch's data order, so it ends with the same weights as a run that never stopped.
+
+With `parallel` (training/parallel.py) the loop is one of several data-parallel workers: each step trains its
+share of the step's batches, gradients and counters are summed across workers, and every worker takes the same
+decisions (stop, checkpoint, early stopping) at the same step.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 
 from openmaas.recipes.base import CommonHyperparameters, TrainingPlan
 from openmaas.training.checkpoints import Checkpoint, LoopState
+from openmaas.training.parallel import DataParallel
 
 EventSink = Callable[[str, dict[str, Any]], object]
 SaveCheckpoint = Callable[[LoopState, torch.Tensor], None]
@@ -79,12 +84,36 @@ def run(
     resume: Checkpoint | None = None,
     progress_every_s: float | None = None,
     rate_name: str = "samples_per_second",
+    parallel: DataParallel | None = None,
 ) -> LoopResult:
     """Train until a stopping rule fires. A `step` event comes every `hp.log_every_steps` steps and, whatever
     that is, at the first step end `progress_every_s` after the last one, so a slow job is never silent for
-    long; its rate is `rate_name` (a language model counts tokens, a classifier samples)."""
+    long; its rate is `rate_name` (a language model counts tokens, a classifier samples).
+
+    A data-parallel worker other than the leader must be given the same `save_checkpoint` presence as the
+    leader (its calls may do nothing): the counters are summed across workers at each checkpoint."""
     generator = torch.Generator().manual_seed(hp.seed)
     state = restore(plan, resume, generator) if resume else LoopState()
+    world = parallel.world if parallel is not None else 1
+    parameters = [p for group in plan.optimizer.param_groups for p in group["params"]] if parallel else []
+    if parallel is not None and not parallel.leader:
+        # The leader's checkpoint holds every worker's sums so far: the others count from zero again.
+        state = replace(state, loss_sum=0.0, correct=0, count=0, train_samples=0)
+
+    def gathered(total: Any, correct: Any, *, everyone: bool) -> tuple[Any, Any]:
+        """Sum the epoch's counters across workers: held by the leader only (at a checkpoint, so that the sums
+        are counted once), or by every worker (at the epoch's end, for the same decisions everywhere)."""
+        if parallel is None:
+            return total, correct
+        loss_sum, right, count, samples = parallel.sum(
+            [float(total), float(correct), float(state.count), float(state.train_samples)]
+        )
+        state.train_samples = int(samples) if parallel.leader else 0
+        if everyone or parallel.leader:
+            state.count = int(count)
+            return loss_sum, int(right)
+        state.count = 0
+        return 0.0, 0
     stopped_reason = "max_epochs"
     while state.epoch <= hp.epochs and stopped_reason == "max_epochs":
         epoch_generator = generator.get_state()  # the data order of this epoch is drawn from here
@@ -93,18 +122,29 @@ def run(
         total: Any = state.loss_sum
         correct: Any = state.correct
         started, last_log, samples_since_log = time.perf_counter(), time.perf_counter(), 0
-        for batch in plan.train_batches(generator, skip=state.step_in_epoch):
-            if should_stop():
+        batches = plan.train_batches(generator, skip=state.step_in_epoch * world)
+        for batch in parallel.my_batches(batches) if parallel is not None else batches:
+            stop = should_stop()
+            if stop and parallel is None:
                 raise Cancelled
             plan.optimizer.zero_grad(set_to_none=True)
-            result = plan.step(batch)
-            result.loss.backward()
+            result = plan.step(batch) if batch is not None else None
+            if parallel is None:
+                assert result is not None
+                result.loss.backward()
+            else:
+                if result is not None:
+                    (result.loss * result.count).backward()  # weighted by its rows: see training/parallel.py
+                _, stop = parallel.reduce_gradients(parameters, result.count if result is not None else 0, stop)
+                if stop:
+                    raise Cancelled
             plan.optimizer.step()
-            total = total + result.loss.detach() * result.count
-            correct = correct + result.correct
-            state.count += result.count
-            state.train_samples += result.count
-            samples_since_log += result.count
+            if result is not None:
+                total = total + result.loss.detach() * result.count
+                correct = correct + result.correct
+                state.count += result.count
+                state.train_samples += result.count
+                samples_since_log += result.count
             state.step_in_epoch += 1
             state.global_step += 1
             now = time.perf_counter()
@@ -115,7 +155,7 @@ def run(
                     {
                         "step": state.global_step,
                         "epoch": state.epoch,
-                        "loss": float(result.loss),
+                        "loss": float(result.loss) if result is not None else None,
                         rate_name: samples_since_log / max(now - last_log, 1e-9),
                     },
                 )
@@ -123,12 +163,14 @@ def run(
             at_max_steps = hp.max_steps is not None and state.global_step >= hp.max_steps
             every = hp.checkpoint_every_steps
             if save_checkpoint and every and state.global_step % every == 0 and not at_max_steps:
+                total, correct = gathered(total, correct, everyone=False)
                 snapshot = replace(state, loss_sum=float(total), correct=int(correct), history=list(state.history))
                 save_checkpoint(snapshot, epoch_generator)
             if at_max_steps:
                 stopped_reason = "max_steps"
                 break
         state.train_seconds += time.perf_counter() - started
+        total, correct = gathered(total, correct, everyone=True)
         count = max(state.count, 1)
         record: dict[str, Any] = {
             "epoch": state.epoch,

@@ -44,6 +44,7 @@ from openmaas.storage.artifacts import ArtifactStore, manifest_sha256, open_arti
 from openmaas.storage.metadata import MetadataStore, open_store
 from openmaas.training import loop
 from openmaas.training.checkpoints import CheckpointStore, LoopState
+from openmaas.training.parallel import DataParallel
 
 PR_SET_PDEATHSIG = 1
 
@@ -176,8 +177,9 @@ def train(
     checkpoints: CheckpointStore,
     job_id: str,
     stop: _StopFlag,
-    meter: AttemptMeter,
+    meter: AttemptMeter | None,
     progress_every_s: float | None = None,
+    parallel: DataParallel | None = None,
 ) -> None:
     job = store.jobs.get(None, job_id)
     if job is None or job.status is not JobStatus.RUNNING:
@@ -197,7 +199,7 @@ def train(
     if recipe.dataset_kind == "image":
         prepared = prepare_images(recipe, hp, device, artifacts.read_bytes(dataset.sha256))
         run_and_register(
-            store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s
+            store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s, parallel
         )
         return
     rows = load_rows(artifacts, dataset.sha256)
@@ -213,7 +215,7 @@ def train(
         else:
             prepared = prepare_classification(recipe, hp, device, rows)
         run_and_register(
-            store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s
+            store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s, parallel
         )
 
 
@@ -227,13 +229,22 @@ def run_and_register(
     device: str,
     prepared: Prepared,
     stop: _StopFlag,
-    meter: AttemptMeter,
+    meter: AttemptMeter | None,
     progress_every_s: float | None = None,
+    parallel: DataParallel | None = None,
 ) -> None:
+    """Train the prepared plan, then export and register its model. A data-parallel worker other than the
+    leader trains its share and writes nothing: events, checkpoints and the version are the leader's."""
     job_id, plan, note = job.id, prepared.plan, prepared.note
-    emit = lambda type_, data: store.jobs.add_event(job_id, type_, data)  # noqa: E731
+    follower = parallel is not None and not parallel.leader
+    if follower:
+        emit = lambda type_, data: None  # noqa: E731
+    else:
+        emit = lambda type_, data: store.jobs.add_event(job_id, type_, data)  # noqa: E731
     resume = checkpoints.latest(job_id)
     started = {**prepared.started, "device": device, "threads": torch.get_num_threads()}
+    if parallel is not None:
+        started["workers"] = parallel.world
     if note:
         started["note"] = note
     if resume is None:
@@ -251,8 +262,11 @@ def run_and_register(
         )
 
     def save(state: LoopState, epoch_generator: torch.Tensor) -> None:
+        if follower:  # the leader's weights are the same
+            return
         name = checkpoints.save(job_id, state, plan.trainable_state(), plan.optimizer.state_dict(), epoch_generator)
-        meter.update()  # a killed attempt is metered at least up to the checkpoint it resumes from
+        if meter is not None:
+            meter.update()  # a killed attempt is metered at least up to the checkpoint it resumes from
         last = state.history[-1] if state.history else {}
         emit(
             "checkpoint",
@@ -276,7 +290,10 @@ def run_and_register(
         resume=resume,
         progress_every_s=progress_every_s,
         rate_name=prepared.rate_name,
+        parallel=parallel,
     )
+    if follower:
+        return
     metrics: dict[str, Any] = {
         **{k: v for k, v in result.final.items() if k != "epoch"},
         "epochs": result.epochs,
@@ -290,6 +307,8 @@ def run_and_register(
     }
     if note:
         metrics["note"] = note
+    if parallel is not None:
+        metrics["workers"] = parallel.world
     with tempfile.TemporaryDirectory(dir=artifacts.scratch) as out:
         info = plan.export(Path(out))
         files = artifacts.put_directory(Path(out))
@@ -372,18 +391,24 @@ def main(job_id: str) -> int:
     return run_attempt(job_id, Settings())
 
 
-def run_attempt(job_id: str, settings: Settings, *, on_sigterm: bool = True) -> int:
+def run_attempt(
+    job_id: str, settings: Settings, *, on_sigterm: bool = True, parallel: DataParallel | None = None
+) -> int:
     """One attempt of the job, its outcome recorded in the store: 0 when it ended as the store says, 1 when it
-    failed. The local launcher runs it in its own process (`main`), the Ray launcher in a Ray Train worker."""
+    failed. The local launcher runs it in its own process (`main`), the Ray launcher in each Ray Train worker
+    (`parallel` when there are several: the leader records the outcome, the others only a failure of theirs)."""
     store = open_store(settings.resolved_database_url, run_migrations=False, pooled=False)
     stop = _StopFlag(store, job_id, on_sigterm=on_sigterm)
     # The same stores as the server's, built from the same settings: on S3 the job may run on another machine.
     artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir, settings.artifacts_cache_dir)
     checkpoints = CheckpointStore(artifacts.scope("checkpoints"), keep=settings.checkpoints_kept)
-    meter = AttemptMeter(store, job_id)
+    follower = parallel is not None and not parallel.leader
+    meter = None if follower else AttemptMeter(store, job_id)
     try:
-        train(store, artifacts, checkpoints, job_id, stop, meter, settings.progress_every_s)
+        train(store, artifacts, checkpoints, job_id, stop, meter, settings.progress_every_s, parallel)
     except loop.Cancelled:
+        if follower:
+            return 0  # every worker stopped at the same step; the leader records why
         if store.jobs.cancel_requested(job_id):
             if store.jobs.transition(job_id, JobStatus.CANCELLED, reason="cancelled by the user"):
                 store.jobs.add_event(job_id, "cancelled", {})
@@ -396,9 +421,12 @@ def run_attempt(job_id: str, settings: Settings, *, on_sigterm: bool = True) -> 
         reason = failure_reason(error, settings.data_dir)
         if store.jobs.transition(job_id, JobStatus.FAILED, reason=reason):
             store.jobs.add_event(job_id, "failed", {"reason": reason})
+        if follower:
+            raise  # the other workers wait for this one in an all-reduce: Ray Train ends them with it
         return 1
     finally:
-        meter.close()
+        if meter is not None:
+            meter.close()
         store.close()
     return 0
 

@@ -1,6 +1,8 @@
 """Launches each job attempt on a Ray cluster: a Ray task (no CPU of its own) drives a Ray Train `TorchTrainer`
 whose workers run the same attempt as a local worker process (training/worker.py `run_attempt`), reading the
-job from the shared database and its data and checkpoints from the shared artifact store.
+job from the shared database and its data and checkpoints from the shared artifact store. With `num_workers`
+above 1 the workers train data-parallel (training/parallel.py) over the process group Ray Train sets up: gloo
+on CPUs, NCCL when each worker has a GPU.
 
 Ray Train restarts a killed worker (`max_failures`), and the attempt resumes from the job's last checkpoint.
 A cancelled attempt's worker sees the cancel request in the store within a second and ends cleanly, and its
@@ -38,17 +40,26 @@ def train_one_worker(config: dict[str, Any]) -> None:
     from openmaas.config import Settings
     from openmaas.training import worker
 
+    from openmaas.training.parallel import DataParallel
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if worker.run_attempt(config["job_id"], Settings(), on_sigterm=False) != 0:
+    context = ray.train.get_context()
+    world = context.get_world_size()
+    parallel = DataParallel(context.get_world_rank(), world) if world > 1 else None
+    if worker.run_attempt(config["job_id"], Settings(), on_sigterm=False, parallel=parallel) != 0:
         log.info("job %s failed; its reason is recorded", config["job_id"])
 
 
-def placeable(num_workers: int, cpus_per_worker: float, timeout_s: float) -> bool:
+def worker_resources(cpus: float, gpus: float) -> dict[str, float]:
+    return {"CPU": cpus, "GPU": gpus} if gpus > 0 else {"CPU": cpus}
+
+
+def placeable(num_workers: int, resources: dict[str, float], timeout_s: float) -> bool:
     """Whether the cluster has room for the workers now: Ray Train itself waits for resources forever, so the
     attempt reserves them first (released at once, for the trainer to take) and gives up after `timeout_s`."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    group = placement_group([{"CPU": cpus_per_worker}] * num_workers, strategy="PACK")
+    group = placement_group([resources] * num_workers, strategy="PACK")
     try:
         ready, _ = ray.wait([group.ready()], timeout=timeout_s)
         return bool(ready)
@@ -56,18 +67,22 @@ def placeable(num_workers: int, cpus_per_worker: float, timeout_s: float) -> boo
         remove_placement_group(group)
 
 
-def run_trainer(job_id: str, num_workers: int, cpus_per_worker: float, storage: str, placement_timeout_s: float) -> int:
+def run_trainer(
+    job_id: str, num_workers: int, resources: dict[str, float], storage: str, placement_timeout_s: float
+) -> int:
     """The attempt's driver, run as a Ray task: fit the trainer; 0 once it ended (the outcome is in the store)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not placeable(num_workers, cpus_per_worker, placement_timeout_s):
+    if not placeable(num_workers, resources, placement_timeout_s):
         return UNPLACED_CODE
 
     trainer = TorchTrainer(
         train_one_worker,
         train_loop_config={"job_id": job_id},
-        scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=resources.get("GPU", 0) > 0, resources_per_worker=resources
+        ),
         run_config=RunConfig(
             name=f"openmaas-{job_id}",
             storage_path=storage,
@@ -79,9 +94,16 @@ def run_trainer(job_id: str, num_workers: int, cpus_per_worker: float, storage: 
 
 
 class RayTrainLauncher:
-    def __init__(self, *, workers_of: Callable[[str], int], cpus_per_worker: float, placement_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        workers_of: Callable[[str], int],
+        cpus_per_worker: float,
+        placement_timeout_s: float,
+        gpus_per_worker: float = 0.0,
+    ) -> None:
         self.workers_of = workers_of  # a job's `num_workers` hyperparameter, read from the store
-        self.cpus_per_worker = cpus_per_worker
+        self.resources = worker_resources(cpus_per_worker, gpus_per_worker)
         self.placement_timeout_s = placement_timeout_s
         self.attempts: dict[str, ray.ObjectRef[int]] = {}
         self.requests: dict[str, str] = {}
@@ -96,9 +118,10 @@ class RayTrainLauncher:
             name=f"openmaas-job-{job_id}",
         )
         self.attempts[job_id] = task.remote(
-            job_id, num_workers, self.cpus_per_worker, self.storage, self.placement_timeout_s
+            job_id, num_workers, self.resources, self.storage, self.placement_timeout_s
         )
-        self.requests[job_id] = f"{num_workers} worker(s) × {self.cpus_per_worker} CPU"
+        each = " + ".join(f"{amount:g} {name}" for name, amount in self.resources.items())
+        self.requests[job_id] = f"{num_workers} worker(s) × {each}"
         log.info("job %s started on the Ray cluster (%s)", job_id, self.requests[job_id])
 
     def poll(self, job_id: str) -> AttemptExit | None:
