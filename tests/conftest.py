@@ -50,6 +50,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # more options of `openmaas serve`
 
     @property
     def url(self) -> str:
@@ -81,6 +82,7 @@ class Server:
                 str(self.data_dir),
                 "--log-level",
                 "warning",
+                *self.args,
             ],
             env=env,
             stdout=log,

@@ -72,7 +72,7 @@ def image_limits(settings: Settings) -> ImageLimits:
     return ImageLimits(settings.image_max_pixels, settings.image_max_total_pixels, archive)
 
 
-def _announce_key(key: str, settings: Settings) -> None:
+def announce_key(key: str, settings: Settings) -> None:
     # Printed once, on the first start, so the operator can copy it; never logged.
     print(
         f"\nOpenMaaS created the admin API key (shown only now; also in {settings.admin_key_file}):\n\n    {key}\n",
@@ -134,14 +134,18 @@ def serve_loader_for(settings: Settings, env: dict[str, str]) -> ServeLoader:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
+    """The app; `prepared` when it is one of several processes whose data directory was prepared before they
+    started (api/workers.py): then it neither cleans up interrupted writes nor makes the admin key."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = settings.resolved_database_url
         store = open_store(url)
         artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir, settings.artifacts_cache_dir)
-        artifacts.clean_temporary()  # before any worker starts: nothing else is writing
+        if not prepared:
+            artifacts.clean_temporary()  # before any worker starts: nothing else is writing
         foundation = FoundationModels(store, artifacts, settings.resolved_foundation_cache_dir)
         foundation.ensure(settings.foundation_models)
         auth = AuthService(store.tenants, store.api_keys)
@@ -152,9 +156,9 @@ def create_app(settings: Settings) -> FastAPI:
         limiter = RateLimiter(counters, settings.rate_limit_window_s)
         recorder = UsageRecorder(store.usage, UsageJournal(settings.data_dir / "journal"), settings.usage_drain_s)
         recorder.recover()  # calls answered by a process that died before they reached the database
-        new_key = auth.bootstrap(settings.admin_key, settings.admin_key_file)
+        new_key = None if prepared else auth.bootstrap(settings.admin_key, settings.admin_key_file)
         if new_key:
-            _announce_key(new_key, settings)
+            announce_key(new_key, settings)
         worker_env = {
             "OPENMAAS_DATA_DIR": str(settings.data_dir),
             "OPENMAAS_DATABASE_URL": url,

@@ -5,7 +5,8 @@ answered, and a background task moves the journal into the database every `drain
 since the last time in one transaction. So a SIGKILL loses no answered call (the next start adopts the
 journal), and the hot path pays one `write` instead of a transaction. A summary first drains this
 process's journal, so it counts every call this process answered; another process's calls appear within
-its drain interval.
+its drain interval. A drain also adopts, at most every `ADOPT_EVERY_S`, the journals of processes that died
+beside this one (`openmaas serve --workers N`), so their answered calls reach the database without a restart.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 from openmaas.domain.entities import Principal, UsageRecord
@@ -25,6 +27,7 @@ from openmaas.storage.usage_journal import Segment, UsageJournal
 
 log = logging.getLogger(__name__)
 GROUPS = ("model", "key", "day", "tenant", "protocol")
+ADOPT_EVERY_S = 2.0
 
 
 class UsageRecorder:
@@ -36,6 +39,7 @@ class UsageRecorder:
         self._drain_lock = threading.Lock()  # drains run on worker threads: the loop's, and summaries'
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._adopted_at = time.monotonic()
 
     def recover(self) -> int:
         """Commit what processes that died left in their journals; returns how many records that was."""
@@ -95,6 +99,9 @@ class UsageRecorder:
     def drain(self) -> None:
         """Commit every record journaled so far, in order; safe from any thread."""
         with self._drain_lock:
+            if time.monotonic() - self._adopted_at >= ADOPT_EVERY_S:
+                self._adopted_at = time.monotonic()
+                self.recover()
             segment = self.journal.seal()
             if segment is not None:
                 self._sealed.append(segment)

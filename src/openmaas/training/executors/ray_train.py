@@ -39,7 +39,6 @@ def train_one_worker(config: dict[str, Any]) -> None:
     """A Ray Train worker: the attempt of training/worker.py, with the settings the API process forwarded."""
     from openmaas.config import Settings
     from openmaas.training import worker
-
     from openmaas.training.parallel import DataParallel
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
