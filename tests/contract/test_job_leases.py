@@ -18,9 +18,10 @@ import pytest
 
 from openmaas.domain.jobs import JobStatus
 from openmaas.storage.metadata import MetadataStore, open_store
+from openmaas.storage.metadata.repositories import AlreadyExists
 from openmaas.training.executors import JobScheduler, LocalProcessLauncher
 from openmaas.training.executors.scheduler import LEASE_EXPIRED, OWNER_GONE
-from tests.contract.test_metadata_store import _postgres_url, job
+from tests.contract.test_metadata_store import _postgres_url, job, version_spec
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -206,3 +207,37 @@ def test_a_scheduler_that_lost_its_lease_stops_its_attempt_and_leaves_the_job_to
     assert held is not None and held.status is JobStatus.RUNNING and held.attempts == 1, held
     assert [lease.owner for lease in b_store.leases.running()] == [b.owner]
     assert [e.type for e in b_store.jobs.events(job_id)[0]] == ["retrying"]
+
+
+def test_a_worker_whose_lease_was_taken_over_cannot_overwrite_the_job(
+    stores: tuple[MetadataStore, MetadataStore],
+) -> None:
+    a_store, b_store = stores
+    [job_id] = queue(a_store, 1)
+    assert a_store.leases.claim(job_id, "node-a/1/1", 0.2)
+    stale = a_store.leases.attempt_claim(job_id)  # what node-a's worker read when it started
+    assert stale is not None and stale.owner == "node-a/1/1" and stale.attempt == 1
+    assert a_store.leases.still_held(stale) == (True, False)
+    time.sleep(0.5)  # node-a is gone silent: its lease expires, node-b takes the job over and runs it
+    [lease] = b_store.leases.running()
+    assert b_store.leases.take_over(lease, JobStatus.QUEUED, LEASE_EXPIRED)
+    assert b_store.leases.claim(job_id, "node-b/1/1", 30.0)
+    current = b_store.leases.attempt_claim(job_id)
+    assert current is not None and current.attempt == 1 and current != stale  # the same number, another owner
+
+    # node-a's worker, still running, tries every outcome a worker writes: none lands.
+    assert a_store.leases.still_held(stale) == (False, False)
+    assert not a_store.jobs.transition(job_id, JobStatus.FAILED, claim=stale, reason="stale failure")
+    assert not a_store.jobs.transition(job_id, JobStatus.CANCELLED, claim=stale, reason="stale cancel")
+    assert not a_store.jobs.requeue_interrupted(job_id, "stale shutdown", claim=stale)
+    with pytest.raises(AlreadyExists):
+        a_store.jobs.succeed_and_register(job_id, {"stale": True}, version_spec(job_id=job_id), claim=stale)
+    seen = b_store.jobs.get(None, job_id)
+    assert seen is not None and seen.status is JobStatus.RUNNING and seen.reason != "stale failure"
+    assert b_store.models.get("t1", "m") is None  # the stale version was rolled back with its transition
+
+    # The new owner's worker writes its outcome.
+    assert b_store.leases.still_held(current) == (True, False)
+    version = b_store.jobs.succeed_and_register(job_id, {"acc": 1}, version_spec(job_id=job_id), claim=current)
+    final = a_store.jobs.get(None, job_id)
+    assert final is not None and final.status is JobStatus.SUCCEEDED and final.model_version == version.version

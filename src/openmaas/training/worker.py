@@ -42,6 +42,7 @@ from openmaas.recipes.base import (
 )
 from openmaas.storage.artifacts import ArtifactStore, manifest_sha256, open_artifact_store
 from openmaas.storage.metadata import MetadataStore, open_store
+from openmaas.storage.metadata.leases import AttemptClaim
 from openmaas.training import loop
 from openmaas.training.checkpoints import CheckpointStore, LoopState
 from openmaas.training.parallel import DataParallel
@@ -52,7 +53,8 @@ log = logging.getLogger(__name__)
 
 
 class _StopFlag:
-    """Checked by the loop at every step boundary: set by SIGTERM, or by a cancel recorded in the store.
+    """Checked by the loop at every step boundary: set by SIGTERM, by a cancel recorded in the store, or when
+    the job is no longer this attempt's (`lost`: its lease was taken over, and another process may run it).
 
     The store is polled at most once a second, so a cancel reaches the job even when no signal can
     (the job started between the cancel and the signal, or runs on another machine).
@@ -60,10 +62,14 @@ class _StopFlag:
 
     POLL_SECONDS = 1.0
 
-    def __init__(self, store: MetadataStore, job_id: str, *, on_sigterm: bool = True) -> None:
+    def __init__(
+        self, store: MetadataStore, job_id: str, claim: AttemptClaim | None, *, on_sigterm: bool = True
+    ) -> None:
         self.store = store
         self.job_id = job_id
+        self.claim = claim  # every outcome this attempt writes holds only while the job is still its own
         self.set = False
+        self.lost = False
         self.checked = time.monotonic()
         if on_sigterm:  # a Ray Train worker runs this off its main thread, where no handler can be set
             signal.signal(signal.SIGTERM, self._handle)
@@ -74,7 +80,12 @@ class _StopFlag:
     def __call__(self) -> bool:
         if not self.set and time.monotonic() - self.checked > self.POLL_SECONDS:
             self.checked = time.monotonic()
-            self.set = self.store.jobs.cancel_requested(self.job_id)
+            if self.claim is None:
+                self.set = self.store.jobs.cancel_requested(self.job_id)
+            else:
+                held, cancel = self.store.leases.still_held(self.claim)
+                self.lost = not held
+                self.set = cancel or self.lost
         return self.set
 
 
@@ -332,6 +343,7 @@ def run_and_register(
             "artifact_sha256": manifest_sha256(files),
             "files": files,
         },
+        claim=stop.claim,
     )
     emit("succeeded", {"model": job.model, "version": version.version, "stopped_reason": result.stopped_reason})
 
@@ -398,7 +410,8 @@ def run_attempt(
     failed. The local launcher runs it in its own process (`main`), the Ray launcher in each Ray Train worker
     (`parallel` when there are several: the leader records the outcome, the others only a failure of theirs)."""
     store = open_store(settings.resolved_database_url, run_migrations=False, pooled=False)
-    stop = _StopFlag(store, job_id, on_sigterm=on_sigterm)
+    claim = store.leases.attempt_claim(job_id)
+    stop = _StopFlag(store, job_id, claim, on_sigterm=on_sigterm)
     # The same stores as the server's, built from the same settings: on S3 the job may run on another machine.
     artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir, settings.artifacts_cache_dir)
     checkpoints = CheckpointStore(artifacts.scope("checkpoints"), keep=settings.checkpoints_kept)
@@ -409,17 +422,19 @@ def run_attempt(
     except loop.Cancelled:
         if follower:
             return 0  # every worker stopped at the same step; the leader records why
-        if store.jobs.cancel_requested(job_id):
-            if store.jobs.transition(job_id, JobStatus.CANCELLED, reason="cancelled by the user"):
+        if stop.lost:
+            log.warning("job %s is no longer this attempt's (its lease was taken over); stopped", job_id)
+        elif store.jobs.cancel_requested(job_id):
+            if store.jobs.transition(job_id, JobStatus.CANCELLED, claim=claim, reason="cancelled by the user"):
                 store.jobs.add_event(job_id, "cancelled", {})
         else:
             reason = "interrupted: the server shut down; the job resumes from its last checkpoint"
-            if store.jobs.requeue_interrupted(job_id, reason):
+            if store.jobs.requeue_interrupted(job_id, reason, claim=claim):
                 store.jobs.add_event(job_id, "interrupted", {"reason": reason})
     except Exception as error:  # the job fails with the reason; the worker itself ends cleanly
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
         reason = failure_reason(error, settings.data_dir)
-        if store.jobs.transition(job_id, JobStatus.FAILED, reason=reason):
+        if store.jobs.transition(job_id, JobStatus.FAILED, claim=claim, reason=reason):
             store.jobs.add_event(job_id, "failed", {"reason": reason})
         if follower:
             raise  # the other workers wait for this one in an all-reduce: Ray Train ends them with it

@@ -4,6 +4,10 @@ Several API processes, on one host or many, may share one database. A process cl
 conditional UPDATE (of two processes claiming the same job, one wins), renews its lease while the attempt
 runs, and another process takes the job over only once the lease expired (or its owner is known to be gone).
 Lease times are read from the database's clock, so hosts whose clocks disagree still agree on expiry.
+
+A worker running an attempt writes its outcome only while the job is still its attempt's (`AttemptClaim`: the
+lease's owner and the attempt's number when it started): one whose lease was taken over, and whose job another
+process runs again, can no longer overwrite the job's state, and stops at its next step boundary.
 """
 
 from __future__ import annotations
@@ -49,6 +53,20 @@ class Lease:
     owner: str | None
     expired: bool
     cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class AttemptClaim:
+    """The attempt a worker runs: its job, the lease's owner and the attempt's number when it started."""
+
+    job_id: str
+    owner: str | None
+    attempt: int
+
+    def holds(self) -> Any:
+        """The condition, on a jobs row, that the job is still running this attempt."""
+        owner = _jobs.c.owner.is_(None) if self.owner is None else _jobs.c.owner == self.owner
+        return and_(_jobs.c.id == self.job_id, _jobs.c.status == _RUNNING, owner, _jobs.c.attempts == self.attempt)
 
 
 _jobs = t.jobs
@@ -100,6 +118,21 @@ class LeaseRepository:
             conn.execute(update(_jobs).where(held).values(lease_expires_at=db_now() + lease_s))
             rows = conn.execute(select(_jobs.c.id, _jobs.c.cancel_requested).where(held)).all()
         return {row[0]: bool(row[1]) for row in rows}
+
+    def attempt_claim(self, job_id: str) -> AttemptClaim | None:
+        """The running job's attempt as it is now (read by its worker when it starts); None unless running."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(_jobs.c.owner, _jobs.c.attempts).where(_jobs.c.id == job_id, _jobs.c.status == _RUNNING)
+            ).first()
+        return AttemptClaim(job_id, row[0], int(row[1])) if row is not None else None
+
+    def still_held(self, claim: AttemptClaim) -> tuple[bool, bool]:
+        """Whether the job still runs this attempt, and whether a cancel was requested."""
+        with self.engine.connect() as conn:
+            query = select(claim.holds(), _jobs.c.cancel_requested).where(_jobs.c.id == claim.job_id)
+            row = conn.execute(query).first()
+        return (bool(row[0]), bool(row[1])) if row is not None else (False, False)
 
     def running(self) -> builtins.list[Lease]:
         """Every running job's lease, and whether it expired by the database's clock (no lease: expired)."""

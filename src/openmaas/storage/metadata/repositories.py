@@ -16,6 +16,7 @@ from openmaas.domain.ids import now
 from openmaas.domain.jobs import JobStatus, sources_of
 from openmaas.domain.refs import DEFAULT_ALIAS, ModelRef
 from openmaas.storage.metadata import tables as t
+from openmaas.storage.metadata.leases import AttemptClaim
 
 
 class AlreadyExists(Exception):
@@ -251,13 +252,14 @@ class JobRepository:
             ).all()
         return {tenant: int(count) for tenant, count in rows}
 
-    def requeue_interrupted(self, job_id: str, reason: str) -> bool:
+    def requeue_interrupted(self, job_id: str, reason: str, *, claim: AttemptClaim | None = None) -> bool:
         """running → queued after a clean shutdown; the attempt is given back (the job did not fail), and
         so is its lease (storage/metadata/leases.py): any process may run it next."""
         return self.transition(
             job_id,
             JobStatus.QUEUED,
             only_from=[JobStatus.RUNNING],
+            claim=claim,
             reason=reason,
             attempts=t.jobs.c.attempts - 1,
             owner=None,
@@ -290,23 +292,30 @@ class JobRepository:
         target: JobStatus,
         values: dict[str, Any],
         only_from: Iterable[JobStatus] | None = None,
+        claim: AttemptClaim | None = None,
     ) -> bool:
         sources = sources_of(target) if only_from is None else sources_of(target) & set(only_from)
-        result = conn.execute(
-            update(t.jobs)
-            .where(t.jobs.c.id == job_id, t.jobs.c.status.in_([s.value for s in sources]))
-            .values(status=target.value, **values)
-        )
+        query = update(t.jobs).where(t.jobs.c.id == job_id, t.jobs.c.status.in_([s.value for s in sources]))
+        if claim is not None:  # a worker's write: only while the job is still its attempt's
+            query = query.where(claim.holds())
+        result = conn.execute(query.values(status=target.value, **values))
         return result.rowcount == 1
 
     def transition(
-        self, job_id: str, target: JobStatus, *, only_from: Iterable[JobStatus] | None = None, **values: Any
+        self,
+        job_id: str,
+        target: JobStatus,
+        *,
+        only_from: Iterable[JobStatus] | None = None,
+        claim: AttemptClaim | None = None,
+        **values: Any,
     ) -> bool:
-        """Compare-and-set a job's state; False when the job was no longer in a state that allows it."""
+        """Compare-and-set a job's state; False when the job was no longer in a state that allows it (or, with
+        `claim`, no longer that attempt's: its lease was taken over)."""
         if target.is_terminal:
             values.setdefault("finished_at", now())
         with self.engine.begin() as conn:
-            return self._transition(conn, job_id, target, values, only_from)
+            return self._transition(conn, job_id, target, values, only_from, claim)
 
     def request_cancel(self, job_id: str) -> None:
         with self.engine.begin() as conn:
@@ -316,8 +325,11 @@ class JobRepository:
         with self.engine.connect() as conn:
             return bool(conn.execute(select(t.jobs.c.cancel_requested).where(t.jobs.c.id == job_id)).scalar_one())
 
-    def succeed_and_register(self, job_id: str, metrics: dict[str, Any], version: dict[str, Any]) -> ModelVersion:
-        """Register the job's model version and mark it succeeded in one transaction: both or neither."""
+    def succeed_and_register(
+        self, job_id: str, metrics: dict[str, Any], version: dict[str, Any], *, claim: AttemptClaim | None = None
+    ) -> ModelVersion:
+        """Register the job's model version and mark it succeeded in one transaction: both or neither (neither
+        when, with `claim`, the job is no longer that attempt's)."""
         with self.engine.begin() as conn:
             registered = _insert_version(conn, version)
             if not self._transition(
@@ -325,6 +337,7 @@ class JobRepository:
                 job_id,
                 JobStatus.SUCCEEDED,
                 {"metrics": metrics, "model_version": registered.version, "finished_at": now()},
+                claim=claim,
             ):
                 raise AlreadyExists(f"job {job_id} is no longer running")
             return registered
