@@ -248,10 +248,11 @@ def run_and_register(
     leader trains its share and writes nothing: events, checkpoints and the version are the leader's."""
     job_id, plan, note = job.id, prepared.plan, prepared.note
     follower = parallel is not None and not parallel.leader
-    if follower:
-        emit = lambda type_, data: None  # noqa: E731
-    else:
-        emit = lambda type_, data: store.jobs.add_event(job_id, type_, data)  # noqa: E731
+
+    def emit(type_: str, data: dict[str, Any]) -> None:
+        if not follower:
+            store.jobs.add_event(job_id, type_, data)
+
     resume = checkpoints.latest(job_id)
     started = {**prepared.started, "device": device, "threads": torch.get_num_threads()}
     if parallel is not None:
