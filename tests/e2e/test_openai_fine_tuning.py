@@ -186,7 +186,7 @@ def test_unusable_files_fail_the_job_while_validating_and_bad_requests_are_refus
     bad = oai.files.create(file=("bad.jsonl", b'{"text": "a", "label": "x"}\n{"text": \n'), purpose="fine-tune")
     failed = strict(oai.fine_tuning.jobs.create(model="bow-mlp", training_file=bad.id))
     assert failed.status == "failed" and failed.error is not None and failed.finished_at is not None
-    assert (failed.error.param, failed.error.code) == ("training_file", "invalid_training_file")
+    assert (failed.error.param, failed.error.code) == ("training_file", "malformed_file")
     assert "line 2" in failed.error.message and bad.id in failed.error.message
     assert strict(oai.fine_tuning.jobs.retrieve(failed.id)).status == "failed"
     (event,) = oai.fine_tuning.jobs.list_events(failed.id)
@@ -199,7 +199,7 @@ def test_unusable_files_fail_the_job_while_validating_and_bad_requests_are_refus
         file=("one.jsonl", jsonl([{"text": f"t {i}", "label": "a"} for i in range(5)])), purpose="fine-tune"
     )
     single = strict(oai.fine_tuning.jobs.create(model="bow-mlp", training_file=one_label.id))
-    assert single.status == "failed" and single.error and "same label" in single.error.message
+    assert single.status == "failed" and single.error and single.error.code == "too_few_classes"
     bad_validation = strict(
         oai.fine_tuning.jobs.create(model="bow-mlp", training_file=spam_file, validation_file=bad.id)
     )

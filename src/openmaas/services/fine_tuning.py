@@ -217,13 +217,6 @@ class FineTuningService:
     ) -> None:
         dataset = self._dataset_of(principal, files["training_file"], kind, "training_file")
         rows = self._rows(dataset)
-        if kind == "classification" and len({str(row.get("label")) for row in rows}) < 2:
-            raise Unprocessable(
-                f"training_file {fine_tune.training_file!r}: every example has the same label; a classifier needs "
-                "at least two",
-                param="training_file",
-                code="invalid_training_file",
-            )
         validation_rows = None
         if "validation_file" in files:
             validation = self._dataset_of(principal, files["validation_file"], kind, "validation_file")
@@ -290,9 +283,17 @@ class FineTuningService:
         return self.jobs.events(principal, job_id, after=after, limit=limit)
 
     def checkpoints(self, principal: Principal, job_id: str) -> builtins.list[dict[str, Any]]:
-        if self.get(principal, job_id).job is None:
+        """The job's kept checkpoints, oldest first, and its final state as the last one once it succeeded (as
+        OpenAI lists it: that one is the fine-tuned model)."""
+        job = self.get(principal, job_id).job
+        if job is None:
             return []
-        return self.jobs.list_checkpoints(principal, job_id)
+        found = self.jobs.list_checkpoints(principal, job_id)
+        steps = job.metrics.get("steps")
+        if job.status is JobStatus.SUCCEEDED and steps and all(c["step"] != steps for c in found):
+            history = job.metrics.get("history") or [{}]
+            found.append({"step": steps, "created_at": job.finished_at or job.created_at, "metrics": history[-1]})
+        return found
 
     def model_name(self, principal: Principal, fine_tune: FineTune) -> str:
         """`ft:{base}:{tenant}:{suffix}:{job}`: the fine-tuned model's id once it succeeded, and the stem of its
