@@ -20,11 +20,13 @@ from openmaas.errors import Conflict, InvalidRequest, NotFound
 from openmaas.failpoints import failpoint
 from openmaas.services.files import FileService
 from openmaas.storage.metadata import MetadataStore
+from openmaas.training.executors.owners import is_gone, this_process
 
 log = logging.getLogger(__name__)
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 PREDICT = re.compile(r"^/v1/models/[^/]+(?:/[^/]+)?/predict$")
 MAX_LINES = 50_000
+WINDOW_S = 24 * 3600.0  # "24h", the one completion window OpenAI offers
 MAX_ERRORS = 100  # OpenAI's errors list is for the first bad lines, not all of them
 # Answers one request: (status code, the body its route would answer, or OpenAI's error body).
 Execute = Callable[[Principal, str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
@@ -81,9 +83,10 @@ def parse_lines(data: bytes, endpoint: str) -> tuple[list[tuple[int, str, dict[s
 
 
 class BatchService:
-    def __init__(self, store: MetadataStore, files: FileService) -> None:
+    def __init__(self, store: MetadataStore, files: FileService, *, window_s: float = WINDOW_S) -> None:
         self.store = store
         self.files = files
+        self.window_s = window_s  # the completion window ("24h"), shorter in tests
         self.on_created: list[Callable[[], None]] = []
 
     def create(
@@ -119,7 +122,9 @@ class BatchService:
             status="failed" if errors else "in_progress",
             created_at=created,
             metadata=metadata,
-            times={"failed_at": created} if errors else {"in_progress_at": created},
+            times={"failed_at": created}
+            if errors
+            else {"in_progress_at": created, "expires_at": created + self.window_s},
             total=0 if errors else len(requests),
             errors=errors[:MAX_ERRORS] if errors else None,
         )
@@ -149,14 +154,45 @@ class BatchService:
 
 class BatchRunner:
     """Answers the active batches' lines in the background, one request at a time so that a batch holds at most
-    one place in a model's queue ahead of online requests; a restart picks up the lines not yet answered."""
+    one place in a model's queue ahead of online requests; a restart picks up the lines not yet answered.
 
-    def __init__(self, store: MetadataStore, files: FileService, execute: Execute, *, idle_s: float = 1.0) -> None:
+    Several processes may share one database: a process answers a batch's lines only while it holds the batch's
+    lease (renewed while it works, taken over once expired, or at once from a dead process of this node), so no
+    two run one batch. A batch whose completion window passed first ends `expired`: its answers so far go to
+    the output and error files, and each request not yet answered to the error file as `batch_expired`."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        files: FileService,
+        execute: Execute,
+        *,
+        idle_s: float = 1.0,
+        node: str = "localhost",
+        lease_s: float = 30.0,
+    ) -> None:
         self.store = store
         self.files = files
         self.execute = execute
         self.idle_s = idle_s
+        self.node = node
+        self.owner = this_process(node)
+        self.lease_s = lease_s
         self._wake = asyncio.Event()
+
+    def _claim(self, batch_id: str) -> bool:
+        if self.store.batches.claim(batch_id, self.owner, self.lease_s):
+            return True
+        holder = self.store.batches.owner_of(batch_id)
+        return is_gone(holder, self.node) and self.store.batches.claim(
+            batch_id, self.owner, self.lease_s, take_from=holder
+        )
+
+    async def _renew(self, batch_id: str) -> None:
+        """Keep the lease while a line is answered (a long generation must not let another process take over)."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.to_thread(self.store.batches.claim, batch_id, self.owner, self.lease_s)
 
     def wake(self) -> None:
         self._wake.set()
@@ -182,6 +218,12 @@ class BatchRunner:
                 self._wake.clear()
 
     async def _advance(self, batch: Batch) -> bool:
+        if not await asyncio.to_thread(self._claim, batch.id):
+            return False  # another process runs it
+        expires = batch.times.get("expires_at", batch.created_at + WINDOW_S)
+        if batch.status == "in_progress" and now() >= expires:
+            await asyncio.to_thread(self._finish, batch, "expired")
+            return True
         if batch.status == "cancelling":
             await asyncio.to_thread(self._finish, batch, "cancelled")
             return True
@@ -199,13 +241,19 @@ class BatchRunner:
         principal = Principal(
             tenant_id=batch.tenant_id, key_id="batch", scopes=frozenset({"infer"}), tenant_limits=limits
         )
-        for line in pending:
-            status, body = await self.execute(principal, line.url, line.body)
-            await asyncio.to_thread(self.store.batches.answer, batch.id, line.line, status, body)
-            failpoint("batch_after_answer")
-            current = await asyncio.to_thread(self.store.batches.get, None, batch.id)
-            if current is None or current.status != "in_progress":
-                break  # cancelled meanwhile: the next round finishes it
+        renewing = asyncio.create_task(self._renew(batch.id))
+        try:
+            for line in pending:
+                if now() >= expires:
+                    break  # the next round ends it as expired
+                status, body = await self.execute(principal, line.url, line.body)
+                await asyncio.to_thread(self.store.batches.answer, batch.id, line.line, status, body)
+                failpoint("batch_after_answer")
+                current = await asyncio.to_thread(self.store.batches.get, None, batch.id)
+                if current is None or current.status != "in_progress":
+                    break  # cancelled meanwhile: the next round finishes it
+        finally:
+            renewing.cancel()
         return True
 
     def _finish(self, batch: Batch, final: str) -> None:
@@ -214,6 +262,18 @@ class BatchRunner:
         errors: list[dict[str, Any]] = []
         for line in self.store.batches.lines(batch.id):
             if line.status_code is None:
+                if final == "expired":
+                    errors.append(
+                        {
+                            "id": f"batch_req_{batch.id}_{line.line}",
+                            "custom_id": line.custom_id,
+                            "response": None,
+                            "error": {
+                                "code": "batch_expired",
+                                "message": "This request could not be executed before the completion window expired.",
+                            },
+                        }
+                    )
                 continue
             entry = {
                 "id": f"batch_req_{batch.id}_{line.line}",
@@ -226,7 +286,8 @@ class BatchRunner:
                 "error": None,
             }
             (output if line.status_code < 300 else errors).append(entry)
-        # Written for the tenant but not held to its storage quota: the answers were already paid for.
+        # Written for the tenant and counted in its stored bytes, but not refused by its storage quota: the
+        # answers were already paid for (the next upload is refused instead).
         owner = Principal(tenant_id=batch.tenant_id, key_id="batch", tenant_limits={})
         ids: dict[str, str | None] = {"output_file_id": None, "error_file_id": None}
         for key, entries, name in (("output_file_id", output, "output"), ("error_file_id", errors, "errors")):
@@ -235,5 +296,5 @@ class BatchRunner:
                 ids[key] = self.files.write(
                     owner, filename=f"{batch.id}_{name}.jsonl", purpose="batch_output", data=data
                 ).id
-        only_from = ("cancelling",) if final == "cancelled" else ("finalizing",)
+        only_from = {"cancelled": ("cancelling",), "expired": ("in_progress",)}.get(final, ("finalizing",))
         self.store.batches.set_status(batch.id, final, only_from=only_from, at=now(), **ids)
