@@ -37,9 +37,11 @@ def data_report(
     counter: TokenCounter,
     epochs: int,
     validation_rows: int | None = None,
+    train_fraction: float = 1.0,
 ) -> dict[str, Any]:
     """What a job will train on. Exact duplicates were dropped when the file was read (`dropped`); the example
-    numbers of `truncated_examples` are 1-based positions among the rows kept."""
+    numbers of `truncated_examples` are 1-based positions among the rows kept. `train_fraction` is the share of
+    the rows that trains (the rest is held out for validation when no validation file was given)."""
     texts = [_text_of(row) for row in rows]
     tokens = [counter.count(row) for row in rows]
     ordered = sorted(tokens)
@@ -62,9 +64,10 @@ def data_report(
         "over_context": len(over),
         "over_context_handling": counter.cut,
         "truncated_examples": over[:TRUNCATED_LINES_SHOWN],
-        "tokens_per_epoch": seen,
+        "tokens_in_file": seen,
+        "tokens_per_epoch": round(seen * train_fraction),
         "n_epochs": epochs,
-        "estimated_trained_tokens": seen * epochs,
+        "estimated_trained_tokens": round(seen * train_fraction) * epochs,
     }
     if any("label" in row for row in rows):
         report["label_balance"] = dict(Counter(str(row["label"]) for row in rows).most_common())
@@ -75,10 +78,12 @@ def data_report(
 
 
 def trained_tokens(report: dict[str, Any] | None, metrics: dict[str, Any]) -> int | None:
-    """The tokens a finished job trained on: its report's tokens per epoch times the epochs it ran."""
-    if not report or "tokens_per_epoch" not in report or not metrics.get("epochs"):
+    """The tokens a finished job trained on: its training rows' share of the file's tokens, times the epochs it
+    ran."""
+    if not report or "tokens_in_file" not in report or not metrics.get("epochs"):
         return None
-    return int(report["tokens_per_epoch"]) * int(metrics["epochs"])
+    share = metrics.get("train_rows", report["rows"]) / max(report["rows"], 1)
+    return round(int(report["tokens_in_file"]) * min(share, 1.0)) * int(metrics["epochs"])
 
 
 def measured_speed(finished: list[dict[str, Any]]) -> dict[str, Any] | None:

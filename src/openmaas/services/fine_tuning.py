@@ -224,8 +224,14 @@ class FineTuningService:
             validation_rows = validation.rows
         resolved = get_recipe(recipe).hyperparameters(**hyperparameters)
         counter = self._token_counter(principal, recipe, resolved)
+        train_fraction = 1.0 if validation_rows is not None else 1.0 - resolved.validation_split
         report = data_report(
-            rows, dataset.report.get("dropped", {}), counter, resolved.epochs, validation_rows=validation_rows
+            rows,
+            dataset.report.get("dropped", {}),
+            counter,
+            resolved.epochs,
+            validation_rows=validation_rows,
+            train_fraction=train_fraction,
         )
         report = estimate(report, measured_speed(self.store.fine_tunes.measured(recipe)))
         report["validated_at"] = now()
