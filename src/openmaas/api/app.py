@@ -240,6 +240,7 @@ def create_app(settings: Settings) -> FastAPI:
             store,
             files,
             openai.batches.executor(app.state.services),
+            wait_idle=openai.batches.idle_waiter(app.state.services),
             node=settings.node_name or default_node(),
             lease_s=settings.batch_lease_s,
         )

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from openmaas.domain.entities import Batch, BatchLine, Principal
 from openmaas.domain.ids import new_id, now
@@ -28,8 +28,23 @@ PREDICT = re.compile(r"^/v1/models/[^/]+(?:/[^/]+)?/predict$")
 MAX_LINES = 50_000
 WINDOW_S = 24 * 3600.0  # "24h", the one completion window OpenAI offers
 MAX_ERRORS = 100  # OpenAI's errors list is for the first bad lines, not all of them
-# Answers one request: (status code, the body its route would answer, or OpenAI's error body).
-Execute = Callable[[Principal, str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+# Generations hold a model's decoding slots for seconds: a batch sends them one at a time. Embeddings and
+# predictions go as a group that fills one forward pass (the batch queue's size), once the queue is empty.
+GROUPS = {"/v1/chat/completions": 1, "/v1/completions": 1}
+GROUP = 32
+
+
+class Execute(Protocol):
+    """Answers one request: (status code, the body its route would answer, or OpenAI's error body); with
+    `yield_first`, only once nothing waits in the model's queue (online requests first)."""
+
+    def __call__(
+        self, principal: Principal, url: str, body: dict[str, Any], *, yield_first: bool = True
+    ) -> Awaitable[tuple[int, dict[str, Any]]]: ...
+
+
+# Waits until nothing waits in the queue of the model a request names.
+WaitIdle = Callable[[Principal, str, dict[str, Any]], Awaitable[None]]
 
 
 def _line_error(line: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
@@ -153,8 +168,9 @@ class BatchService:
 
 
 class BatchRunner:
-    """Answers the active batches' lines in the background, one request at a time so that a batch holds at most
-    one place in a model's queue ahead of online requests; a restart picks up the lines not yet answered.
+    """Answers the active batches' lines in the background, a group at a time, each group going in only once
+    the model's queue is empty: a batch holds at most one forward pass (or one generation) ahead of online
+    requests, and fills that pass; a restart picks up the lines not yet answered.
 
     Several processes may share one database: a process answers a batch's lines only while it holds the batch's
     lease (renewed while it works, taken over once expired, or at once from a dead process of this node), so no
@@ -167,6 +183,7 @@ class BatchRunner:
         files: FileService,
         execute: Execute,
         *,
+        wait_idle: WaitIdle | None = None,
         idle_s: float = 1.0,
         node: str = "localhost",
         lease_s: float = 30.0,
@@ -174,6 +191,7 @@ class BatchRunner:
         self.store = store
         self.files = files
         self.execute = execute
+        self.wait_idle = wait_idle
         self.idle_s = idle_s
         self.node = node
         self.owner = this_process(node)
@@ -230,7 +248,8 @@ class BatchRunner:
         if batch.status == "finalizing":
             await asyncio.to_thread(self._finish, batch, "completed")
             return True
-        pending = await asyncio.to_thread(self.store.batches.pending, batch.id, 8)
+        group = GROUPS.get(batch.endpoint, GROUP) if self.wait_idle is not None else 1
+        pending = await asyncio.to_thread(self.store.batches.pending, batch.id, max(group, 8))
         if not pending:
             await asyncio.to_thread(
                 self.store.batches.set_status, batch.id, "finalizing", only_from=("in_progress",), at=now()
@@ -243,18 +262,27 @@ class BatchRunner:
         )
         renewing = asyncio.create_task(self._renew(batch.id))
         try:
-            for line in pending:
+            for start in range(0, len(pending), group):
                 if now() >= expires:
                     break  # the next round ends it as expired
-                status, body = await self.execute(principal, line.url, line.body)
-                await asyncio.to_thread(self.store.batches.answer, batch.id, line.line, status, body)
-                failpoint("batch_after_answer")
+                lines = pending[start : start + group]
+                if self.wait_idle is not None and group > 1:
+                    # The group goes in together, behind nothing: one forward pass, then online requests again.
+                    await self.wait_idle(principal, lines[0].url, lines[0].body)
+                    await asyncio.gather(*(self._answer(principal, batch, line, yield_first=False) for line in lines))
+                else:
+                    await self._answer(principal, batch, lines[0], yield_first=True)
                 current = await asyncio.to_thread(self.store.batches.get, None, batch.id)
                 if current is None or current.status != "in_progress":
                     break  # cancelled meanwhile: the next round finishes it
         finally:
             renewing.cancel()
         return True
+
+    async def _answer(self, principal: Principal, batch: Batch, line: BatchLine, *, yield_first: bool) -> None:
+        status, body = await self.execute(principal, line.url, line.body, yield_first=yield_first)
+        await asyncio.to_thread(self.store.batches.answer, batch.id, line.line, status, body)
+        failpoint("batch_after_answer")
 
     def _finish(self, batch: Batch, final: str) -> None:
         """Write the output (2xx answers) and error files in OpenAI's shape and end the batch."""
