@@ -116,6 +116,17 @@ class Settings(BaseSettings):
         "same node takes back its dead predecessor's jobs at once. The host name (and its pid namespace) if unset.",
     )
     checkpoints_kept: int = 3
+    batch_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running batch's lease: its server renews it every third of this; another server sharing "
+        "the database takes the batch over once it expired.",
+    )
+    batch_completion_window_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="What a batch's completion_window '24h' lasts: a batch not done by then ends `expired`.",
+    )
     progress_every_s: float = Field(
         default=5.0,
         gt=0,

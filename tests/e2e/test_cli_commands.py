@@ -188,6 +188,17 @@ def test_files_fine_tunes_and_batches_from_the_command_line(server: Server, tmp_
         time.sleep(0.3)
     shown = ok(server, "fine-tune", "show", job["id"])
     assert f"ft:bow-mlp:default::{job['id']}" in shown and "Data report: 40 examples" in shown
+    assert "tokens per example" in shown and "a 20, b 20" in shown, shown
+    assert "trained tokens: 63" in shown  # 70 terms ("text" and a number of 2+ digits), 36 of 40 rows train
+    # Created and followed to the end: the report first, then a bar of the epochs, then the model.
+    waited = ok(server, "fine-tune", "create", "bow-mlp", training["id"], "--n-epochs", "2", "--wait")
+    assert "data report" in waited and "estimated duration" in waited and "tokens/s" in waited
+    assert "2/2" in waited and "succeeded" in waited and "ft:bow-mlp:default::" in waited
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n{"text": \n')
+    bad_file = json.loads(ok(server, "files", "upload", str(bad), "--purpose", "fine-tune", "--json"))
+    failed = cli(server, "fine-tune", "create", "bow-mlp", bad_file["id"])
+    assert failed.returncode == 1 and "failed" in failed.stdout and "line 2" in failed.stdout
     requests = tmp_path / "requests.jsonl"
     line = {
         "custom_id": "x",
@@ -203,4 +214,8 @@ def test_files_fine_tunes_and_batches_from_the_command_line(server: Server, tmp_
         time.sleep(0.3)
     assert "1 done, 0 failed of 1" in ok(server, "batches", "show", batch["id"])
     assert json.loads(ok(server, "files", "content", batch["output_file_id"]))["custom_id"] == "x"
+    requests.write_text("".join(json.dumps({**line, "custom_id": f"x{i}"}) + "\n" for i in range(5)))
+    batch_file = json.loads(ok(server, "files", "upload", str(requests), "--purpose", "batch", "--json"))
+    waited = ok(server, "batches", "create", batch_file["id"], "/v1/embeddings", "--wait")
+    assert "5/5" in waited and "completed, 5 done, 0 failed of 5" in waited
     assert batch["id"] in ok(server, "batches", "list")

@@ -89,9 +89,11 @@ def test_a_bow_mlp_fine_tune_predicts_by_its_fine_tuned_model(
     rows = report.data["rows"]
     assert rows + report.data["exact_duplicates_dropped"] == 200 and sum(report.data["label_balance"].values()) == rows
     assert set(report.data["label_balance"]) == {"ham", "spam"}
-    words = report.data["words_per_example"]
-    assert 1 <= words["min"] <= words["median"] <= words["max"]
-    assert report.data["estimated_trained_words"] >= 2 * rows * words["min"]  # two epochs
+    tokens = report.data["tokens_per_example"]
+    assert 1 <= tokens["min"] <= tokens["median"] <= tokens["max"] and report.data["tokenizer"] == "bow-mlp terms"
+    assert report.data["estimated_trained_tokens"] == 2 * report.data["tokens_per_epoch"]  # two epochs
+    assert job.trained_tokens is not None  # both epochs ran, on the rows the split kept for training
+    assert abs(job.trained_tokens - report.data["estimated_trained_tokens"]) <= 0.05 * job.trained_tokens
     metrics = [e for e in events if e.type == "metrics"]
     assert metrics and all("train_loss" in (e.data or {}) for e in metrics)
     assert len({e.id for e in events}) == len(events)
@@ -99,10 +101,23 @@ def test_a_bow_mlp_fine_tune_predicts_by_its_fine_tuned_model(
     rows = list(csv.DictReader(io.StringIO(oai.files.content(results).text)))
     assert rows and {"step", "train_loss", "valid_loss"} <= set(rows[0])
     checkpoints = list(oai.fine_tuning.jobs.checkpoints.list(job.id))
-    assert checkpoints
+    assert len(checkpoints) == 2  # one per epoch
     for checkpoint in checkpoints:
         FineTuningJobCheckpoint.model_validate(checkpoint.model_dump(mode="json", exclude_unset=True), strict=True)
         assert checkpoint.fine_tuning_job_id == job.id and checkpoint.step_number > 0
+        # Each checkpoint is a model predict accepts: the earlier one its own version, the last the final model.
+        assert checkpoint.fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{checkpoint.step_number}"
+        answer = http.post(f"/v1/models/{checkpoint.fine_tuned_model_checkpoint}/predict", json={"inputs": ["hi"]})
+        assert answer.status_code == 200, answer.text
+    early, last = sorted(checkpoints, key=lambda c: c.step_number)
+    versions = [
+        http.post(f"/v1/models/{c.fine_tuned_model_checkpoint}/predict", json={"inputs": ["hi"]}).json()["version"]
+        for c in (early, last)
+    ]
+    final = http.post(f"/v1/models/{job.fine_tuned_model}/predict", json={"inputs": ["hi"]}).json()["version"]
+    assert versions[0] != versions[1] == final
+    missing = http.post(f"/v1/models/{job.fine_tuned_model}:ckpt-step-999999/predict", json={"inputs": ["hi"]})
+    assert missing.status_code == 404
     wrong = http.post(f"/v1/models/ft:bow-mlp:default:other:{job.id}/predict", json={"inputs": ["hi"]})
     assert wrong.status_code == 404
 
@@ -136,6 +151,12 @@ def test_a_lora_fine_tune_of_a_causal_lm_chats_by_its_fine_tuned_model(
     report = next(e for e in oai.fine_tuning.jobs.list_events(job.id) if e.message.startswith("Data report"))
     assert report.data is not None and report.data["rows"] == 2 and report.data["exact_duplicates_dropped"] == 6
     assert report.data["context"] == 256 and report.data["over_context"] == 0
+    assert report.data["tokenizer"] == "tiny-ft tokenizer" and report.data["tokens_per_example"]["min"] > 5
+    for checkpoint in oai.fine_tuning.jobs.checkpoints.list(job.id):  # a checkpoint chats too
+        answer = oai.chat.completions.create(
+            model=checkpoint.fine_tuned_model_checkpoint, messages=[{"role": "user", "content": "sky?"}], max_tokens=2
+        )
+        assert answer.choices[0].message.role == "assistant"
     answer = oai.chat.completions.create(
         model=job.fine_tuned_model, messages=[{"role": "user", "content": "sky?"}], max_tokens=4
     )
@@ -159,11 +180,34 @@ def test_jobs_list_newest_first_with_has_more_and_cancel(
         oai.fine_tuning.jobs.cancel(first.id)
 
 
-def test_unusable_files_and_models_are_refused_before_any_compute(oai: openai.OpenAI, spam_file: str) -> None:
+def test_unusable_files_fail_the_job_while_validating_and_bad_requests_are_refused(
+    oai: openai.OpenAI, http: httpx.Client, spam_file: str
+) -> None:
+    jobs_before = len(http.get("/v1/jobs", params={"limit": 1000}).json()["data"])
     bad = oai.files.create(file=("bad.jsonl", b'{"text": "a", "label": "x"}\n{"text": \n'), purpose="fine-tune")
-    with pytest.raises(openai.BadRequestError) as refused:
-        oai.fine_tuning.jobs.create(model="bow-mlp", training_file=bad.id)
-    assert "line 2" in str(refused.value) and bad.id in str(refused.value)
+    failed = strict(oai.fine_tuning.jobs.create(model="bow-mlp", training_file=bad.id))
+    assert failed.status == "failed" and failed.error is not None and failed.finished_at is not None
+    assert (failed.error.param, failed.error.code) == ("training_file", "malformed_file")
+    assert "line 2" in failed.error.message and bad.id in failed.error.message
+    assert strict(oai.fine_tuning.jobs.retrieve(failed.id)).status == "failed"
+    (event,) = oai.fine_tuning.jobs.list_events(failed.id)
+    FineTuningJobEvent.model_validate(event.model_dump(mode="json", exclude_unset=True), strict=True)
+    assert event.level == "error" and "line 2" in event.message
+    assert list(oai.fine_tuning.jobs.checkpoints.list(failed.id)) == []
+    with pytest.raises(openai.ConflictError):
+        oai.fine_tuning.jobs.cancel(failed.id)
+    one_label = oai.files.create(
+        file=("one.jsonl", jsonl([{"text": f"t {i}", "label": "a"} for i in range(5)])), purpose="fine-tune"
+    )
+    single = strict(oai.fine_tuning.jobs.create(model="bow-mlp", training_file=one_label.id))
+    assert single.status == "failed" and single.error and single.error.code == "too_few_classes"
+    bad_validation = strict(
+        oai.fine_tuning.jobs.create(model="bow-mlp", training_file=spam_file, validation_file=bad.id)
+    )
+    assert bad_validation.status == "failed" and bad_validation.error
+    assert bad_validation.error.param == "validation_file" and "line 2" in bad_validation.error.message
+    # No training job was made for any of them: no compute was spent.
+    assert len(http.get("/v1/jobs", params={"limit": 1000}).json()["data"]) == jobs_before
     batch_file = oai.files.create(file=("b.jsonl", b"{}\n"), purpose="batch")
     with pytest.raises(openai.BadRequestError):
         oai.fine_tuning.jobs.create(model="bow-mlp", training_file=batch_file.id)
@@ -173,3 +217,34 @@ def test_unusable_files_and_models_are_refused_before_any_compute(oai: openai.Op
         oai.fine_tuning.jobs.create(model="bow-mlp", training_file="file_nope")
     with pytest.raises(openai.NotFoundError):
         oai.fine_tuning.jobs.retrieve("job_nope")
+
+
+def test_a_validation_file_is_the_validation_split_and_the_second_job_gets_an_estimate(
+    oai: openai.OpenAI, http: httpx.Client
+) -> None:
+    rows = spam_rows(260)
+    train = oai.files.create(file=("train.jsonl", jsonl(rows[:200])), purpose="fine-tune").id
+    valid = oai.files.create(file=("valid.jsonl", jsonl(rows[200:])), purpose="fine-tune").id
+    first = wait(
+        oai,
+        oai.fine_tuning.jobs.create(
+            model="bow-mlp", training_file=train, validation_file=valid, hyperparameters={"n_epochs": 2}
+        ).id,
+    )
+    assert first.status == "succeeded" and first.validation_file == valid
+    native = http.get(f"/v1/jobs/{first.id}").json()
+    report = next(e for e in oai.fine_tuning.jobs.list_events(first.id) if e.message.startswith("Data report"))
+    assert report.data is not None and report.data["validation_rows"] == native["metrics"]["validation_rows"]
+    assert native["metrics"]["train_rows"] == report.data["rows"]  # every training row trains
+    metrics = [e.data for e in oai.fine_tuning.jobs.list_events(first.id) if e.type == "metrics" and e.data]
+    assert any("valid_loss" in m for m in metrics)
+    # This recipe now has a measured speed: the next job's report and `estimated_finish` come from it.
+    second = strict(oai.fine_tuning.jobs.create(model="bow-mlp", training_file=train, hyperparameters={"n_epochs": 3}))
+    assert second.status in ("queued", "running", "succeeded")
+    report = next(e for e in oai.fine_tuning.jobs.list_events(second.id) if e.message.startswith("Data report"))
+    assert report.data is not None and report.data["speed"]["tokens_per_second"] > 0
+    assert report.data["estimated_seconds"] > 0 and "tokens/s" in report.message
+    if second.status != "succeeded":
+        assert second.estimated_finish is not None and second.estimated_finish >= second.created_at
+    done = wait(oai, second.id)
+    assert done.estimated_finish is None and done.trained_tokens == 3 * report.data["tokens_per_epoch"]

@@ -225,7 +225,7 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
             datasets=datasets,
             files=files,
             fine_tuning=FineTuningService(store, jobs, datasets, files, registry),
-            batches=BatchService(store, files),
+            batches=BatchService(store, files, window_s=settings.batch_completion_window_s),
             jobs=jobs,
             registry=registry,
             inference=inference,
@@ -241,7 +241,14 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
         )
         await executor.start()
         # Batches are answered in the background, through the same services as the routes (api/openai/batches.py).
-        batch_runner = BatchRunner(store, files, openai.batches.executor(app.state.services))
+        batch_runner = BatchRunner(
+            store,
+            files,
+            openai.batches.executor(app.state.services),
+            wait_idle=openai.batches.idle_waiter(app.state.services),
+            node=settings.node_name or default_node(),
+            lease_s=settings.batch_lease_s,
+        )
         app.state.services.batches.on_created.append(batch_runner.wake)
         batching = asyncio.create_task(batch_runner.run(), name="batches")
         grpc = None

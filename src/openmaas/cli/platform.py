@@ -11,6 +11,7 @@ import typer
 
 from openmaas.cli.common import JsonOption, KeyOption, UrlOption, client
 from openmaas.cli.output import console, print_json, table, when
+from openmaas.cli.platform_progress import BATCH_ENDED, print_fine_tune, watch_batch, watch_fine_tune
 
 files_app = typer.Typer(help="Upload and read OpenAI files (fine-tune and batch inputs, batch outputs).")
 fine_tune_app = typer.Typer(help="OpenAI fine-tuning jobs: the model picks the recipe.", no_args_is_help=True)
@@ -80,21 +81,50 @@ def _job_line(job: dict[str, Any]) -> str:
     return line
 
 
+WaitOption = Annotated[bool, typer.Option("--wait", help="Follow it with a progress bar until it ends.")]
+
+
 @fine_tune_app.command("create")
 def create_fine_tune(
     model: str,
     training_file: str,
+    validation_file: Annotated[str | None, typer.Option(help="Validate on this file instead of a split.")] = None,
     n_epochs: Annotated[int | None, typer.Option()] = None,
     suffix: Annotated[str | None, typer.Option()] = None,
+    wait: WaitOption = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Fine-tune MODEL (bow-mlp, the shipped encoder, or a causal LM) on an uploaded fine-tune file."""
+    """Fine-tune MODEL (bow-mlp, the shipped encoder, or a causal LM) on an uploaded fine-tune file: its files
+    are validated first (the data report, or the line that makes a file unusable)."""
     hyperparameters = {"n_epochs": n_epochs} if n_epochs is not None else None
-    job = client(url, api_key).create_fine_tuning_job(
-        model, training_file, hyperparameters=hyperparameters, suffix=suffix
+    sdk = client(url, api_key)
+    job = sdk.create_fine_tuning_job(
+        model, training_file, validation_file=validation_file, hyperparameters=hyperparameters, suffix=suffix
     )
+    if as_json and not wait:
+        print_json(job)
+        return
+    if not as_json:
+        print_fine_tune(sdk, job, console)
+    if wait:
+        job = watch_fine_tune(sdk, job["id"], console)
+        if as_json:
+            print_json(job)
+        else:
+            console.print(_job_line(job), markup=False, soft_wrap=True)
+    if job["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@fine_tune_app.command("watch")
+def watch_fine_tune_command(
+    job_id: str, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False
+) -> None:
+    """Follow a fine-tuning job with a progress bar of its epochs until it ends."""
+    sdk = client(url, api_key)
+    job = watch_fine_tune(sdk, job_id, console)
     _show(job, as_json, _job_line(job))
 
 
@@ -117,7 +147,7 @@ def show_fine_tune(job_id: str, url: UrlOption = None, api_key: KeyOption = None
     if as_json:
         print_json(job)
         return
-    console.print(_job_line(job), markup=False, soft_wrap=True)
+    print_fine_tune(sdk, job, console)
     for event in sdk.fine_tuning_events(job_id):
         console.print(f"  {when(event['created_at'])}  {event['message']}", markup=False, soft_wrap=True)
 
@@ -144,12 +174,25 @@ def _batch_line(batch: dict[str, Any]) -> str:
 def create_batch(
     input_file: str,
     endpoint: str,
+    wait: WaitOption = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer an uploaded batch file's requests to ENDPOINT (e.g. /v1/embeddings) in the background."""
-    batch = client(url, api_key).create_batch(input_file, endpoint)
+    sdk = client(url, api_key)
+    batch = sdk.create_batch(input_file, endpoint)
+    if wait and batch["status"] not in BATCH_ENDED:
+        batch = watch_batch(sdk, batch["id"], console)
+    _show(batch, as_json, _batch_line(batch))
+
+
+@batches_app.command("watch")
+def watch_batch_command(
+    batch_id: str, url: UrlOption = None, api_key: KeyOption = None, as_json: JsonOption = False
+) -> None:
+    """Follow a batch with a progress bar of its requests until it ends."""
+    batch = watch_batch(client(url, api_key), batch_id, console)
     _show(batch, as_json, _batch_line(batch))
 
 

@@ -185,12 +185,19 @@ class FineTune:
     metadata: dict[str, str] | None
     hyperparameters: dict[str, Any]  # n_epochs, batch_size, learning_rate_multiplier as resolved
     result_file: str | None = None  # the step metrics' CSV, written once the job has finished
+    created_at: float | None = None
+    # `validating_files` until the files are checked, `failed` if they were unusable (with `error`: code,
+    # message, param); None once the training job exists, whose status is then the fine-tune's.
+    status: str | None = None
+    error: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None  # the pre-flight data report
+    validation_file: str | None = None
 
 
 @dataclass(frozen=True)
 class Batch:
     """A file of requests answered in the background (OpenAI's batches). Status: validating, failed,
-    in_progress, finalizing, completed, cancelling, cancelled (expired is never reached: windows are not kept)."""
+    in_progress, finalizing, completed, cancelling, cancelled, expired (its completion window passed first)."""
 
     id: str
     tenant_id: str

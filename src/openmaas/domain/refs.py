@@ -61,6 +61,7 @@ def parse_ref(text: str) -> ModelRef | None:
 
 
 FINE_TUNED_PREFIX = "ft:"
+CHECKPOINT_PREFIX = "ckpt-step-"  # `{fine-tuned model}:ckpt-step-{N}` names the checkpoint of step N
 
 
 def fine_tuned_model_id(base: str, tenant: str, suffix: str | None, job_id: str) -> str:

@@ -29,6 +29,12 @@ class CommonHyperparameters(BaseModel):
         None, ge=0, description="Stop as soon as an epoch's training loss is at or under this value."
     )
     validation_split: float = Field(0.1, ge=0, lt=1)
+    validation_dataset_id: str | None = Field(
+        None,
+        max_length=64,
+        description="A dataset of the same kind to validate on: then every training row trains, and "
+        "validation_split is not used.",
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_steps: int | None = Field(None, ge=1, le=DB_INT_MAX, description="Stop after this many optimizer steps.")

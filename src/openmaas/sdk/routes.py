@@ -121,12 +121,18 @@ class Routes(ABC, Generic[Obj, Objs]):
         model: str,
         training_file: str,
         *,
+        validation_file: str | None = None,
         hyperparameters: dict[str, Any] | None = None,
         suffix: str | None = None,
         seed: int | None = None,
         metadata: dict[str, str] | None = None,
     ) -> Obj:
-        body = {"model": model, "training_file": training_file, "hyperparameters": hyperparameters}
+        body = {
+            "model": model,
+            "training_file": training_file,
+            "validation_file": validation_file,
+            "hyperparameters": hyperparameters,
+        }
         return self._call(
             "POST",
             "/v1/fine_tuning/jobs",

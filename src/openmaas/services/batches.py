@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from openmaas.domain.entities import Batch, BatchLine, Principal
 from openmaas.domain.ids import new_id, now
@@ -20,14 +20,31 @@ from openmaas.errors import Conflict, InvalidRequest, NotFound
 from openmaas.failpoints import failpoint
 from openmaas.services.files import FileService
 from openmaas.storage.metadata import MetadataStore
+from openmaas.training.executors.owners import is_gone, this_process
 
 log = logging.getLogger(__name__)
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 PREDICT = re.compile(r"^/v1/models/[^/]+(?:/[^/]+)?/predict$")
 MAX_LINES = 50_000
+WINDOW_S = 24 * 3600.0  # "24h", the one completion window OpenAI offers
 MAX_ERRORS = 100  # OpenAI's errors list is for the first bad lines, not all of them
-# Answers one request: (status code, the body its route would answer, or OpenAI's error body).
-Execute = Callable[[Principal, str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+# Generations hold a model's decoding slots for seconds: a batch sends them one at a time. Embeddings and
+# predictions go as a group that fills one forward pass (the batch queue's size), once the queue is empty.
+GROUPS = {"/v1/chat/completions": 1, "/v1/completions": 1}
+GROUP = 32
+
+
+class Execute(Protocol):
+    """Answers one request: (status code, the body its route would answer, or OpenAI's error body); with
+    `yield_first`, only once nothing waits in the model's queue (online requests first)."""
+
+    def __call__(
+        self, principal: Principal, url: str, body: dict[str, Any], *, yield_first: bool = True
+    ) -> Awaitable[tuple[int, dict[str, Any]]]: ...
+
+
+# Waits until nothing waits in the queue of the model a request names.
+WaitIdle = Callable[[Principal, str, dict[str, Any]], Awaitable[None]]
 
 
 def _line_error(line: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
@@ -81,9 +98,10 @@ def parse_lines(data: bytes, endpoint: str) -> tuple[list[tuple[int, str, dict[s
 
 
 class BatchService:
-    def __init__(self, store: MetadataStore, files: FileService) -> None:
+    def __init__(self, store: MetadataStore, files: FileService, *, window_s: float = WINDOW_S) -> None:
         self.store = store
         self.files = files
+        self.window_s = window_s  # the completion window ("24h"), shorter in tests
         self.on_created: list[Callable[[], None]] = []
 
     def create(
@@ -119,7 +137,9 @@ class BatchService:
             status="failed" if errors else "in_progress",
             created_at=created,
             metadata=metadata,
-            times={"failed_at": created} if errors else {"in_progress_at": created},
+            times={"failed_at": created}
+            if errors
+            else {"in_progress_at": created, "expires_at": created + self.window_s},
             total=0 if errors else len(requests),
             errors=errors[:MAX_ERRORS] if errors else None,
         )
@@ -148,15 +168,49 @@ class BatchService:
 
 
 class BatchRunner:
-    """Answers the active batches' lines in the background, one request at a time so that a batch holds at most
-    one place in a model's queue ahead of online requests; a restart picks up the lines not yet answered."""
+    """Answers the active batches' lines in the background, a group at a time, each group going in only once
+    the model's queue is empty: a batch holds at most one forward pass (or one generation) ahead of online
+    requests, and fills that pass; a restart picks up the lines not yet answered.
 
-    def __init__(self, store: MetadataStore, files: FileService, execute: Execute, *, idle_s: float = 1.0) -> None:
+    Several processes may share one database: a process answers a batch's lines only while it holds the batch's
+    lease (renewed while it works, taken over once expired, or at once from a dead process of this node), so no
+    two run one batch. A batch whose completion window passed first ends `expired`: its answers so far go to
+    the output and error files, and each request not yet answered to the error file as `batch_expired`."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        files: FileService,
+        execute: Execute,
+        *,
+        wait_idle: WaitIdle | None = None,
+        idle_s: float = 1.0,
+        node: str = "localhost",
+        lease_s: float = 30.0,
+    ) -> None:
         self.store = store
         self.files = files
         self.execute = execute
+        self.wait_idle = wait_idle
         self.idle_s = idle_s
+        self.node = node
+        self.owner = this_process(node)
+        self.lease_s = lease_s
         self._wake = asyncio.Event()
+
+    def _claim(self, batch_id: str) -> bool:
+        if self.store.batches.claim(batch_id, self.owner, self.lease_s):
+            return True
+        holder = self.store.batches.owner_of(batch_id)
+        return is_gone(holder, self.node) and self.store.batches.claim(
+            batch_id, self.owner, self.lease_s, take_from=holder
+        )
+
+    async def _renew(self, batch_id: str) -> None:
+        """Keep the lease while a line is answered (a long generation must not let another process take over)."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.to_thread(self.store.batches.claim, batch_id, self.owner, self.lease_s)
 
     def wake(self) -> None:
         self._wake.set()
@@ -182,13 +236,20 @@ class BatchRunner:
                 self._wake.clear()
 
     async def _advance(self, batch: Batch) -> bool:
+        if not await asyncio.to_thread(self._claim, batch.id):
+            return False  # another process runs it
+        expires = batch.times.get("expires_at", batch.created_at + WINDOW_S)
+        if batch.status == "in_progress" and now() >= expires:
+            await asyncio.to_thread(self._finish, batch, "expired")
+            return True
         if batch.status == "cancelling":
             await asyncio.to_thread(self._finish, batch, "cancelled")
             return True
         if batch.status == "finalizing":
             await asyncio.to_thread(self._finish, batch, "completed")
             return True
-        pending = await asyncio.to_thread(self.store.batches.pending, batch.id, 8)
+        group = GROUPS.get(batch.endpoint, GROUP) if self.wait_idle is not None else 1
+        pending = await asyncio.to_thread(self.store.batches.pending, batch.id, max(group, 8))
         if not pending:
             await asyncio.to_thread(
                 self.store.batches.set_status, batch.id, "finalizing", only_from=("in_progress",), at=now()
@@ -199,14 +260,29 @@ class BatchRunner:
         principal = Principal(
             tenant_id=batch.tenant_id, key_id="batch", scopes=frozenset({"infer"}), tenant_limits=limits
         )
-        for line in pending:
-            status, body = await self.execute(principal, line.url, line.body)
-            await asyncio.to_thread(self.store.batches.answer, batch.id, line.line, status, body)
-            failpoint("batch_after_answer")
-            current = await asyncio.to_thread(self.store.batches.get, None, batch.id)
-            if current is None or current.status != "in_progress":
-                break  # cancelled meanwhile: the next round finishes it
+        renewing = asyncio.create_task(self._renew(batch.id))
+        try:
+            for start in range(0, len(pending), group):
+                if now() >= expires:
+                    break  # the next round ends it as expired
+                lines = pending[start : start + group]
+                if self.wait_idle is not None and group > 1:
+                    # The group goes in together, behind nothing: one forward pass, then online requests again.
+                    await self.wait_idle(principal, lines[0].url, lines[0].body)
+                    await asyncio.gather(*(self._answer(principal, batch, line, yield_first=False) for line in lines))
+                else:
+                    await self._answer(principal, batch, lines[0], yield_first=True)
+                current = await asyncio.to_thread(self.store.batches.get, None, batch.id)
+                if current is None or current.status != "in_progress":
+                    break  # cancelled meanwhile: the next round finishes it
+        finally:
+            renewing.cancel()
         return True
+
+    async def _answer(self, principal: Principal, batch: Batch, line: BatchLine, *, yield_first: bool) -> None:
+        status, body = await self.execute(principal, line.url, line.body, yield_first=yield_first)
+        await asyncio.to_thread(self.store.batches.answer, batch.id, line.line, status, body)
+        failpoint("batch_after_answer")
 
     def _finish(self, batch: Batch, final: str) -> None:
         """Write the output (2xx answers) and error files in OpenAI's shape and end the batch."""
@@ -214,6 +290,18 @@ class BatchRunner:
         errors: list[dict[str, Any]] = []
         for line in self.store.batches.lines(batch.id):
             if line.status_code is None:
+                if final == "expired":
+                    errors.append(
+                        {
+                            "id": f"batch_req_{batch.id}_{line.line}",
+                            "custom_id": line.custom_id,
+                            "response": None,
+                            "error": {
+                                "code": "batch_expired",
+                                "message": "This request could not be executed before the completion window expired.",
+                            },
+                        }
+                    )
                 continue
             entry = {
                 "id": f"batch_req_{batch.id}_{line.line}",
@@ -226,7 +314,8 @@ class BatchRunner:
                 "error": None,
             }
             (output if line.status_code < 300 else errors).append(entry)
-        # Written for the tenant but not held to its storage quota: the answers were already paid for.
+        # Written for the tenant and counted in its stored bytes, but not refused by its storage quota: the
+        # answers were already paid for (the next upload is refused instead).
         owner = Principal(tenant_id=batch.tenant_id, key_id="batch", tenant_limits={})
         ids: dict[str, str | None] = {"output_file_id": None, "error_file_id": None}
         for key, entries, name in (("output_file_id", output, "output"), ("error_file_id", errors, "errors")):
@@ -235,5 +324,5 @@ class BatchRunner:
                 ids[key] = self.files.write(
                     owner, filename=f"{batch.id}_{name}.jsonl", purpose="batch_output", data=data
                 ).id
-        only_from = ("cancelling",) if final == "cancelled" else ("finalizing",)
+        only_from = {"cancelled": ("cancelling",), "expired": ("in_progress",)}.get(final, ("finalizing",))
         self.store.batches.set_status(batch.id, final, only_from=only_from, at=now(), **ids)

@@ -11,19 +11,28 @@ import builtins
 import csv
 import io
 import json
-import re
-import statistics
-from collections import Counter
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from openmaas.domain.entities import FineTune, Job, JobEvent, Principal
-from openmaas.domain.ids import new_id
+from pydantic import ValidationError
+
+from openmaas.domain.entities import Dataset, File, FineTune, Job, JobEvent, Principal
+from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import fine_tuned_model_id
-from openmaas.errors import InvalidRequest, NotFound, OpenMaaSError, PayloadTooLarge, Unprocessable
+from openmaas.errors import Conflict, InvalidRequest, NotFound, OpenMaaSError, PayloadTooLarge, Unprocessable
 from openmaas.recipes import get_recipe
 from openmaas.recipes.foundation import FOUNDATION_MODELS
+from openmaas.recipes.token_counts import (
+    WEIGHT_SUFFIXES,
+    TokenCounter,
+    bow_counter,
+    causal_counter,
+    encoder_counter,
+)
+from openmaas.services.data_report import data_report, estimate, measured_speed, trained_tokens
 from openmaas.services.datasets import DatasetService
 from openmaas.services.files import FileService
 from openmaas.services.jobs import JobService
@@ -36,11 +45,17 @@ RESULT_COLUMNS = ("step", "epoch", "train_loss", "train_accuracy", "valid_loss",
 
 @dataclass(frozen=True)
 class FineTuningJobView:
-    """A training job with its OpenAI face, and the name of its model once there is one."""
+    """A fine-tune with its training job (None while its files are validated, or when they were unusable), its
+    OpenAI status and error, and, as they become known, its model's name, the tokens it trained on and when it
+    should finish."""
 
-    job: Job
+    job: Job | None
     fine_tune: FineTune
     fine_tuned_model: str | None
+    status: str
+    error: dict[str, Any] | None = None
+    trained_tokens: int | None = None
+    estimated_finish: float | None = None
 
 
 def result_rows(events: list[JobEvent]) -> list[dict[str, Any]]:
@@ -63,40 +78,6 @@ def result_rows(events: list[JobEvent]) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-def _text_of(row: dict[str, Any]) -> str:
-    if "messages" in row:
-        return "\n".join(str(message.get("content", "")) for message in row["messages"])
-    return str(row.get("text", ""))
-
-
-def data_report(
-    rows: list[dict[str, Any]], dropped: dict[str, Any], epochs: int, context: int | None
-) -> dict[str, Any]:
-    """What a job will train on, before any compute: rows, words per example, label balance, duplicates (exact
-    ones were dropped when the file was read; near ones differ only in case, spacing or punctuation), texts with
-    conflicting labels, examples over the context (in words, which undercount tokens), and the words to train on."""
-    texts = [_text_of(row) for row in rows]
-    words = sorted(len(text.split()) for text in texts)
-    near: dict[str, set[str]] = {}
-    for text, row in zip(texts, rows, strict=True):
-        key = " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
-        near.setdefault(key, set()).add(str(row.get("label")))
-    report: dict[str, Any] = {
-        "rows": len(rows),
-        "words_per_example": {"min": words[0], "median": statistics.median(words), "max": words[-1]} if words else None,
-        "exact_duplicates_dropped": dropped.get("duplicate", {}).get("count", 0),
-        "near_duplicates": len(rows) - len(near),
-        "estimated_trained_words": sum(words) * epochs,
-    }
-    if any("label" in row for row in rows):
-        report["label_balance"] = dict(Counter(str(row["label"]) for row in rows).most_common())
-        report["conflicting_labels"] = sum(len(labels) > 1 for labels in near.values())
-    if context is not None:
-        report["context"] = context
-        report["over_context"] = sum(count > context for count in words)
-    return report
 
 
 class FineTuningService:
@@ -144,6 +125,7 @@ class FineTuningService:
         *,
         model: str,
         training_file: str,
+        validation_file: str | None = None,
         n_epochs: int | str = AUTO,
         batch_size: int | str = AUTO,
         learning_rate_multiplier: float | str = AUTO,
@@ -151,6 +133,9 @@ class FineTuningService:
         seed: int | None = None,
         metadata: dict[str, str] | None = None,
     ) -> FineTuningJobView:
+        """Check the request (a 4xx when it is wrong), then validate the files while the fine-tune is
+        `validating_files`: an unusable file fails it there, with the line and the reason, before any compute;
+        a usable one gets its data report and queues the training job."""
         recipe, kind, hyperparameters = self.recipe_for(principal, model)
         defaults = get_recipe(recipe).hyperparameters(**hyperparameters)
         if n_epochs != AUTO:
@@ -160,81 +145,188 @@ class FineTuningService:
         multiplier = 1.0 if learning_rate_multiplier == AUTO else float(learning_rate_multiplier)
         hyperparameters["learning_rate"] = defaults.learning_rate * multiplier
         hyperparameters["seed"] = seed if seed is not None else defaults.seed
-        file = self.files.get(principal, training_file)
-        if file.purpose != "fine-tune":
-            raise InvalidRequest(
-                f"file {training_file!r} was uploaded for {file.purpose!r}, not 'fine-tune'",
-                param="training_file",
-                code="invalid_file_purpose",
-            )
-        _, data = self.files.content(principal, training_file)
-        filename = file.filename if file.filename.endswith(".jsonl") else f"{file.id}.jsonl"
         try:
-            dataset = self.datasets.upload(
-                principal, name=f"fine-tune {file.id}", filename=filename, data=data, kind=kind
-            )
-        except OpenMaaSError as error:  # the file's line and reason, named as the client knows the file
-            raise type(error)(
-                f"training_file {training_file!r}: {error.message}", param="training_file", code=error.code
+            resolved = get_recipe(recipe).hyperparameters(**hyperparameters)
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise Unprocessable(
+                f"hyperparameters: {first['msg']}", param="hyperparameters", code="invalid_hyperparameter"
             ) from None
-        job = self.jobs.create(
-            principal, dataset_id=dataset.id, model=new_id("ft"), recipe=recipe, hyperparameters=hyperparameters
-        )
-        rows = [json.loads(line) for line in self.datasets.artifacts.read_bytes(dataset.sha256).splitlines() if line]
-        context = job.hyperparameters.get("context_length") or job.hyperparameters.get("max_length")
-        report = data_report(rows, dataset.report.get("dropped", {}), job.hyperparameters["epochs"], context)
-        self.store.jobs.add_event(job.id, "data_report", report)
+        files = {"training_file": self._fine_tune_file(principal, training_file, "training_file")}
+        if validation_file is not None:
+            files["validation_file"] = self._fine_tune_file(principal, validation_file, "validation_file")
         fine_tune = FineTune(
-            job_id=job.id,
+            job_id=new_id("job"),
             tenant_id=principal.tenant_id,
             base_model=model,
             training_file=training_file,
             suffix=suffix,
-            seed=job.hyperparameters["seed"],
+            seed=resolved.seed,
             metadata=metadata,
             hyperparameters={
-                "n_epochs": job.hyperparameters["epochs"],
-                "batch_size": job.hyperparameters["batch_size"],
+                "n_epochs": resolved.epochs,
+                "batch_size": resolved.batch_size,
                 "learning_rate_multiplier": multiplier,
             },
+            created_at=now(),
+            status="validating_files",
+            validation_file=validation_file,
         )
         self.store.fine_tunes.add(fine_tune)
-        return self._view(principal, job, fine_tune)
+        try:
+            self._validate(principal, fine_tune, recipe, kind, hyperparameters, files)
+        except OpenMaaSError as error:
+            param = error.param if error.param in files else "training_file"
+            failure = {"code": error.code or "invalid_file", "message": error.message, "param": param}
+            self.store.fine_tunes.validated(fine_tune.job_id, report=None, error=failure)
+        return self.get(principal, fine_tune.job_id)
+
+    def _fine_tune_file(self, principal: Principal, file_id: str, param: str) -> File:
+        try:
+            file = self.files.get(principal, file_id)
+        except NotFound as error:
+            raise NotFound(error.message, param=param, code=error.code) from None
+        if file.purpose != "fine-tune":
+            raise InvalidRequest(
+                f"file {file_id!r} was uploaded for {file.purpose!r}, not 'fine-tune'",
+                param=param,
+                code="invalid_file_purpose",
+            )
+        return file
+
+    def _dataset_of(self, principal: Principal, file: File, kind: str, param: str) -> Dataset:
+        _, data = self.files.content(principal, file.id)
+        filename = file.filename if file.filename.endswith(".jsonl") else f"{file.id}.jsonl"
+        try:
+            return self.datasets.upload(principal, name=f"fine-tune {file.id}", filename=filename, data=data, kind=kind)
+        except OpenMaaSError as error:  # the file's line and reason, named as the client knows the file
+            code = error.code if error.code and error.code != "invalid_request" else f"invalid_{param}"
+            raise type(error)(f"{param} {file.id!r}: {error.message}", param=param, code=code) from None
+
+    def _rows(self, dataset: Dataset) -> builtins.list[dict[str, Any]]:
+        return [json.loads(line) for line in self.datasets.artifacts.read_bytes(dataset.sha256).splitlines() if line]
+
+    def _validate(
+        self,
+        principal: Principal,
+        fine_tune: FineTune,
+        recipe: str,
+        kind: str,
+        hyperparameters: dict[str, Any],
+        files: dict[str, File],
+    ) -> None:
+        dataset = self._dataset_of(principal, files["training_file"], kind, "training_file")
+        rows = self._rows(dataset)
+        validation_rows = None
+        if "validation_file" in files:
+            validation = self._dataset_of(principal, files["validation_file"], kind, "validation_file")
+            hyperparameters["validation_dataset_id"] = validation.id
+            validation_rows = validation.rows
+        resolved = get_recipe(recipe).hyperparameters(**hyperparameters)
+        counter = self._token_counter(principal, recipe, resolved)
+        train_fraction = 1.0 if validation_rows is not None else 1.0 - resolved.validation_split
+        report = data_report(
+            rows,
+            dataset.report.get("dropped", {}),
+            counter,
+            resolved.epochs,
+            validation_rows=validation_rows,
+            train_fraction=train_fraction,
+        )
+        report = estimate(report, measured_speed(self.store.fine_tunes.measured(recipe)))
+        report["validated_at"] = now()
+        self.jobs.create(
+            principal,
+            dataset_id=dataset.id,
+            model=new_id("ft"),
+            recipe=recipe,
+            hyperparameters=hyperparameters,
+            job_id=fine_tune.job_id,
+        )
+        self.store.jobs.add_event(fine_tune.job_id, "data_report", report)
+        self.store.fine_tunes.validated(fine_tune.job_id, report=report, error=None)
+
+    def _token_counter(self, principal: Principal, recipe: str, hp: Any) -> TokenCounter:
+        if recipe == "bow-mlp":
+            return bow_counter()
+        if recipe == "transformer-classifier":
+            return encoder_counter(hp.base_model, hp.max_length)
+        version = self.registry.resolve(principal, hp.base_model)
+        tokenizer_files = {n: sha for n, sha in version.files.items() if not n.endswith(WEIGHT_SUFFIXES)}
+        with tempfile.TemporaryDirectory(dir=self.datasets.artifacts.scratch) as scratch:
+            directory = self.datasets.artifacts.materialize(tokenizer_files, Path(scratch) / "tokenizer")
+            return causal_counter(directory, hp.base_model, hp.context_length)
 
     def get(self, principal: Principal, job_id: str) -> FineTuningJobView:
         fine_tune = self.store.fine_tunes.get(principal.tenant_id, job_id)
         if fine_tune is None:
             raise NotFound(f"no fine-tuning job {job_id!r}", param="fine_tuning_job_id", code="job_not_found")
-        return self._view(principal, self.jobs.get(principal, job_id), fine_tune)
+        return self._view(principal, fine_tune)
 
     def list(self, principal: Principal, *, after: str | None, limit: int) -> tuple[list[FineTuningJobView], bool]:
         fine_tunes, more = self.store.fine_tunes.list(principal.tenant_id, after=after, limit=limit)
-        return [self._view(principal, self.jobs.get(principal, f.job_id), f) for f in fine_tunes], more
+        return [self._view(principal, f) for f in fine_tunes], more
 
     def cancel(self, principal: Principal, job_id: str) -> FineTuningJobView:
-        self.get(principal, job_id)
+        view = self.get(principal, job_id)
+        if view.job is None:
+            raise Conflict(
+                f"fine-tuning job {job_id!r} is {view.status}", param="fine_tuning_job_id", code="job_finished"
+            )
         self.jobs.cancel(principal, job_id)
         return self.get(principal, job_id)
 
     def events(
         self, principal: Principal, job_id: str, *, after: int, limit: int
     ) -> tuple[builtins.list[JobEvent], bool]:
-        self.get(principal, job_id)
+        view = self.get(principal, job_id)
+        if view.job is None:  # failed validation: no training job, so its one event is told from the fine-tune
+            created = view.fine_tune.created_at or 0.0
+            error = view.error or {}
+            data = {"reason": error.get("message"), "code": error.get("code"), "param": error.get("param")}
+            found = [JobEvent(1, job_id, "failed", data, created)] if view.status == "failed" else []
+            return [e for e in found if e.id > after][:limit], False
         return self.jobs.events(principal, job_id, after=after, limit=limit)
 
     def checkpoints(self, principal: Principal, job_id: str) -> builtins.list[dict[str, Any]]:
-        self.get(principal, job_id)
-        return self.jobs.list_checkpoints(principal, job_id)
+        """The job's kept checkpoints, oldest first, and its final state as the last one once it succeeded (as
+        OpenAI lists it: that one is the fine-tuned model)."""
+        job = self.get(principal, job_id).job
+        if job is None:
+            return []
+        found = self.jobs.list_checkpoints(principal, job_id)
+        steps = job.metrics.get("steps")
+        if job.status is JobStatus.SUCCEEDED and steps and all(c["step"] != steps for c in found):
+            history = job.metrics.get("history") or [{}]
+            found.append({"step": steps, "created_at": job.finished_at or job.created_at, "metrics": history[-1]})
+        return found
 
-    def _view(self, principal: Principal, job: Job, fine_tune: FineTune) -> FineTuningJobView:
+    def model_name(self, principal: Principal, fine_tune: FineTune) -> str:
+        """`ft:{base}:{tenant}:{suffix}:{job}`: the fine-tuned model's id once it succeeded, and the stem of its
+        checkpoints' ids (`…:ckpt-step-N`) before."""
+        tenant = self.store.tenants.get(principal.tenant_id)
+        assert tenant is not None  # the caller's own tenant
+        return fine_tuned_model_id(fine_tune.base_model, tenant.name, fine_tune.suffix, fine_tune.job_id)
+
+    def _view(self, principal: Principal, fine_tune: FineTune) -> FineTuningJobView:
+        job = None if fine_tune.status is not None else self.store.jobs.get(principal.tenant_id, fine_tune.job_id)
+        if job is None:
+            status = fine_tune.status or "validating_files"
+            return FineTuningJobView(None, fine_tune, None, status, fine_tune.error)
         name = None
         if job.status is JobStatus.SUCCEEDED and job.model_version is not None:
-            tenant = self.store.tenants.get(principal.tenant_id)
-            assert tenant is not None  # the caller's own tenant
-            name = fine_tuned_model_id(fine_tune.base_model, tenant.name, fine_tune.suffix, job.id)
+            name = self.model_name(principal, fine_tune)
         if job.status.is_terminal and fine_tune.result_file is None:
             fine_tune = self._write_results(principal, job, fine_tune)
-        return FineTuningJobView(job, fine_tune, name)
+        error = None
+        if job.status is JobStatus.FAILED:
+            error = {"code": "job_failed", "message": job.reason or "the job failed", "param": None}
+        report = fine_tune.report or {}
+        finish = None
+        if not job.status.is_terminal and report.get("estimated_seconds") is not None:
+            finish = (job.started_at or report.get("validated_at") or job.created_at) + report["estimated_seconds"]
+        tokens = trained_tokens(report, job.metrics) if job.status is JobStatus.SUCCEEDED else None
+        return FineTuningJobView(job, fine_tune, name, job.status.value, error, tokens, finish)
 
     def _write_results(self, principal: Principal, job: Job, fine_tune: FineTune) -> FineTune:
         """The CSV of the step metrics, written the first time the finished job is read."""

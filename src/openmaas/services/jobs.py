@@ -81,7 +81,9 @@ class JobService:
         hyperparameters: dict[str, Any],
         priority: int = 0,
         idempotency_key: str | None = None,
+        job_id: str | None = None,
     ) -> Job:
+        """Queue a job; `job_id` is given by a face that named the job before it existed (a fine-tune)."""
         self.idempotency.check(idempotency_key)
         request = fingerprint(dataset_id, model, recipe, hyperparameters, priority)
         if (first := self.idempotency.first_result(principal, "jobs", idempotency_key, request)) is not None:
@@ -120,6 +122,21 @@ class JobService:
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id!r}", param="dataset", code="dataset_not_found")
         _check_dataset_kind(recipe_impl, dataset)
+        if resolved.get("validation_dataset_id") is not None:
+            validation = self.store.datasets.get(principal.tenant_id, resolved["validation_dataset_id"])
+            if validation is None:
+                raise NotFound(
+                    f"no dataset {resolved['validation_dataset_id']!r}",
+                    param="hyperparameters.validation_dataset_id",
+                    code="dataset_not_found",
+                )
+            if validation.kind != dataset.kind:
+                raise Unprocessable(
+                    f"validation dataset {validation.id!r} is a {validation.kind} dataset, the training one "
+                    f"{dataset.kind}",
+                    param="hyperparameters.validation_dataset_id",
+                    code="wrong_dataset_kind",
+                )
         if recipe_impl.base_task is not None:
             # A classifier's encoder is read from the shipped package: one this server does not offer is checked
             # against the catalog; a language model's base is pinned, so it must be in the registry.
@@ -130,7 +147,7 @@ class JobService:
                 assert base is not None
                 resolved["pinned_base"] = self._pin(base)
         job = Job(
-            id=new_id("job"),
+            id=job_id or new_id("job"),
             tenant_id=principal.tenant_id,
             model=model,
             dataset_id=dataset_id,

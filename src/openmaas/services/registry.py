@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from openmaas.domain.entities import SYSTEM_TENANT, ModelVersion, Principal, RegisteredModel
 from openmaas.domain.refs import (
+    CHECKPOINT_PREFIX,
     FINE_TUNED_PREFIX,
     ModelRef,
     fine_tuned_model_id,
@@ -114,16 +115,28 @@ class RegistryService:
 
     def _fine_tuned(self, principal: Principal, ref: str) -> ModelVersion:
         """The version an OpenAI fine-tuning job of the caller's tenant trained (`ft:{base}:{tenant}:{suffix}:{job}`,
-        exactly as the job shows it)."""
-        job_id = ref.rsplit(":", 1)[-1]
+        exactly as the job shows it), or one of its checkpoints (`…:{job}:ckpt-step-{N}`, registered when the job
+        succeeded; the last step is the job's own version)."""
+        stem, _, last = ref.rpartition(":")
+        step = None
+        if last.startswith(CHECKPOINT_PREFIX):
+            digits = last.removeprefix(CHECKPOINT_PREFIX)
+            if digits.isascii() and digits.isdigit() and len(digits) <= 12:
+                step = int(digits)
+                ref, last = stem, stem.rpartition(":")[2]
+        job_id = last
         job = self.store.jobs.get(principal.tenant_id, job_id)
         fine_tune = self.store.fine_tunes.get(principal.tenant_id, job_id)
         tenant = self.store.tenants.get(principal.tenant_id)
         version = None
         if job is not None and fine_tune is not None and tenant is not None and job.model_version is not None:
             named = fine_tuned_model_id(fine_tune.base_model, tenant.name, fine_tune.suffix, job_id)
-            if ref == named:
+            if ref == named and (step is None or step == job.metrics.get("steps")):
                 version = self.store.models.resolve(principal.tenant_id, parse(f"{job.model}:{job.model_version}"))
+            elif ref == named:
+                model = self.store.models.get(principal.tenant_id, job.model)
+                found = [v for v in (model.versions if model else ()) if v.metrics.get("checkpoint_step") == step]
+                version = found[0] if found else None
         if version is not None:
             return version
         raise NotFound(f"no fine-tuned model {ref!r}", param="model", code="model_not_found")

@@ -118,13 +118,24 @@ class Prepared:
     rate_name: str = "samples_per_second"
 
 
-def prepare_classification(recipe: Recipe, hp: Any, device: str, rows: list[dict[str, Any]]) -> Prepared:
+def held_out_split(rows: int, held_out: int) -> tuple[list[int], list[int], str | None]:
+    """The split when a validation dataset was given: its rows follow the training rows."""
+    return list(range(rows)), list(range(rows, rows + held_out)), None
+
+
+def prepare_classification(
+    recipe: Recipe, hp: Any, device: str, rows: list[dict[str, Any]], held_out: list[dict[str, Any]] | None = None
+) -> Prepared:
     from openmaas.data.splitting import stratified_split
 
-    texts, labels = [row["text"] for row in rows], [row["label"] for row in rows]
+    all_rows = rows + (held_out or [])
+    texts, labels = [row["text"] for row in all_rows], [row["label"] for row in all_rows]
     label_names = sorted(set(labels))
     targets = [label_names.index(label) for label in labels]
-    train_idx, val_idx, note = stratified_split(labels, hp.validation_split, hp.seed)
+    if held_out is not None:
+        train_idx, val_idx, note = held_out_split(len(rows), len(held_out))
+    else:
+        train_idx, val_idx, note = stratified_split(labels, hp.validation_split, hp.seed)
 
     def pick(indices: list[int]) -> Examples:
         return Examples([texts[i] for i in indices], [targets[i] for i in indices])
@@ -170,11 +181,22 @@ def materialize_base(
     return artifacts.materialize(version.files, scratch / "base"), pin
 
 
-def prepare_text(recipe: TextRecipe, hp: Any, device: str, rows: list[dict[str, Any]], base: Path | None) -> Prepared:
+def prepare_text(
+    recipe: TextRecipe,
+    hp: Any,
+    device: str,
+    rows: list[dict[str, Any]],
+    base: Path | None,
+    held_out: list[dict[str, Any]] | None = None,
+) -> Prepared:
     from openmaas.data.splitting import random_split
 
-    documents: list[Document] = [row["messages"] if "messages" in row else row["text"] for row in rows]
-    train_idx, val_idx, note = random_split(len(documents), hp.validation_split, hp.seed)
+    all_rows = rows + (held_out or [])
+    documents: list[Document] = [row["messages"] if "messages" in row else row["text"] for row in all_rows]
+    if held_out is not None:
+        train_idx, val_idx, note = held_out_split(len(rows), len(held_out))
+    else:
+        train_idx, val_idx, note = random_split(len(documents), hp.validation_split, hp.seed)
     loop.seed_everything(hp.seed)
     plan = recipe.plan([documents[i] for i in train_idx], [documents[i] for i in val_idx], hp, device, base)
     started: dict[str, Any] = {"train_rows": len(train_idx), "validation_rows": len(val_idx)}
@@ -214,17 +236,23 @@ def train(
         )
         return
     rows = load_rows(artifacts, dataset.sha256)
+    held_out = None
+    if hp.validation_dataset_id is not None:
+        validation = store.datasets.get(job.tenant_id, hp.validation_dataset_id)
+        if validation is None:
+            raise JobFailure(f"validation dataset {hp.validation_dataset_id} was deleted before the job started")
+        held_out = load_rows(artifacts, validation.sha256)
     # The scratch directory holds a base model's files for as long as training and export need them.
     with tempfile.TemporaryDirectory(dir=artifacts.scratch) as scratch:
         if recipe.dataset_kind == "text":
             base, lineage = None, None
             if recipe.base_task is not None:
                 base, lineage = materialize_base(store, artifacts, job, hp, Path(scratch))
-            prepared = prepare_text(recipe, hp, device, rows, base)
+            prepared = prepare_text(recipe, hp, device, rows, base, held_out)
             if lineage is not None:
                 prepared.started["base_model"] = f"{lineage.model}:{lineage.version}"
         else:
-            prepared = prepare_classification(recipe, hp, device, rows)
+            prepared = prepare_classification(recipe, hp, device, rows, held_out)
         run_and_register(
             store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s, parallel
         )
@@ -321,6 +349,18 @@ def run_and_register(
         metrics["note"] = note
     if parallel is not None:
         metrics["workers"] = parallel.world
+    base_spec = {
+        "tenant_id": job.tenant_id,
+        "model": job.model,
+        "recipe": job.recipe,
+        "labels": prepared.labels,
+        "hyperparameters": hp.model_dump(),
+        "dataset_id": dataset.id,
+        "dataset_sha256": dataset.sha256,
+        "job_id": job_id,
+    }
+    if store.fine_tunes.get(job.tenant_id, job_id) is not None:
+        register_checkpoints(store, artifacts, checkpoints, job, plan, result.steps, base_spec)
     with tempfile.TemporaryDirectory(dir=artifacts.scratch) as out:
         info = plan.export(Path(out))
         files = artifacts.put_directory(Path(out))
@@ -347,6 +387,43 @@ def run_and_register(
         claim=stop.claim,
     )
     emit("succeeded", {"model": job.model, "version": version.version, "stopped_reason": result.stopped_reason})
+
+
+def register_checkpoints(
+    store: MetadataStore,
+    artifacts: ArtifactStore,
+    checkpoints: CheckpointStore,
+    job: Job,
+    plan: TrainingPlan,
+    final_step: int,
+    spec: dict[str, Any],
+) -> None:
+    """Register each kept checkpoint before the last as a version of the job's model (its metrics name the step),
+    so that an OpenAI fine-tune's `fine_tuned_model_checkpoint` is a model inference accepts; the final state is
+    the job's own version. A step registered by an earlier attempt is not registered again."""
+    model = store.models.get(job.tenant_id, job.model)
+    done = {v.metrics.get("checkpoint_step") for v in (model.versions if model is not None else ())}
+    final = {name: tensor.detach().clone() for name, tensor in plan.trainable_state().items()}
+    for info in checkpoints.list(job.id):
+        if info.step >= final_step or info.step in done:
+            continue
+        plan.load_trainable_state(checkpoints.load(job.id, info.name).weights)
+        with tempfile.TemporaryDirectory(dir=artifacts.scratch) as out:
+            exported = plan.export(Path(out))
+            files = artifacts.put_directory(Path(out))
+        metrics = {**info.metrics, "checkpoint_step": info.step, "epoch": info.epoch}
+        store.models.register_version(
+            {
+                **spec,
+                "task": exported.task,
+                "runtime": exported.runtime,
+                "metrics": metrics,
+                "parameter_count": exported.parameter_count,
+                "artifact_sha256": manifest_sha256(files),
+                "files": files,
+            }
+        )
+    plan.load_trainable_state(final)
 
 
 class AttemptMeter:

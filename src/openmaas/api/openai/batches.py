@@ -20,7 +20,7 @@ from openmaas.domain.entities import Principal
 from openmaas.errors import InvalidRequest, OpenMaaSError, status_and_type
 from openmaas.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ListOf
 from openmaas.protocol.openai.batches import Batch, BatchCreate, BatchError, BatchRequestCounts, Errors
-from openmaas.services.batches import Execute
+from openmaas.services.batches import Execute, WaitIdle
 from openmaas.services.generation import GenerationOptions
 
 # The endpoints whose body names the model (predict's path does). A batch request waits for the model's queue
@@ -52,11 +52,27 @@ def _error(status: int, type_: str, message: str, param: str | None, code: str |
     return status, {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+def _model_of(url: str, body: dict[str, Any]) -> Any:
+    return body.get("model") if url in BODY_NAMES_MODEL else url.removeprefix("/v1/models/").removesuffix("/predict")
+
+
+def idle_waiter(services: Services) -> WaitIdle:
+    """Waits until nothing waits in the queue of the model a batch request names."""
+
+    async def wait_idle(principal: Principal, url: str, body: dict[str, Any]) -> None:
+        await services.inference.until_idle(principal, _model_of(url, body))
+
+    return wait_idle
+
+
 def executor(services: Services) -> Execute:
-    async def execute(principal: Principal, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def execute(
+        principal: Principal, url: str, body: dict[str, Any], *, yield_first: bool = True
+    ) -> tuple[int, dict[str, Any]]:
         path_ref = url.removeprefix("/v1/models/").removesuffix("/predict")
         try:
-            await services.inference.until_idle(principal, body.get("model") if url in BODY_NAMES_MODEL else path_ref)
+            if yield_first:
+                await services.inference.until_idle(principal, _model_of(url, body))
             if url == "/v1/embeddings":
                 embedding = EmbeddingRequest.model_validate(body)
                 answer = await services.inference.embed(

@@ -11,6 +11,7 @@ from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Reader, Svc, Trainer
 from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.domain.entities import JobEvent
+from openmaas.domain.refs import CHECKPOINT_PREFIX
 from openmaas.errors import InvalidRequest
 from openmaas.protocol.openai import ListOf
 from openmaas.protocol.openai.fine_tuning import (
@@ -30,25 +31,47 @@ EVENT_PREFIX = "ftevent-"
 
 def job_out(view: FineTuningJobView) -> FineTuningJob:
     job, fine_tune = view.job, view.fine_tune
-    error = None
-    if job.status.value == "failed":
-        error = FineTuningError(code="job_failed", message=job.reason or "the job failed", param=None)
+    created = job.created_at if job is not None else (fine_tune.created_at or 0.0)
+    finished = None
+    if job is not None and job.finished_at is not None and job.status.is_terminal:
+        finished = int(job.finished_at)
+    elif view.status == "failed":
+        finished = int((fine_tune.report or {}).get("validated_at") or created)
     return FineTuningJob(
-        id=job.id,
-        created_at=int(job.created_at),
-        finished_at=int(job.finished_at) if job.finished_at is not None and job.status.is_terminal else None,
+        id=fine_tune.job_id,
+        created_at=int(created),
+        finished_at=finished,
+        estimated_finish=int(view.estimated_finish) if view.estimated_finish is not None else None,
         model=fine_tune.base_model,
         fine_tuned_model=view.fine_tuned_model,
-        organization_id=job.tenant_id,
-        status=job.status.value,  # our states are OpenAI's, less validating_files
+        organization_id=fine_tune.tenant_id,
+        status=view.status,  # type: ignore[arg-type]  # FineTuningService gives only OpenAI's states
         hyperparameters=Hyperparameters.model_validate(fine_tune.hyperparameters),
         training_file=fine_tune.training_file,
+        validation_file=fine_tune.validation_file,
         result_files=[fine_tune.result_file] if fine_tune.result_file else [],
-        error=error,
+        trained_tokens=view.trained_tokens,
+        error=FineTuningError.model_validate(view.error) if view.error else None,
         seed=fine_tune.seed,
         metadata=fine_tune.metadata,
         user_provided_suffix=fine_tune.suffix,
     )
+
+
+def report_message(data: dict[str, Any]) -> str:
+    """The data report in one line, as the event's message (its `data` holds every figure)."""
+    tokens = data.get("tokens_per_example") or {}
+    message = (
+        f"Data report: {data.get('rows')} examples, {tokens.get('min')}/{tokens.get('median')}/{tokens.get('max')} "
+        f"tokens each (min/median/max, {data.get('tokenizer')}), {data.get('over_context')} over the context of "
+        f"{data.get('context')}, {data.get('exact_duplicates_dropped')} exact and {data.get('near_duplicates')} near "
+        f"duplicates, about {data.get('estimated_trained_tokens')} tokens to train on"
+    )
+    if "conflicting_labels" in data:
+        message += f"; {data['conflicting_labels']} texts with conflicting labels"
+    if data.get("estimated_seconds") is not None:
+        message += f"; about {data['estimated_seconds']:.0f} s at {data['speed']['tokens_per_second']} tokens/s"
+    return message
 
 
 # Our metrics' names → OpenAI's (a `step` event's `loss` is the batch's training loss).
@@ -76,13 +99,11 @@ def event_out(event: JobEvent) -> FineTuningJobEvent:
         message = f"Step {metrics['step']}: {shown}" if shown else f"Step {metrics['step']}"
         return FineTuningJobEvent(**common, level="info", message=message, type="metrics", data=metrics)
     if event.type == "data_report":
-        words = data.get("words_per_example") or {}
-        message = (
-            f"Data report: {data.get('rows')} examples, {words.get('min')}/{words.get('median')}/{words.get('max')} "
-            f"words each (min/median/max), about {data.get('estimated_trained_words')} words to train on"
-        )
-        return FineTuningJobEvent(**common, level="info", message=message, type="message", data=data)
+        return FineTuningJobEvent(**common, level="info", message=report_message(data), type="message", data=data)
     level = {"failed": "error", "interrupted": "warn"}.get(event.type, "info")
+    if event.type == "failed" and data.get("code"):  # a failed validation: the file's line and reason
+        message = f"Validation of {data.get('param')} failed: {data.get('reason')}"
+        return FineTuningJobEvent(**common, level="error", message=message, type="message", data=data)
     reason = data.get("reason")
     message = f"Job {event.type}" + (f": {reason}" if reason else "")
     return FineTuningJobEvent(**common, level=level, message=message, type="message", data=data)  # type: ignore[arg-type]
@@ -90,12 +111,6 @@ def event_out(event: JobEvent) -> FineTuningJobEvent:
 
 @router.post("/v1/fine_tuning/jobs", response_model=FineTuningJob, responses=error_responses(404, 413, 422))
 def create_fine_tuning_job(body: FineTuningJobCreate, caller: Trainer, svc: Svc) -> FineTuningJob:
-    if body.validation_file is not None:
-        raise InvalidRequest(
-            "validation_file is not supported yet: the recipe holds out a validation split of the training file",
-            param="validation_file",
-            code="unsupported_parameter",
-        )
     hyperparameters = body.hyperparameters
     if body.method is not None and body.method.supervised is not None and body.method.supervised.hyperparameters:
         hyperparameters = body.method.supervised.hyperparameters
@@ -104,6 +119,7 @@ def create_fine_tuning_job(body: FineTuningJobCreate, caller: Trainer, svc: Svc)
         caller,
         model=body.model,
         training_file=body.training_file,
+        validation_file=body.validation_file,
         n_epochs=hp.n_epochs,
         batch_size=hp.batch_size,
         learning_rate_multiplier=hp.learning_rate_multiplier,
@@ -171,10 +187,11 @@ def list_fine_tuning_checkpoints(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> ListOf[FineTuningJobCheckpoint]:
-    """Newest first; `after` is a checkpoint's id. A checkpoint's `fine_tuned_model_checkpoint` names it, and is not
-    yet a model that inference accepts."""
+    """Newest first; `after` is a checkpoint's id. A checkpoint's `fine_tuned_model_checkpoint` is a model id
+    that chat, completions, embeddings and predict accept once the job has succeeded (the last one is the
+    fine-tuned model itself)."""
     view = svc.fine_tuning.get(caller, fine_tuning_job_id)
-    name = view.fine_tuned_model or f"ft:{view.fine_tune.base_model}:{fine_tuning_job_id}"
+    name = svc.fine_tuning.model_name(caller, view.fine_tune)
     items = []
     for info in reversed(svc.fine_tuning.checkpoints(caller, fine_tuning_job_id)):
         metrics = _metrics({"step": info["step"], **info["metrics"]})
@@ -182,7 +199,7 @@ def list_fine_tuning_checkpoints(
             FineTuningJobCheckpoint(
                 id=f"ftckpt-{fine_tuning_job_id}-{info['step']}",
                 created_at=int(info["created_at"]),
-                fine_tuned_model_checkpoint=f"{name}:ckpt-step-{info['step']}",
+                fine_tuned_model_checkpoint=f"{name}:{CHECKPOINT_PREFIX}{info['step']}",
                 fine_tuning_job_id=fine_tuning_job_id,
                 step_number=info["step"],
                 metrics=CheckpointMetrics.model_validate(metrics),

@@ -41,7 +41,9 @@ class FineTuningJobCreate(BaseModel):
         "transformer-classifier, `bow-mlp` → bow-mlp (README: the OpenAI platform API)."
     )
     training_file: str
-    validation_file: str | None = Field(default=None, description="Not supported yet: the recipe holds out a split.")
+    validation_file: str | None = Field(
+        default=None, description="Validate on this file's rows instead of a split held out of the training file."
+    )
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
     suffix: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")

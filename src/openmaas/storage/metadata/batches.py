@@ -1,5 +1,6 @@
-"""BatchRepository: OpenAI's batches and their lines. A line's answer is written once, with the batch's counts in
-the same transaction, so a process that dies mid-batch leaves each line answered or not, never twice."""
+"""BatchRepository: OpenAI's batches, their lines and their leases. A line's answer is written once, with the
+batch's counts in the same transaction, so a process that dies mid-batch leaves each line answered or not, never
+twice; a batch is run by the one process holding its lease (as jobs are: storage/metadata/leases.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, insert, select, update
+from sqlalchemy import Engine, RowMapping, insert, or_, select, update
 
 from openmaas.domain.entities import Batch, BatchLine
 from openmaas.storage.metadata import tables as t
+from openmaas.storage.metadata.leases import db_now
 
 # What the background runner picks up: batches answering their lines, being cancelled, or writing their files.
 ACTIVE = ("in_progress", "cancelling", "finalizing")
@@ -111,6 +113,23 @@ class BatchRepository:
             conn.execute(update(batches).where(batches.c.id == batch_id).values({counter: counter + 1}))
         return True
 
+    def claim(self, batch_id: str, owner: str, lease_s: float, *, take_from: str | None = None) -> bool:
+        """Hold (or renew) the lease on an active batch for `owner`: only if no process holds it, `owner` does, or
+        its holder's lease expired (by the database's clock); with `take_from`, also from that holder whatever
+        its lease (it is known to be dead). Of two processes claiming one batch, one wins."""
+        b = t.batches
+        free = or_(b.c.owner.is_(None), b.c.owner == owner, b.c.lease_expires_at < db_now())
+        if take_from is not None:
+            free = or_(free, b.c.owner == take_from)
+        query = update(b).where(b.c.id == batch_id, b.c.status.in_(ACTIVE), free)
+        with self.engine.begin() as conn:
+            result = conn.execute(query.values(owner=owner, lease_expires_at=db_now() + lease_s))
+        return result.rowcount == 1
+
+    def owner_of(self, batch_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.batches.c.owner).where(t.batches.c.id == batch_id)).scalar_one_or_none()
+
     def set_status(self, batch_id: str, status: str, *, only_from: Sequence[str], at: float, **values: Any) -> bool:
         """Move the batch to `status` if it is in one of `only_from`, stamping `{status}_at`."""
         with self.engine.begin() as conn:
@@ -118,6 +137,8 @@ class BatchRepository:
             if row is None or row.status not in only_from:
                 return False
             times = {**dict(row.times), f"{status}_at": at}
+            if status not in ACTIVE:  # an ended batch is no process's to run
+                values = {**values, "owner": None, "lease_expires_at": None}
             result = conn.execute(
                 update(t.batches)
                 .where(t.batches.c.id == batch_id, t.batches.c.status == row.status)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import asdict
+from typing import Any
 
 from sqlalchemy import Engine, RowMapping, insert, select, update
 
@@ -21,6 +23,11 @@ def _fine_tune(r: RowMapping) -> FineTune:
         metadata=dict(r["metadata"]) if r["metadata"] is not None else None,
         hyperparameters=dict(r["hyperparameters"]),
         result_file=r["result_file"],
+        created_at=r["created_at"],
+        status=r["status"],
+        error=dict(r["error"]) if r["error"] is not None else None,
+        report=dict(r["report"]) if r["report"] is not None else None,
+        validation_file=r["validation_file"],
     )
 
 
@@ -46,6 +53,32 @@ class FineTuneRepository:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(t.fine_tunes.c.job_id.desc()).limit(limit + 1)).mappings().all()
         return [_fine_tune(r) for r in rows[:limit]], len(rows) > limit
+
+    def validated(self, job_id: str, *, report: dict[str, Any] | None, error: dict[str, Any] | None) -> bool:
+        """End validation: with `error`, the fine-tune failed; else its job exists now (status null). False: it
+        was no longer validating."""
+        values: dict[str, Any] = {"report": report, "status": "failed" if error else None, "error": error}
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t.fine_tunes)
+                .where(t.fine_tunes.c.job_id == job_id, t.fine_tunes.c.status == "validating_files")
+                .values(**values)
+            )
+        return result.rowcount > 0
+
+    def measured(self, recipe: str, limit: int = 20) -> builtins.list[dict[str, Any]]:
+        """What the newest succeeded fine-tunes of `recipe` (any tenant: the speed is this machine's) report and
+        measured: their data report, the job's metrics, and its start and finish times."""
+        jobs, tunes = t.jobs, t.fine_tunes
+        query = (
+            select(tunes.c.report, jobs.c.metrics, jobs.c.started_at, jobs.c.finished_at)
+            .join(jobs, jobs.c.id == tunes.c.job_id)
+            .where(jobs.c.recipe == recipe, jobs.c.status == "succeeded", tunes.c.report.is_not(None))
+            .order_by(jobs.c.finished_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
 
     def set_result_file(self, job_id: str, file_id: str) -> bool:
         """Record the job's results file unless one was recorded meanwhile (then False: use that one)."""

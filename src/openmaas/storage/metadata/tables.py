@@ -87,6 +87,13 @@ fine_tunes = Table(
     Column("metadata", JSON, nullable=True),
     Column("hyperparameters", JSON, nullable=False),
     Column("result_file", String(64), nullable=True),
+    # Set while the files are validated (`validating_files`), or `failed` when they were unusable: the training
+    # job exists only after validation; null once it does (the job's status is then the fine-tune's).
+    Column("created_at", Float, nullable=True),
+    Column("status", String(32), nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("report", JSON, nullable=True),
+    Column("validation_file", String(64), nullable=True),
     Index("ix_fine_tunes_tenant_id_job_id", "tenant_id", "job_id"),
 )
 
@@ -109,6 +116,9 @@ batches = Table(
     Column("completed", Integer, nullable=False),
     Column("failed", Integer, nullable=False),
     Column("errors", JSON, nullable=True),
+    # Which process answers the batch's lines, until when (the database's clock): one at a time.
+    Column("owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
     Index("ix_batches_tenant_id_id", "tenant_id", "id"),
 )
 
