@@ -2,7 +2,8 @@
 dataset, OpenAI's hyperparameters become the recipe's; the job itself is JobService's, and /v1/jobs shows it too.
 
 Model → recipe: `bow-mlp` → bow-mlp; the shipped encoder (a foundation model for embeddings) → transformer-
-classifier on {"text", "label"} rows; a text-generation model of the registry → lora on {"messages"} rows.
+classifier on {"text", "label"} rows; a text-generation model of the registry → lora on {"messages"} rows;
+`efficientnet-lite0` → image-classifier and `image-cnn` → image-cnn, on a zip of labelled images (IMAGE_MODELS).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from openmaas.domain.entities import FineTune, Job, JobEvent, Principal
+from openmaas.domain.entities import Dataset, FineTune, Job, JobEvent, Principal
 from openmaas.domain.ids import new_id
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import fine_tuned_model_id
@@ -31,6 +32,11 @@ from openmaas.services.registry import RegistryService
 from openmaas.storage.metadata import MetadataStore
 
 AUTO = "auto"
+# Image models a fine-tune names → (recipe, the recipe's base hyperparameters); the file is an image zip.
+IMAGE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "efficientnet-lite0": ("image-classifier", {"base_model": "efficientnet-lite0"}),
+    "image-cnn": ("image-cnn", {}),
+}
 RESULT_COLUMNS = ("step", "epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
 
 
@@ -99,6 +105,19 @@ def data_report(
     return report
 
 
+def image_data_report(dataset: Dataset, epochs: int) -> dict[str, Any]:
+    """What an image job will train on, from the dataset's own report: images, label balance, sizes, duplicates."""
+    report = dataset.report
+    return {
+        "rows": dataset.rows,
+        "label_balance": dict(sorted(dataset.labels.items(), key=lambda item: -item[1])),
+        "width": report.get("width"),
+        "height": report.get("height"),
+        "exact_duplicates_dropped": report.get("dropped", {}).get("duplicate", {}).get("count", 0),
+        "estimated_trained_images": dataset.rows * epochs,
+    }
+
+
 class FineTuningService:
     def __init__(
         self,
@@ -118,6 +137,9 @@ class FineTuningService:
         """(recipe, dataset kind, the recipe's base hyperparameters) for the model a client names."""
         if model == "bow-mlp":
             return "bow-mlp", "classification", {}
+        if model in IMAGE_MODELS:
+            recipe, base = IMAGE_MODELS[model]
+            return recipe, "image", dict(base)
         foundation = FOUNDATION_MODELS.get(model)
         if foundation is not None and foundation.task == "embeddings":
             return "transformer-classifier", "classification", {"base_model": model}
@@ -125,7 +147,8 @@ class FineTuningService:
             version = self.registry.resolve(principal, model)
         except (NotFound, InvalidRequest):
             raise NotFound(
-                f"no model {model!r} to fine-tune: name 'bow-mlp', the shipped encoder, or a text-generation model",
+                f"no model {model!r} to fine-tune: name 'bow-mlp', the shipped encoder, a text-generation model, "
+                "'efficientnet-lite0' or 'image-cnn'",
                 param="model",
                 code="model_not_found",
             ) from None
@@ -168,7 +191,10 @@ class FineTuningService:
                 code="invalid_file_purpose",
             )
         _, data = self.files.content(principal, training_file)
-        filename = file.filename if file.filename.endswith(".jsonl") else f"{file.id}.jsonl"
+        if kind == "image":
+            filename = file.filename
+        else:
+            filename = file.filename if file.filename.endswith(".jsonl") else f"{file.id}.jsonl"
         try:
             dataset = self.datasets.upload(
                 principal, name=f"fine-tune {file.id}", filename=filename, data=data, kind=kind
@@ -180,9 +206,13 @@ class FineTuningService:
         job = self.jobs.create(
             principal, dataset_id=dataset.id, model=new_id("ft"), recipe=recipe, hyperparameters=hyperparameters
         )
-        rows = [json.loads(line) for line in self.datasets.artifacts.read_bytes(dataset.sha256).splitlines() if line]
-        context = job.hyperparameters.get("context_length") or job.hyperparameters.get("max_length")
-        report = data_report(rows, dataset.report.get("dropped", {}), job.hyperparameters["epochs"], context)
+        if kind == "image":
+            report = image_data_report(dataset, job.hyperparameters["epochs"])
+        else:
+            blob = self.datasets.artifacts.read_bytes(dataset.sha256)
+            rows = [json.loads(line) for line in blob.splitlines() if line]
+            context = job.hyperparameters.get("context_length") or job.hyperparameters.get("max_length")
+            report = data_report(rows, dataset.report.get("dropped", {}), job.hyperparameters["epochs"], context)
         self.store.jobs.add_event(job.id, "data_report", report)
         fine_tune = FineTune(
             job_id=job.id,

@@ -75,6 +75,14 @@ def event_out(event: JobEvent) -> FineTuningJobEvent:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "step" and isinstance(v, float))
         message = f"Step {metrics['step']}: {shown}" if shown else f"Step {metrics['step']}"
         return FineTuningJobEvent(**common, level="info", message=message, type="metrics", data=metrics)
+    if event.type == "data_report" and "estimated_trained_images" in data:
+        width, height = data.get("width") or {}, data.get("height") or {}
+        message = (
+            f"Data report: {data.get('rows')} images in {len(data.get('label_balance') or {})} classes, "
+            f"{width.get('min')}-{width.get('max')} x {height.get('min')}-{height.get('max')} pixels, about "
+            f"{data.get('estimated_trained_images')} images to train on"
+        )
+        return FineTuningJobEvent(**common, level="info", message=message, type="message", data=data)
     if event.type == "data_report":
         words = data.get("words_per_example") or {}
         message = (
