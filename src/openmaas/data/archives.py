@@ -11,7 +11,6 @@ import lzma
 import stat
 import zipfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -72,42 +71,49 @@ def open_archive(data: bytes) -> zipfile.ZipFile:
         ) from None
 
 
-def read_members(data: bytes, limits: ArchiveLimits) -> Iterator[Member]:
-    """The archive's files (folders and ignored files left out), each whole, in the archive's order."""
-    archive = open_archive(data)
-    infos: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
-    declared = 0
-    for info in archive.infolist():
-        path = _check_path(info)
-        if info.is_dir() or not path.parts or _ignored(path):
-            continue
-        infos.append((info, path))
-        if len(infos) > limits.max_files:
-            raise DatasetFileError(
-                f"the archive has more than {limits.max_files} files", code="too_many_files", param="file"
-            )
-        declared += info.file_size
-        if declared > limits.max_uncompressed_bytes:
-            raise DatasetFileError(
-                f"the archive inflates to more than {limits.max_uncompressed_bytes} bytes", code="archive_too_large"
-            )
-        if info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise DatasetFileError(
-                f"{info.filename!r}: compressed {info.compress_size} bytes inflate to {info.file_size}, a ratio over "
-                f"{limits.max_ratio:g} (a zip bomb?)",
-                code="archive_too_large",
-            )
-    total = 0
-    for info, _path in infos:
+class ArchiveReader:
+    """An archive whose central directory passed the bounds: its files listed, and read one at a time, so that a
+    caller holds one member's bytes at once rather than the whole inflated archive."""
+
+    def __init__(self, data: bytes, limits: ArchiveLimits) -> None:
+        self.limits = limits
+        self.archive = open_archive(data)
+        self.entries: list[zipfile.ZipInfo] = []  # the files (folders and ignored files left out), in order
+        declared = 0
+        for info in self.archive.infolist():
+            path = _check_path(info)
+            if info.is_dir() or not path.parts or _ignored(path):
+                continue
+            self.entries.append(info)
+            if len(self.entries) > limits.max_files:
+                raise DatasetFileError(
+                    f"the archive has more than {limits.max_files} files", code="too_many_files", param="file"
+                )
+            declared += info.file_size
+            if declared > limits.max_uncompressed_bytes:
+                raise DatasetFileError(
+                    f"the archive inflates to more than {limits.max_uncompressed_bytes} bytes",
+                    code="archive_too_large",
+                )
+            if info.file_size > limits.max_ratio * max(info.compress_size, 1):
+                raise DatasetFileError(
+                    f"{info.filename!r}: compressed {info.compress_size} bytes inflate to {info.file_size}, a ratio "
+                    f"over {limits.max_ratio:g} (a zip bomb?)",
+                    code="archive_too_large",
+                )
+        self.inflated = 0  # bytes inflated so far, over every read
+
+    def read(self, info: zipfile.ZipInfo) -> Member:
+        """One member, whole, its inflated bytes counted against the archive's bound."""
         chunks: list[bytes] = []
         read = 0
         try:
-            with archive.open(info) as member:
+            with self.archive.open(info) as member:
                 while chunk := member.read(_CHUNK):
                     read += len(chunk)
-                    total += len(chunk)
+                    self.inflated += len(chunk)
                     # More than declared: a lying header. zipfile stops at the declared size, this is belt and braces.
-                    if read > info.file_size or total > limits.max_uncompressed_bytes:
+                    if read > info.file_size or self.inflated > self.limits.max_uncompressed_bytes:
                         raise DatasetFileError(
                             f"{info.filename!r}: inflates past its declared size or the archive's bound",
                             code="archive_too_large",
@@ -117,4 +123,4 @@ def read_members(data: bytes, limits: ArchiveLimits) -> Iterator[Member]:
             raise DatasetFileError(
                 f"{info.filename!r}: cannot be read from the archive ({error})", code="malformed_file"
             ) from None
-        yield Member(info.filename, b"".join(chunks))
+        return Member(info.filename, b"".join(chunks))

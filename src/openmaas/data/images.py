@@ -1,9 +1,8 @@
-"""Image datasets: decoding one untrusted image, reading a labelled zip of them, cleaning, storing and thumbnails.
+"""Image datasets: decoding one untrusted image, and reading a labelled zip of them into the stored form, cleaned.
 
 An image is decoded by Pillow (PNG, JPEG, WebP, GIF's first frame), turned upright by its EXIF orientation and
-converted to RGB. A dataset is stored as one safetensors file of uint8 HxWx3 tensors (`image.000000`, …)
-with the labels and source file names in its metadata: pixels we decoded ourselves, never a pickle, never the
-uploaded bytes.
+converted to RGB. A zip is read one member at a time and each image written out as soon as it is decoded
+(`image_tensors.ImageTensorWriter`), so an upload holds one image in memory, not the dataset.
 """
 
 from __future__ import annotations
@@ -11,20 +10,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import warnings
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from safetensors.numpy import load as load_safetensors
-from safetensors.numpy import save as save_safetensors
 
-from openmaas.data.archives import ArchiveLimits, Member, read_members
+from openmaas.data.archives import ArchiveLimits, ArchiveReader, Member
 from openmaas.data.cleaning import normalise_label
+from openmaas.data.image_tensors import ImageTensorWriter
 from openmaas.data.uploads import DatasetFileError, decode_utf8, read_json_objects
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
@@ -93,7 +91,8 @@ def center_square(image: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass
 class ImageDataset:
-    images: list[np.ndarray]
+    """What reading a zip wrote: the labels and source files of the images, in order, and the report."""
+
     labels: list[str]
     files: list[str]
     report: dict[str, Any]
@@ -101,35 +100,6 @@ class ImageDataset:
     @property
     def label_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(self.labels).items()))
-
-    def to_safetensors(self) -> bytes:
-        tensors = {f"image.{i:06d}": np.ascontiguousarray(image) for i, image in enumerate(self.images)}
-        metadata = {"labels": json.dumps(self.labels), "files": json.dumps(self.files)}
-        return save_safetensors(tensors, metadata=metadata)
-
-
-@dataclass(frozen=True)
-class StoredImages:
-    """A stored image dataset read back: images in order with their labels and source files."""
-
-    images: list[np.ndarray]
-    labels: list[str]
-    files: list[str]
-
-
-def _metadata(blob: bytes) -> dict[str, str]:
-    """The safetensors header's `__metadata__` (the format: an 8-byte little-endian length, then JSON)."""
-    length = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8 : 8 + length])
-    metadata: dict[str, str] = header.get("__metadata__", {})
-    return metadata
-
-
-def load_image_dataset(blob: bytes) -> StoredImages:
-    tensors = load_safetensors(blob)
-    metadata = _metadata(blob)
-    labels, files = json.loads(metadata["labels"]), json.loads(metadata["files"])
-    return StoredImages([tensors[f"image.{i:06d}"] for i in range(len(labels))], labels, files)
 
 
 def _manifest_rows(member: Member) -> list[tuple[int, str, Any]]:
@@ -153,128 +123,107 @@ def _manifest_rows(member: Member) -> list[tuple[int, str, Any]]:
     return rows
 
 
-def _labelled_members(members: list[Member]) -> tuple[list[tuple[Member, Any]], str, int]:
+def _labelled_entries(reader: ArchiveReader) -> tuple[list[tuple[zipfile.ZipInfo, Any]], str, int]:
     """Each image member with its raw label, the layout read, and how many files a manifest left out."""
-    manifests = [m for m in members if m.name.lower().endswith(MANIFEST_SUFFIXES)]
+    entries = reader.entries
+    manifests = [info for info in entries if info.filename.lower().endswith(MANIFEST_SUFFIXES)]
     if len(manifests) > 1:
-        names = ", ".join(repr(m.name) for m in manifests)
+        names = ", ".join(repr(info.filename) for info in manifests)
         raise DatasetFileError(f"the archive has more than one CSV/JSONL manifest ({names})", code="malformed_file")
     if not manifests:
         labelled = []
-        for member in members:
-            parts = PurePosixPath(member.name).parts
+        for info in entries:
+            parts = PurePosixPath(info.filename).parts
             if len(parts) < 2:
                 raise DatasetFileError(
-                    f"{member.name!r} is not in a class folder: put each image in a folder named by its label "
+                    f"{info.filename!r} is not in a class folder: put each image in a folder named by its label "
                     "(cat/1.png), or add a CSV/JSONL of file,label",
                     code="no_label",
                 )
-            labelled.append((member, parts[-2]))
+            labelled.append((info, parts[-2]))
         return labelled, "folders", 0
     manifest = manifests[0]
-    base = PurePosixPath(manifest.name).parent
-    by_path = {PurePosixPath(m.name): m for m in members if m is not manifest}
+    base = PurePosixPath(manifest.filename).parent
+    by_path = {PurePosixPath(info.filename): info for info in entries if info is not manifest}
     labelled, listed = [], set()
-    for line, file, label in _manifest_rows(manifest):
+    for line, file, label in _manifest_rows(reader.read(manifest)):
         path = base / PurePosixPath(file.replace("\\", "/"))
         if path not in by_path:
             raise DatasetFileError(
-                f"{manifest.name!r} line {line}: {file!r} is not in the archive", code="missing_file"
+                f"{manifest.filename!r} line {line}: {file!r} is not in the archive", code="missing_file"
             )
         listed.add(path)
         labelled.append((by_path[path], label))
     return labelled, "manifest", len(by_path) - len(listed)
 
 
-def read_image_zip(data: bytes, limits: ImageLimits) -> ImageDataset:
-    """A zip of class folders, or of images and one CSV/JSONL naming `file,label`, decoded and cleaned."""
-    members = list(read_members(data, limits.archive))
-    labelled, layout, unlisted = _labelled_members(members)
-    images: list[np.ndarray] = []
+def read_image_zip(data: bytes, limits: ImageLimits, target: Path) -> ImageDataset:
+    """A zip of class folders, or of images and one CSV/JSONL naming `file,label`, decoded, cleaned and written to
+    `target` in the stored form (removed again when the archive is refused)."""
+    reader = ArchiveReader(data, limits.archive)
+    labelled, layout, unlisted = _labelled_entries(reader)
     labels: list[str] = []
     files: list[str] = []
     seen: dict[str, str] = {}
     duplicates: list[str] = []
     pixels = 0
-    for member, raw_label in labelled:
-        label = normalise_label(raw_label)
-        if label is None:
-            raise DatasetFileError(f"{member.name!r} has no label", code="no_label")
-        try:
-            image = decode_image(member.data, limits.max_pixels)
-        except ImageError as error:
-            raise DatasetFileError(f"{member.name!r}: {error}", code=error.code) from None
-        pixels += image.shape[0] * image.shape[1]
-        if pixels > limits.max_total_pixels:
+    widths, heights = (1 << 31, 0), (1 << 31, 0)  # (min, max)
+    with ImageTensorWriter(target) as writer:
+        for info, raw_label in labelled:
+            name = info.filename
+            label = normalise_label(raw_label)
+            if label is None:
+                raise DatasetFileError(f"{name!r} has no label", code="no_label")
+            try:
+                image = decode_image(reader.read(info).data, limits.max_pixels)
+            except ImageError as error:
+                raise DatasetFileError(f"{name!r}: {error}", code=error.code) from None
+            height, width = image.shape[:2]
+            pixels += height * width
+            if pixels > limits.max_total_pixels:
+                raise DatasetFileError(
+                    f"the images decode to more than {limits.max_total_pixels} pixels together (at {name!r})",
+                    code="archive_too_large",
+                )
+            # Equal pixels are the same image, whatever file format or name carried them.
+            digest = hashlib.sha256(str(image.shape).encode() + image.tobytes()).hexdigest()
+            if digest in seen:
+                duplicates.append(name)
+                if len(duplicates) <= EXAMPLES_PER_REASON:
+                    duplicates[-1] = f"{name} (same as {seen[digest]})"
+                continue
+            seen[digest] = name
+            writer.append(image)
+            labels.append(label)
+            files.append(name)
+            widths = (min(widths[0], width), max(widths[1], width))
+            heights = (min(heights[0], height), max(heights[1], height))
+        if not labels:
+            raise DatasetFileError("the archive has no images", code="no_rows")
+        counts = Counter(labels)
+        if len(counts) < 2:
             raise DatasetFileError(
-                f"the images decode to more than {limits.max_total_pixels} pixels together (at {member.name!r})",
-                code="archive_too_large",
+                f"a classifier needs at least 2 classes; every image is labeled {next(iter(counts))!r}",
+                code="too_few_classes",
             )
-        # Equal pixels are the same image, whatever file format or name carried them.
-        digest = hashlib.sha256(str(image.shape).encode() + image.tobytes()).hexdigest()
-        if digest in seen:
-            duplicates.append(member.name)
-            if len(duplicates) <= EXAMPLES_PER_REASON:
-                duplicates[-1] = f"{member.name} (same as {seen[digest]})"
-            continue
-        seen[digest] = member.name
-        images.append(image)
-        labels.append(label)
-        files.append(member.name)
-    if not images:
-        raise DatasetFileError("the archive has no images", code="no_rows")
-    counts = Counter(labels)
-    if len(counts) < 2:
-        raise DatasetFileError(
-            f"a classifier needs at least 2 classes; every image is labeled {next(iter(counts))!r}",
-            code="too_few_classes",
-        )
-    small = sorted(label for label, n in counts.items() if n < MIN_PER_CLASS)
-    if small:
-        raise DatasetFileError(
-            f"each class needs at least {MIN_PER_CLASS} distinct images; too few in "
-            + ", ".join(f"{label!r} ({counts[label]})" for label in small),
-            code="too_few_images",
-        )
-    heights = [image.shape[0] for image in images]
-    widths = [image.shape[1] for image in images]
+        small = sorted(label for label, n in counts.items() if n < MIN_PER_CLASS)
+        if small:
+            raise DatasetFileError(
+                f"each class needs at least {MIN_PER_CLASS} distinct images; too few in "
+                + ", ".join(f"{label!r} ({counts[label]})" for label in small),
+                code="too_few_images",
+            )
+        writer.finish(labels, files)
     report: dict[str, Any] = {
         "layout": layout,
         "input_images": len(labelled),
-        "images": len(images),
-        "width": {"min": min(widths), "max": max(widths)},
-        "height": {"min": min(heights), "max": max(heights)},
+        "images": len(labels),
+        "width": {"min": widths[0], "max": widths[1]},
+        "height": {"min": heights[0], "max": heights[1]},
         "dropped": {"duplicate": {"count": len(duplicates), "files": duplicates[:EXAMPLES_PER_REASON]}}
         if duplicates
         else {},
     }
     if layout == "manifest":
         report["unlisted_files"] = unlisted
-    return ImageDataset(images, labels, files, report)
-
-
-@dataclass(frozen=True)
-class Thumbnail:
-    label: str
-    file: str
-    width: int  # of the stored image
-    height: int
-    png: bytes  # at most `size` pixels on its longer side
-
-
-def thumbnails(stored: StoredImages, per_class: int, size: int = 64) -> list[Thumbnail]:
-    """The first `per_class` images of each class (labels in sorted order), as small PNGs."""
-    taken: Counter[str] = Counter()
-    picked: list[Thumbnail] = []
-    for index in sorted(range(len(stored.labels)), key=lambda i: (stored.labels[i], i)):
-        label = stored.labels[index]
-        if taken[label] >= per_class:
-            continue
-        taken[label] += 1
-        image = Image.fromarray(stored.images[index])
-        width, height = image.size
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        picked.append(Thumbnail(label, stored.files[index], width, height, buffer.getvalue()))
-    return picked
+    return ImageDataset(labels, files, report)

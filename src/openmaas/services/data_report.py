@@ -15,6 +15,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from openmaas.domain.entities import Dataset
 from openmaas.recipes.token_counts import TokenCounter
 
 TRUNCATED_LINES_SHOWN = 20  # the report names the first examples cut at the context, not all of them
@@ -75,6 +76,31 @@ def data_report(
     if validation_rows is not None:
         report["validation_rows"] = validation_rows
     return report
+
+
+def image_data_report(
+    dataset: Dataset, epochs: int, train_fraction: float = 1.0, validation_rows: int | None = None
+) -> dict[str, Any]:
+    """What an image job will train on, from the dataset's own report: images, label balance, sizes and the
+    duplicates dropped. An image counts as one unit where a text job counts tokens (`unit`), so the estimate,
+    `trained_tokens` and the measured speed of image recipes are in images."""
+    report = dataset.report
+    per_epoch = round(dataset.rows * train_fraction)
+    found: dict[str, Any] = {
+        "rows": dataset.rows,
+        "unit": "images",
+        "label_balance": dict(sorted(dataset.labels.items(), key=lambda item: -item[1])),
+        "width": report.get("width"),
+        "height": report.get("height"),
+        "exact_duplicates_dropped": report.get("dropped", {}).get("duplicate", {}).get("count", 0),
+        "tokens_in_file": dataset.rows,
+        "tokens_per_epoch": per_epoch,
+        "n_epochs": epochs,
+        "estimated_trained_tokens": per_epoch * epochs,
+    }
+    if validation_rows is not None:
+        found["validation_rows"] = validation_rows
+    return found
 
 
 def trained_tokens(report: dict[str, Any] | None, metrics: dict[str, Any]) -> int | None:

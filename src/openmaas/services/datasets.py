@@ -5,11 +5,15 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from openmaas.data.cleaning import clean, clean_documents
 from openmaas.data.documents import detect_text_format, looks_like_text_dataset, read_documents
-from openmaas.data.images import ImageLimits, Thumbnail, load_image_dataset, read_image_zip, thumbnails
+from openmaas.data.image_tensors import Thumbnail, thumbnails
+from openmaas.data.images import ImageLimits, read_image_zip
 from openmaas.data.readers import DatasetFileError, detect_format, read_rows
 from openmaas.domain.entities import Dataset, Principal
 from openmaas.domain.ids import new_id, now
@@ -84,11 +88,39 @@ class DatasetService:
         if kind not in DATASET_KINDS:
             known = ", ".join(DATASET_KINDS)
             raise InvalidRequest(f"unknown dataset kind {kind!r}; use {known}", param="kind", code="invalid_kind")
+        with self._scratch_path() as stored:
+            return self._parse_and_store(
+                principal, name, filename, data, text_column, label_column, kind, idempotency_key, request, stored
+            )
+
+    @contextmanager
+    def _scratch_path(self) -> Iterator[Path]:
+        """Where an image dataset's decoded pixels go as they are decoded (never all in memory); removed after."""
+        path = self.artifacts.scratch / f"{new_id('upload')}.safetensors"
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _parse_and_store(
+        self,
+        principal: Principal,
+        name: str,
+        filename: str,
+        data: bytes,
+        text_column: str,
+        label_column: str,
+        kind: str,
+        idempotency_key: str | None,
+        request: str,
+        stored: Path,
+    ) -> Dataset:
         labels: dict[str, int] = {}
+        canonical: bytes | Path
         try:
             if kind == "image":
-                images = read_image_zip(data, self.image_limits)
-                fmt, canonical, rows = "zip", images.to_safetensors(), len(images.images)
+                images = read_image_zip(data, self.image_limits, stored)
+                fmt, canonical, rows = "zip", stored, len(images.labels)
                 report, labels = images.report, images.label_counts
             elif kind == "text":
                 fmt = detect_text_format(filename)
@@ -115,16 +147,20 @@ class DatasetService:
             if missing and looks_like_text_dataset(filename, data, label_column):
                 message += TEXT_KIND_HINT
             raise status(message, param=error.param, code=error.code) from None
+        size = canonical.stat().st_size if isinstance(canonical, Path) else len(canonical)
         quota = principal.tenant_limits.get("storage_bytes")
-        if quota is not None and self.store.usage.stored_bytes(principal.tenant_id) + len(canonical) > quota:
+        if quota is not None and self.store.usage.stored_bytes(principal.tenant_id) + size > quota:
             raise PayloadTooLarge(
-                f"storing this dataset ({len(canonical)} bytes) would exceed the tenant's storage quota of "
+                f"storing this dataset ({size} bytes) would exceed the tenant's storage quota of "
                 f"{quota} bytes; delete datasets or ask for a larger quota",
                 param="file",
                 code="storage_quota_exceeded",
             )
         # Blob first, row second: a crash in between leaves an unreferenced blob, never half a dataset.
-        sha256 = self.artifacts.put_bytes(canonical)
+        if isinstance(canonical, Path):
+            sha256 = self.artifacts.put_file(canonical)
+        else:
+            sha256 = self.artifacts.put_bytes(canonical)
         failpoint("dataset_after_blob")
         dataset = Dataset(
             id=new_id("ds"),
@@ -132,7 +168,7 @@ class DatasetService:
             name=name.strip(),
             format=fmt,
             sha256=sha256,
-            bytes=len(canonical),
+            bytes=size,
             rows=rows,
             labels=labels,
             report=dict(report, source_filename=filename, source_bytes=len(data), text_column=text_column),
@@ -164,7 +200,7 @@ class DatasetService:
             )
         if not 1 <= per_class <= SAMPLES_PER_CLASS_MAX:
             raise InvalidRequest(f"per_class must be 1 to {SAMPLES_PER_CLASS_MAX}", param="per_class")
-        return thumbnails(load_image_dataset(self.artifacts.read_bytes(dataset.sha256)), per_class)
+        return thumbnails(self.artifacts.local_file(dataset.sha256), per_class)
 
     def list(self, principal: Principal, *, after: str | None, limit: int) -> tuple[list[Dataset], bool]:
         return self.store.datasets.list(principal.tenant_id, after=after, limit=limit)

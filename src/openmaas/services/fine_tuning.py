@@ -2,7 +2,8 @@
 dataset, OpenAI's hyperparameters become the recipe's; the job itself is JobService's, and /v1/jobs shows it too.
 
 Model → recipe: `bow-mlp` → bow-mlp; the shipped encoder (a foundation model for embeddings) → transformer-
-classifier on {"text", "label"} rows; a text-generation model of the registry → lora on {"messages"} rows.
+classifier on {"text", "label"} rows; a text-generation model of the registry → lora on {"messages"} rows;
+`efficientnet-lite0` → image-classifier and `image-cnn` → image-cnn, on a zip of labelled images (IMAGE_MODELS).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from openmaas.recipes.token_counts import (
     causal_counter,
     encoder_counter,
 )
-from openmaas.services.data_report import data_report, estimate, measured_speed, trained_tokens
+from openmaas.services.data_report import data_report, estimate, image_data_report, measured_speed, trained_tokens
 from openmaas.services.datasets import DatasetService
 from openmaas.services.files import FileService
 from openmaas.services.jobs import JobService
@@ -40,6 +41,11 @@ from openmaas.services.registry import RegistryService
 from openmaas.storage.metadata import MetadataStore
 
 AUTO = "auto"
+# Image models a fine-tune names → (recipe, the recipe's base hyperparameters); the file is an image zip.
+IMAGE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "efficientnet-lite0": ("image-classifier", {"base_model": "efficientnet-lite0"}),
+    "image-cnn": ("image-cnn", {}),
+}
 RESULT_COLUMNS = ("step", "epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
 
 
@@ -99,6 +105,9 @@ class FineTuningService:
         """(recipe, dataset kind, the recipe's base hyperparameters) for the model a client names."""
         if model == "bow-mlp":
             return "bow-mlp", "classification", {}
+        if model in IMAGE_MODELS:
+            recipe, base = IMAGE_MODELS[model]
+            return recipe, "image", dict(base)
         foundation = FOUNDATION_MODELS.get(model)
         if foundation is not None and foundation.task == "embeddings":
             return "transformer-classifier", "classification", {"base_model": model}
@@ -106,7 +115,8 @@ class FineTuningService:
             version = self.registry.resolve(principal, model)
         except (NotFound, InvalidRequest):
             raise NotFound(
-                f"no model {model!r} to fine-tune: name 'bow-mlp', the shipped encoder, or a text-generation model",
+                f"no model {model!r} to fine-tune: name 'bow-mlp', the shipped encoder, a text-generation model, "
+                "'efficientnet-lite0' or 'image-cnn'",
                 param="model",
                 code="model_not_found",
             ) from None
@@ -196,7 +206,10 @@ class FineTuningService:
 
     def _dataset_of(self, principal: Principal, file: File, kind: str, param: str) -> Dataset:
         _, data = self.files.content(principal, file.id)
-        filename = file.filename if file.filename.endswith(".jsonl") else f"{file.id}.jsonl"
+        if kind == "image":  # a zip keeps its name: the dataset reader knows it by its suffix
+            filename = file.filename
+        else:
+            filename = file.filename if file.filename.endswith(".jsonl") else f"{file.id}.jsonl"
         try:
             return self.datasets.upload(principal, name=f"fine-tune {file.id}", filename=filename, data=data, kind=kind)
         except OpenMaaSError as error:  # the file's line and reason, named as the client knows the file
@@ -216,23 +229,24 @@ class FineTuningService:
         files: dict[str, File],
     ) -> None:
         dataset = self._dataset_of(principal, files["training_file"], kind, "training_file")
-        rows = self._rows(dataset)
         validation_rows = None
         if "validation_file" in files:
             validation = self._dataset_of(principal, files["validation_file"], kind, "validation_file")
             hyperparameters["validation_dataset_id"] = validation.id
             validation_rows = validation.rows
         resolved = get_recipe(recipe).hyperparameters(**hyperparameters)
-        counter = self._token_counter(principal, recipe, resolved)
         train_fraction = 1.0 if validation_rows is not None else 1.0 - resolved.validation_split
-        report = data_report(
-            rows,
-            dataset.report.get("dropped", {}),
-            counter,
-            resolved.epochs,
-            validation_rows=validation_rows,
-            train_fraction=train_fraction,
-        )
+        if kind == "image":
+            report = image_data_report(dataset, resolved.epochs, train_fraction, validation_rows)
+        else:
+            report = data_report(
+                self._rows(dataset),
+                dataset.report.get("dropped", {}),
+                self._token_counter(principal, recipe, resolved),
+                resolved.epochs,
+                validation_rows=validation_rows,
+                train_fraction=train_fraction,
+            )
         report = estimate(report, measured_speed(self.store.fine_tunes.measured(recipe)))
         report["validated_at"] = now()
         self.jobs.create(

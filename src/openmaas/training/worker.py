@@ -146,8 +146,8 @@ def prepare_classification(
     return Prepared(plan, started, label_names, len(train_idx), len(val_idx), note)
 
 
-def prepare_images(recipe: ImageRecipe, hp: Any, device: str, blob: bytes) -> Prepared:
-    from openmaas.data.images import load_image_dataset
+def prepare_images(recipe: ImageRecipe, hp: Any, device: str, blob: Path) -> Prepared:
+    from openmaas.data.image_tensors import load_image_dataset
     from openmaas.data.splitting import stratified_split
 
     stored = load_image_dataset(blob)
@@ -230,7 +230,7 @@ def train(
     except ValueError as error:  # cuda asked for on a machine without a GPU
         raise JobFailure(str(error)) from None
     if recipe.dataset_kind == "image":
-        prepared = prepare_images(recipe, hp, device, artifacts.read_bytes(dataset.sha256))
+        prepared = prepare_images(recipe, hp, device, artifacts.local_file(dataset.sha256))
         run_and_register(
             store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s, parallel
         )

@@ -60,6 +60,17 @@ def job_out(view: FineTuningJobView) -> FineTuningJob:
 
 def report_message(data: dict[str, Any]) -> str:
     """The data report in one line, as the event's message (its `data` holds every figure)."""
+    if data.get("unit") == "images":
+        width, height = data.get("width") or {}, data.get("height") or {}
+        message = (
+            f"Data report: {data.get('rows')} images in {len(data.get('label_balance') or {})} classes, "
+            f"{width.get('min')}-{width.get('max')} x {height.get('min')}-{height.get('max')} pixels, "
+            f"{data.get('exact_duplicates_dropped')} exact duplicates dropped, about "
+            f"{data.get('estimated_trained_tokens')} images to train on"
+        )
+        if data.get("estimated_seconds") is not None:
+            message += f"; about {data['estimated_seconds']:.0f} s at {data['speed']['tokens_per_second']} images/s"
+        return message
     tokens = data.get("tokens_per_example") or {}
     message = (
         f"Data report: {data.get('rows')} examples, {tokens.get('min')}/{tokens.get('median')}/{tokens.get('max')} "
