@@ -96,7 +96,9 @@ def fuzz(server: Server, key: str | None, scratch_tenant: str, report: Path) -> 
         command += ["-H", f"Authorization: Bearer {key}"]
     env = {**os.environ, "FUZZ_TENANT": scratch_tenant}
     # In the report's directory: schemathesis keeps its cache (.schemathesis/) in the working directory.
-    run = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env, cwd=report.parent)
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=900, check=False, env=env, cwd=report.parent
+    )
     assert report.exists(), run.stdout[-4000:] + run.stderr[-4000:]
     failures = problems_in(json.loads(report.read_text()))
     assert run.returncode == 0 or failures, f"exit {run.returncode}: {run.stdout[-4000:]}{run.stderr[-4000:]}"

@@ -144,12 +144,7 @@ def test_the_embedded_server_refuses_two_workers(http: httpx.Client) -> None:
     error = response.json()["error"]
     assert error["param"] == "hyperparameters.num_workers" and "OPENMAAS_CLUSTER" in error["message"]
     assert http.get("/v1/cluster").json() == {
-        "mode": "embedded",
-        "address": None,
-        "nodes": [],
-        "total": {},
-        "available": {},
-        "deployments": [],
+        "mode": "embedded", "address": None, "nodes": [], "total": {}, "available": {}, "deployments": []
     }
 
 

@@ -52,10 +52,7 @@ def test_a_model_whose_decoding_thread_stopped_is_reloaded_on_the_next_request(m
         "chat", 1, "tenant", "text-generation", "import", "torch", (), {}, {}, None, None, None, 0, "0" * 64, {}, 0.0
     )
     pool = ModelPool(
-        LocalArtifactStore(tmp_path / "artifacts"),
-        tmp_path / "cache",
-        device="cpu",
-        memory_budget_bytes=10**9,
+        LocalArtifactStore(tmp_path / "artifacts"), tmp_path / "cache", device="cpu", memory_budget_bytes=10**9,
         loader=loader,
     )
 
