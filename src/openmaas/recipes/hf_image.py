@@ -39,7 +39,7 @@ def _side(value: Any, what: str) -> int:
 def _triple(value: Any, what: str, positive: bool = False) -> tuple[float, float, float]:
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = [value] * 3
-    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, int | float) for v in value)):
+    if not (isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int | float) for v in value)):
         raise UnsupportedImageModel(f"{PREPROCESSOR_FILE}: {what} must be three numbers (one per RGB channel)")
     if positive and min(value) <= 0:
         raise UnsupportedImageModel(f"{PREPROCESSOR_FILE}: {what} must be positive")
@@ -125,9 +125,12 @@ class ImagePreprocessing:
             picture = picture.resize((self.size[1], self.size[0]), self.resample)
         else:
             assert self.shortest_edge is not None
+            # As transformers sizes it: the shorter side to `shortest_edge`, the longer truncated to keep the ratio.
             width, height = picture.size
-            scale = self.shortest_edge / min(width, height)
-            picture = picture.resize((max(1, round(width * scale)), max(1, round(height * scale))), self.resample)
+            short, long = sorted((width, height))
+            longer = int(self.shortest_edge * long / short)
+            size = (self.shortest_edge, longer) if width <= height else (longer, self.shortest_edge)
+            picture = picture.resize(size, self.resample)
         if self.crop is not None:
             width, height = picture.size
             top, left = (height - self.crop[0]) // 2, (width - self.crop[1]) // 2
