@@ -73,7 +73,8 @@ def import_(
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Register a local Hugging Face model directory (config.json, tokenizer.json, *.safetensors)."""
+    """Register a local Hugging Face model directory (config.json, *.safetensors, and tokenizer.json, or an image
+    classifier's preprocessor_config.json)."""
     version = client(url, api_key).import_model(path, name, runtime=runtime)
     if as_json:
         print_json(version)

@@ -140,7 +140,8 @@ class ModelImport(BaseModel):
     runtime: Literal["onnx", "onnx-int8"] | None = Field(
         None,
         description="For an encoder: float weights (the default) or the linear layers' weights in int8 (about "
-        "twice the throughput on a CPU; embeddings move slightly). A causal LM is served with PyTorch.",
+        "twice the throughput on a CPU; embeddings move slightly). A causal LM and an image classifier are served "
+        "with PyTorch.",
     )
 
 

@@ -16,7 +16,11 @@ CATALOG: dict[str, str] = {
     "image-classifier": "openmaas.recipes.image_classifier",
 }
 # Everything that can load a model version for serving: the trainable recipes plus load-only ones.
-LOADERS: dict[str, str] = {**CATALOG, "sentence-embedding": "openmaas.recipes.sentence_embedding"}
+LOADERS: dict[str, str] = {
+    **CATALOG,
+    "sentence-embedding": "openmaas.recipes.sentence_embedding",
+    "pretrained-image-classifier": "openmaas.recipes.hf_image",
+}
 
 
 class UnknownRecipe(KeyError):

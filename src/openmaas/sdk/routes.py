@@ -193,8 +193,9 @@ class Routes(ABC, Generic[Obj, Objs]):
         return self._call("DELETE", f"/v1/models/{name}")
 
     def import_model(self, path: str | Path, name: str, *, runtime: str | None = None) -> Obj:
-        """Register a Hugging Face directory that lies on the server's disk (admin key); an encoder may be
-        served with `runtime="onnx-int8"`."""
+        """Register a Hugging Face directory that lies on the server's disk (admin key): an encoder, a causal LM
+        or an image classifier (with its preprocessor_config.json); an encoder may be served with
+        `runtime="onnx-int8"`."""
         body = without_none({"path": import_path(path), "name": name, "runtime": runtime})
         return self._call("POST", "/v1/models/import", json=body)
 

@@ -31,7 +31,8 @@ class ArtifactService:
             if path is None:
                 raise InvalidRequest(
                     f"{version.model}:{version.version} ({version.recipe}) has no ONNX form: ONNX export is for "
-                    "transformer-based versions served with the onnx runtime",
+                    "transformer-based versions served with the onnx runtime, and image models trained with runtime "
+                    "'onnx' (served on a CPU)",
                     param="format",
                     code="onnx_unavailable",
                 )

@@ -53,6 +53,18 @@ def _check_dataset_kind(recipe: Recipe | TextRecipe | ImageRecipe, dataset: Data
     )
 
 
+def check_image_base(reference: str, version: ModelVersion, shipped: tuple[str, ...]) -> None:
+    """An image recipe builds on a Hugging Face image classifier (imported, or fine-tuned from one): a version
+    made by our own image recipes from scratch has no such directory."""
+    if "preprocessor_config.json" not in version.files or "config.json" not in version.files:
+        raise Unprocessable(
+            f"base_model {reference!r} is not a Hugging Face image classifier (imported with POST "
+            f"/v1/models/import, or fine-tuned from one); or use {', '.join(repr(name) for name in shipped)}",
+            param="hyperparameters.base_model",
+            code="wrong_base_model_task",
+        )
+
+
 class JobService:
     def __init__(
         self,
@@ -137,7 +149,15 @@ class JobService:
                     param="hyperparameters.validation_dataset_id",
                     code="wrong_dataset_kind",
                 )
-        if recipe_impl.base_task is not None:
+        if recipe_impl.dataset_kind == "image":
+            if "pinned_base" in resolved:
+                resolved["pinned_base"] = None  # the server's to set, never the caller's
+            if recipe_impl.base_task is not None and resolved["base_model"] not in recipe_impl.shipped_bases:
+                base = self._base_version(principal, resolved["base_model"], recipe_impl.base_task)
+                assert base is not None
+                check_image_base(resolved["base_model"], base, recipe_impl.shipped_bases)
+                resolved["pinned_base"] = self._pin(base)
+        elif recipe_impl.base_task is not None:
             # A classifier's encoder is read from the shipped package: one this server does not offer is checked
             # against the catalog; a language model's base is pinned, so it must be in the registry.
             base = self._base_version(

@@ -185,9 +185,10 @@ class RegistryService:
         return deleted
 
     def import_directory(self, principal: Principal, path: str, name: str, runtime: str | None = None) -> ModelVersion:
-        """Register a local Hugging Face directory (an encoder, or a causal LM) as a new version of `name`
-        (admin only). It is loaded once before registration, so a version that registers also serves.
-        An encoder is served with `runtime` (`onnx` unless given); a causal LM always with PyTorch."""
+        """Register a local Hugging Face directory (an encoder, a causal LM, or an image classifier with its
+        preprocessor_config.json) as a new version of `name` (admin only). It is loaded once before
+        registration, so a version that registers also serves. An encoder is served with `runtime` (`onnx`
+        unless given); a causal LM and an image classifier with PyTorch."""
         if not principal.is_admin:
             raise PermissionDenied("importing a model from the server's disk needs an admin key")
         if not is_valid_name(name) or name in FOUNDATION_MODELS:
@@ -196,10 +197,10 @@ class RegistryService:
             refuse_relative(path)  # as written: Path("./x") would read as "x", a Hub id's shape
         directory = Path(path)
         task = check_importable(directory)
-        generative = task == "text-generation"
-        if generative and runtime is not None:
+        if task != "embeddings" and runtime is not None:
+            what = "a causal LM" if task == "text-generation" else "an imported image classifier"
             raise InvalidRequest(
-                f"a causal LM is served with PyTorch; runtime {runtime!r} is for encoders",
+                f"{what} is served with PyTorch; runtime {runtime!r} is for encoders",
                 param="runtime",
                 code="invalid_runtime",
             )
@@ -207,7 +208,7 @@ class RegistryService:
             files = store_files(self.artifacts, directory)
             staged = self.artifacts.materialize(files, Path(scratch) / "model")
             try:
-                metrics = _imported_metrics(task, staged)
+                metrics, labels = _imported_metrics(task, staged)
             except Exception as error:  # whatever the directory holds, the answer is "cannot load it"
                 raise Unprocessable(
                     f"the model cannot be loaded: {type(error).__name__}: {error}",
@@ -219,9 +220,9 @@ class RegistryService:
                 "tenant_id": principal.tenant_id,
                 "model": name,
                 "task": task,
-                "recipe": "pretrained-causal-lm" if generative else "sentence-embedding",
-                "runtime": "torch" if generative else runtime or "onnx",
-                "labels": [],
+                "recipe": IMPORTED_RECIPES[task],
+                "runtime": "onnx" if task == "embeddings" and runtime is None else runtime or "torch",
+                "labels": labels,
                 "metrics": metrics,
                 "hyperparameters": {"imported_from": str(directory)},
                 "dataset_id": None,
@@ -261,17 +262,27 @@ class RegistryService:
             self.artifacts.delete(sha256)
 
 
-def _imported_metrics(task: str, directory: Path) -> dict[str, Any]:
-    """Load the staged copy once (the proof it serves) and describe it."""
+def _imported_metrics(task: str, directory: Path) -> tuple[dict[str, Any], list[str]]:
+    """Load the staged copy once (the proof it serves) and describe it; also a classifier's labels."""
     if task == "text-generation":
         model = load_causal_lm(directory, "cpu")
         own_template = bool(getattr(model.tokenizer, "chat_template", None))
-        return {"context_length": model.max_context, "chat_template": "own" if own_template else "fallback"}
+        return {"context_length": model.max_context, "chat_template": "own" if own_template else "fallback"}, []
+    if task == "image-classification":
+        classifier = get_loader(IMPORTED_RECIPES[task]).load(directory, "cpu", "torch")
+        height, width = classifier.preprocessing.output_size
+        return {"dimensions": classifier.dimensions, "height": height, "width": width}, list(classifier.labels)
     encoder = get_loader("sentence-embedding").load(directory, "cpu", "torch")
-    return {"dimensions": encoder.dimensions, "max_length": encoder.max_length}
+    return {"dimensions": encoder.dimensions, "max_length": encoder.max_length}, []
 
 
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+IMAGE_PREPROCESSOR = "preprocessor_config.json"
+IMPORTED_RECIPES = {
+    "text-generation": "pretrained-causal-lm",
+    "image-classification": "pretrained-image-classifier",
+    "embeddings": "sentence-embedding",
+}
 CONVERT_HINT = (
     "convert it once, in an environment you trust, with "
     "`AutoModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`"
@@ -323,6 +334,24 @@ def check_importable(directory: Path) -> str:
                 code="pickled_weights",
             )
         raise Unprocessable("the directory has no *.safetensors weights", param="path", code="invalid_model_directory")
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Unprocessable(
+            f"config.json is not valid JSON: {error}", param="path", code="invalid_model_directory"
+        ) from None
+    if not isinstance(config, dict):
+        raise Unprocessable("config.json is not a JSON object", param="path", code="invalid_model_directory")
+    architectures = [str(a) for a in config.get("architectures") or []]
+    if any(a.endswith("ForImageClassification") for a in architectures):
+        if not (directory / IMAGE_PREPROCESSOR).is_file():
+            raise Unprocessable(
+                f"an image classifier needs its {IMAGE_PREPROCESSOR} (save it with "
+                "`AutoImageProcessor.from_pretrained(DIR).save_pretrained(DIR)`)",
+                param="path",
+                code="invalid_model_directory",
+            )
+        return "image-classification"
     if not (directory / "tokenizer.json").is_file():
         raise Unprocessable(
             "the directory has no tokenizer.json: a fast tokenizer is required (save it with "
@@ -330,13 +359,6 @@ def check_importable(directory: Path) -> str:
             param="path",
             code="invalid_model_directory",
         )
-    try:
-        config = json.loads((directory / "config.json").read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise Unprocessable(
-            f"config.json is not valid JSON: {error}", param="path", code="invalid_model_directory"
-        ) from None
-    architectures = [str(a) for a in config.get("architectures") or []]
     if is_causal_lm(architectures):
         try:
             inspect_causal_lm(directory)

@@ -146,7 +146,7 @@ def prepare_classification(
     return Prepared(plan, started, label_names, len(train_idx), len(val_idx), note)
 
 
-def prepare_images(recipe: ImageRecipe, hp: Any, device: str, blob: Path) -> Prepared:
+def prepare_images(recipe: ImageRecipe, hp: Any, device: str, blob: Path, base: Path | None = None) -> Prepared:
     from openmaas.data.image_tensors import load_image_dataset
     from openmaas.data.splitting import stratified_split
 
@@ -159,7 +159,7 @@ def prepare_images(recipe: ImageRecipe, hp: Any, device: str, blob: Path) -> Pre
         return ImageExamples([stored.images[i] for i in indices], [targets[i] for i in indices])
 
     loop.seed_everything(hp.seed)
-    plan = recipe.plan(pick(train_idx), pick(val_idx), label_names, hp, device)
+    plan = recipe.plan(pick(train_idx), pick(val_idx), label_names, hp, device, base=base)
     started = {"train_rows": len(train_idx), "validation_rows": len(val_idx), "labels": label_names}
     return Prepared(plan, started, label_names, len(train_idx), len(val_idx), note)
 
@@ -229,21 +229,27 @@ def train(
         device = resolve_device(hp.device)
     except ValueError as error:  # cuda asked for on a machine without a GPU
         raise JobFailure(str(error)) from None
-    if recipe.dataset_kind == "image":
-        prepared = prepare_images(recipe, hp, device, artifacts.local_file(dataset.sha256))
-        run_and_register(
-            store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s, parallel
-        )
-        return
-    rows = load_rows(artifacts, dataset.sha256)
-    held_out = None
-    if hp.validation_dataset_id is not None:
-        validation = store.datasets.get(job.tenant_id, hp.validation_dataset_id)
-        if validation is None:
-            raise JobFailure(f"validation dataset {hp.validation_dataset_id} was deleted before the job started")
-        held_out = load_rows(artifacts, validation.sha256)
     # The scratch directory holds a base model's files for as long as training and export need them.
     with tempfile.TemporaryDirectory(dir=artifacts.scratch) as scratch:
+        if recipe.dataset_kind == "image":
+            image_base, lineage = None, None
+            if getattr(hp, "pinned_base", None) is not None:  # a registry base (a shipped one needs none)
+                image_base, lineage = materialize_base(store, artifacts, job, hp, Path(scratch))
+            prepared = prepare_images(recipe, hp, device, artifacts.local_file(dataset.sha256), image_base)
+            if lineage is not None:
+                prepared.started["base_model"] = f"{lineage.model}:{lineage.version}"
+            run_and_register(
+                store, artifacts, checkpoints, job, dataset, hp, device, prepared, stop, meter, progress_every_s,
+                parallel,
+            )
+            return
+        rows = load_rows(artifacts, dataset.sha256)
+        held_out = None
+        if hp.validation_dataset_id is not None:
+            validation = store.datasets.get(job.tenant_id, hp.validation_dataset_id)
+            if validation is None:
+                raise JobFailure(f"validation dataset {hp.validation_dataset_id} was deleted before the job started")
+            held_out = load_rows(artifacts, validation.sha256)
         if recipe.dataset_kind == "text":
             base, lineage = None, None
             if recipe.base_task is not None:
@@ -364,6 +370,7 @@ def run_and_register(
     with tempfile.TemporaryDirectory(dir=artifacts.scratch) as out:
         info = plan.export(Path(out))
         files = artifacts.put_directory(Path(out))
+    metrics.update(info.metrics)
     failpoint("before_register")
     version = store.jobs.succeed_and_register(
         job_id,
