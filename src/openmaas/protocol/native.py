@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.config import JsonDict
@@ -191,7 +191,14 @@ DEFAULT_TOP_K = 5
 MAX_DEFAULT_SCORES = 100
 
 
+Item = TypeVar("Item")
+# At most the server's max_predict_inputs (2048 unless set otherwise): the served document states it.
+Inputs = Annotated[list[Item], Field(min_length=1, max_length=2048)]
+
+
 class ImageInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     image: str = Field(description="A PNG, JPEG, WebP or GIF file in base64, or as a `data:` URL (base64).")
 
 
@@ -199,9 +206,8 @@ class PredictRequest(BaseModel):
     """Documents the predict route's body, which the route reads itself (api/direct.py); the service checks it.
     A multipart body instead carries the images as files (any field name) and `top_k` as a form field."""
 
-    # At most the server's max_predict_inputs (2048 unless set otherwise): the served document states it.
-    inputs: list[str] | list[ImageInput] = Field(
-        min_length=1, max_length=2048, description="Texts, or images for an image-classification model."
+    inputs: Inputs[str] | Inputs[ImageInput] = Field(
+        description="Texts, or images for an image-classification model."
     )
     top_k: int | None = Field(
         None,
@@ -228,7 +234,7 @@ class PredictResponse(BaseModel):
 class ImageEmbedRequest(BaseModel):
     """Documents the embed route's JSON body; a multipart body carries the images as files instead."""
 
-    inputs: list[ImageInput] = Field(min_length=1, max_length=2048, description="The images to embed.")
+    inputs: Inputs[ImageInput] = Field(description="The images to embed.")
 
 
 class ImageEmbedding(BaseModel):
