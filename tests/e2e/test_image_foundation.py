@@ -179,3 +179,12 @@ def test_the_sdk_asks_for_top_k(client_for_module: Client, photos: dict[str, byt
 def client_for_module(server: Server) -> Iterator[Client]:
     with server.client() as sdk:
         yield sdk
+
+
+def test_kserve_v2_names_the_photo_as_predict_does(http: httpx.Client, photos: dict[str, bytes]) -> None:
+    coffee = image(photos["coffee"])["image"]
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [coffee]}]}
+    answer = http.post(f"/v2/models/{MODEL}/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    outputs = {output["name"]: output for output in answer.json()["outputs"]}
+    assert outputs["label"]["data"] == ["espresso"] and outputs["probabilities"]["shape"] == [1, 1000]
