@@ -152,8 +152,9 @@ class Settings(BaseSettings):
     max_queued_generations: int = Field(default=64, ge=1, description="Generations waiting per model.")
     generation_batch_size: int = Field(default=8, ge=1, description="Generations decoded together per model.")
     foundation_models: list[str] = Field(
-        default=["all-minilm-l6-v2", "smollm2-135m-instruct"],
-        description="The shipped models to offer (a JSON list); the first start converts GGUF ones once.",
+        default=["all-minilm-l6-v2", "smollm2-135m-instruct", "efficientnet-lite0"],
+        description="The shipped models to offer (a JSON list); the first start converts GGUF ones (and the image "
+        "model's weights) once.",
     )
     foundation_cache_dir: Path | None = Field(
         default=None, description="Where converted foundation models are kept; cache_dir/foundation if unset."

@@ -80,6 +80,7 @@ def every_call(client: Client, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     yield lambda: client.load_model("missing")
     yield lambda: client.unload_model("missing")
     yield lambda: client.predict("missing", ["text"])
+    yield lambda: client.embed_images("missing", [b"not an image"])
     yield lambda: client.embed("all-minilm-l6-v2", "text")
     yield lambda: client.chat("missing", HELLO)
     yield lambda: list(client.chat_stream("missing", HELLO))

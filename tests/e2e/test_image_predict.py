@@ -79,6 +79,14 @@ def test_a_bad_image_is_a_400_naming_its_index_and_others_are_served(http: httpx
     assert all(r.status_code == 200 and len(r.json()["predictions"]) == 3 for r in fine)
 
 
+def test_a_cnn_gives_no_image_embeddings_and_says_which_models_do(http: httpx.Client, digits: tuple) -> None:
+    images, _ = digits
+    response = http.post("/v1/models/digits-cnn-predict/embed", json={"inputs": [{"image": b64(images[0])}]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "no_image_embeddings" and "efficientnet-lite0" in error["message"]
+
+
 def test_texts_to_an_image_model_are_refused(http: httpx.Client, digits: tuple) -> None:
     response = http.post("/v1/models/digits-cnn-predict/predict", json={"inputs": ["a text"]})
     assert response.status_code == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +18,10 @@ ModelArgument = Annotated[str, typer.Argument(help="name, name:VERSION or name:A
 MaxTokensOption = Annotated[int | None, typer.Option(help="Most tokens to generate (default: the context's rest).")]
 TemperatureOption = Annotated[float | None, typer.Option(help="0 is greedy; above it samples (up to 2).")]
 SeedOption = Annotated[int | None, typer.Option(help="The same seed gives the same text.")]
+ImageOption = Annotated[
+    list[Path] | None,
+    typer.Option("--image", help="An image file (PNG, JPEG, WebP, GIF) instead of texts; repeat for more."),
+]
 EXIT_WORDS = {"exit", "quit", "/exit", "/quit"}
 
 
@@ -38,21 +43,53 @@ def echo_stream(chunks: Iterator[dict[str, Any]]) -> str:
     return "".join(text)
 
 
+def texts_or_images(texts: list[str] | None, images: list[Path] | None) -> list[bytes] | None:
+    """The images' bytes when --image is given (then no texts), None for texts; neither is an error."""
+    if texts and images:
+        raise typer.BadParameter("give texts or --image files, not both")
+    if not texts and not images:
+        raise typer.BadParameter("give texts, or image files with --image")
+    return [path.read_bytes() for path in images] if images else None
+
+
+def ranked(scores: dict[str, float], limit: int = 5) -> str:
+    return ", ".join(f"{label} {score:.3f}" for label, score in list(scores.items())[:limit])
+
+
 def predict(
     model: ModelArgument,
-    texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    image: ImageOption = None,
+    top_k: Annotated[
+        int | None, typer.Option(help="Labels per prediction in `scores`, best first (default: all, or 5 of many).")
+    ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Classify texts with a registered model."""
-    result = client(url, api_key).predict(model, texts)
+    """Classify texts, or image files (--image cat.jpg --image dog.png), with a registered model."""
+    images = texts_or_images(texts, image)
+    sdk = client(url, api_key)
+    if images is not None:
+        result = sdk.predict_images(model, images, top_k=top_k)
+        names = [str(path) for path in image or []]
+    else:
+        result = sdk.predict(model, texts or [], top_k=top_k)
+        names = list(texts or [])
     if as_json:
         print_json(result)
         return
-    rows = [[text, p["label"], f"{p['score']:.3f}"] for text, p in zip(texts, result["predictions"], strict=True)]
     title = f"{result['model']}:{result['version']}"
-    console.print(table(["text", "label", "score"], rows, whole=("label",), title=title))
+    if images is None and top_k is None:
+        rows = [[name, p["label"], f"{p['score']:.3f}"] for name, p in zip(names, result["predictions"], strict=True)]
+        console.print(table(["text", "label", "score"], rows, whole=("label",), title=title))
+        return
+    rows = [
+        [name, p["label"], f"{p['score']:.3f}", ranked(p["scores"])]
+        for name, p in zip(names, result["predictions"], strict=True)
+    ]
+    headers = ["image" if images is not None else "text", "label", "score", "best labels"]
+    console.print(table(headers, rows, whole=("label",), title=title))
 
 
 def chat(
@@ -121,25 +158,36 @@ def complete(
 
 def embed(
     model: ModelArgument,
-    texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed.")] = None,
+    image: ImageOption = None,
     dimensions: Annotated[int | None, typer.Option(help="Keep the first N dimensions (renormalised).")] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Embed texts with an embeddings model: each text's vector (--json for every number)."""
-    options: dict[str, Any] = {"encoding_format": "float"}
-    if dimensions is not None:
-        options["dimensions"] = dimensions
-    result = client(url, api_key).embed(model, texts, **options)
+    """Embed texts with an embeddings model, or image files (--image cat.jpg) with an image model such as
+    efficientnet-lite0: each one's vector (--json for every number)."""
+    images = texts_or_images(texts, image)
+    if images is not None:
+        if dimensions is not None:
+            raise typer.BadParameter("--dimensions is for texts; an image's embedding has the model's own size")
+        result = client(url, api_key).embed_images(model, images)
+        names = [str(path) for path in image or []]
+        title = f"{result['model']}:{result['version']} ({len(names)} images)"
+    else:
+        options: dict[str, Any] = {"encoding_format": "float"}
+        if dimensions is not None:
+            options["dimensions"] = dimensions
+        result = client(url, api_key).embed(model, texts or [], **options)
+        names = list(texts or [])
+        title = f"{result['model']} ({result.get('usage', {}).get('prompt_tokens', 0)} tokens)"
     if as_json:
         print_json(result)
         return
     rows = []
-    for text, item in zip(texts, result["data"], strict=True):
+    for name, item in zip(names, result["data"], strict=True):
         vector = item["embedding"]
         head = " ".join(f"{value:+.4f}" for value in vector[:4])
-        rows.append([text, len(vector), f"{math.sqrt(sum(v * v for v in vector)):.3f}", f"{head} …"])
-    usage = result.get("usage", {})
-    title = f"{result['model']} ({usage.get('prompt_tokens', 0)} tokens)"
-    console.print(table(["text", "dimensions", "norm", "vector"], rows, whole=("dimensions",), title=title))
+        rows.append([name, len(vector), f"{math.sqrt(sum(v * v for v in vector)):.3f}", f"{head} …"])
+    headers = ["image" if images is not None else "text", "dimensions", "norm", "vector"]
+    console.print(table(headers, rows, whole=("dimensions",), title=title))

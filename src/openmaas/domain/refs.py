@@ -29,7 +29,7 @@ class ModelRef:
 
 
 # The words of the routes under /v1/models/{name}/…: a model or tenant named so could never be read by its path.
-ROUTE_WORDS = ("import", "predict", "load", "unload", "artifact")
+ROUTE_WORDS = ("import", "predict", "embed", "load", "unload", "artifact")
 
 
 def is_valid_name(name: str) -> bool:

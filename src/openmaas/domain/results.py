@@ -26,10 +26,22 @@ class Classification:
     def best_labels(self) -> list[str]:
         return [self.labels[index] for index in self.best().tolist()]
 
+    def ranked(self, k: int) -> np.ndarray:
+        """Each row's `k` most likely labels (all of them when `k` is larger), best first, as indices into
+        `labels`: (texts, min(k, labels))."""
+        k = min(k, len(self.labels))
+        if k < len(self.labels):  # the k best, unordered, in linear time; then only those k are sorted
+            top = np.argpartition(-self.probabilities, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(len(self.labels)), self.probabilities.shape)
+        order = np.argsort(-np.take_along_axis(self.probabilities, top, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1)
+
 
 @dataclass(frozen=True)
 class Embeddings:
-    """One vector per text (`vectors[i]`, float32, L2-normalised) and the tokens each text used."""
+    """One vector per text or image (`vectors[i]`, float32, L2-normalised) and the tokens each text used (0 for
+    an image)."""
 
     vectors: np.ndarray  # (texts, dimensions)
     tokens: tuple[int, ...]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.config import JsonDict
@@ -184,23 +184,78 @@ class AliasSet(BaseModel):
     version: JSONInt = Field(ge=1, le=2**53 - 1)  # domain.ids.DB_INT_MAX: exact in every JSON reader
 
 
-class PredictRequest(BaseModel):
-    """Documents the predict route's body, which the route reads itself (api/direct.py); the service checks it."""
+# `top_k` of a prediction: at most the largest label set shipped (ImageNet's). Without it, `scores` holds every
+# label of a model with up to MAX_DEFAULT_SCORES of them (as it always did), and the DEFAULT_TOP_K best of a
+# larger one: 1,000 ImageNet scores per image would be most of the answer.
+MAX_TOP_K = 1000
+DEFAULT_TOP_K = 5
+MAX_DEFAULT_SCORES = 100
 
-    # At most the server's max_predict_inputs (2048 unless set otherwise): the served document states it.
-    inputs: list[str] = Field(min_length=1, max_length=2048, description="A non-empty list of texts.")
+
+Item = TypeVar("Item")
+# At most the server's max_predict_inputs (2048 unless set otherwise): the served document states it.
+Inputs = Annotated[list[Item], Field(min_length=1, max_length=2048)]
+
+
+class ImageInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="A PNG, JPEG, WebP or GIF file in base64, or as a `data:` URL (base64).")
+
+
+class PredictRequest(BaseModel):
+    """Documents the predict route's body, which the route reads itself (api/direct.py); the service checks it.
+    A multipart body instead carries the images as files (any field name) and `top_k` as a form field."""
+
+    inputs: Inputs[str] | Inputs[ImageInput] = Field(
+        description="Texts, or images for an image-classification model."
+    )
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TOP_K,
+        description=f"How many labels `scores` holds, best first (all of them when the model has fewer). Default: "
+        f"every label of a model with at most {MAX_DEFAULT_SCORES}, else the {DEFAULT_TOP_K} best. Out of "
+        "bounds: 422.",
+    )
 
 
 class PredictionOut(BaseModel):
-    label: str
-    score: float
-    scores: dict[str, float]
+    label: str = Field(description="The most likely label.")
+    score: float = Field(description="Its probability.")
+    scores: dict[str, float] = Field(description="The `top_k` most likely labels' probabilities, best first.")
 
 
 class PredictResponse(BaseModel):
     model: str
     version: int
     predictions: list[PredictionOut]
+
+
+class ImageEmbedRequest(BaseModel):
+    """Documents the embed route's JSON body; a multipart body carries the images as files instead."""
+
+    inputs: Inputs[ImageInput] = Field(description="The images to embed.")
+
+
+class ImageEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] = Field(description="The image's pooled features, L2-normalised (1280 for EfficientNet).")
+
+
+class ImageEmbeddingUsage(BaseModel):
+    images: int
+
+
+class ImageEmbeddingsResponse(BaseModel):
+    """OpenAI's embeddings list (`data` of `{"object": "embedding", "index", "embedding"}`), for images."""
+
+    object: Literal["list"] = "list"
+    data: list[ImageEmbedding]
+    model: str
+    version: int
+    usage: ImageEmbeddingUsage
 
 
 class Deleted(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,13 +33,23 @@ class Predictor(Protocol):
     def run_batch(self, items: list[Any]) -> list[Any]: ...
 
 
+@dataclass(frozen=True)
+class ImageToEmbed:
+    """A batch item asking an image classifier for the image's embedding instead of its class probabilities."""
+
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+
+
 class ClassifierPredictor:
-    """Class probabilities: one row per text (the batch queue's unit), in the order of `labels`."""
+    """Class probabilities: one row per text or image (the batch queue's unit), in the order of `labels`. A model
+    with `embed(images)` (an image-classifier version) also answers an `ImageToEmbed` item with its L2-normalised
+    features: a batch's images to classify and its images to embed each go through the network stacked as one."""
 
     def __init__(self, version: ModelVersion, model: Any) -> None:
         self.version = version
         self.model = model
         self.labels = tuple(model.labels)
+        self.embeds_images: bool = callable(getattr(model, "embed", None)) and version.task == "image-classification"
         self.warm_up_input: Any = getattr(model, "warm_up_input", "warm-up")
         self.memory_bytes: int = model.memory_bytes
         self.preferred_batch_size: int | None = getattr(model, "preferred_batch_size", None)
@@ -48,9 +59,24 @@ class ClassifierPredictor:
         )
 
     def run_batch(self, items: list[Any]) -> list[Any]:
-        return list(self.model.predict_proba(items))
+        if not any(isinstance(item, ImageToEmbed) for item in items):
+            return list(self.model.predict_proba(items))
+        if not self.embeds_images:
+            raise ValueError(f"{self.version.model}:{self.version.version} gives no image embeddings")
+        results: list[Any] = [None] * len(items)
+        to_embed = [i for i, item in enumerate(items) if isinstance(item, ImageToEmbed)]
+        to_classify = [i for i, item in enumerate(items) if not isinstance(item, ImageToEmbed)]
+        if to_classify:
+            for index, row in zip(to_classify, self.model.predict_proba([items[i] for i in to_classify]), strict=True):
+                results[index] = row
+        for index, vector in zip(to_embed, self.model.embed([items[i].image for i in to_embed]), strict=True):
+            results[index] = vector
+        return results
 
     def _run_parts(self, items: list[Any], deliver: Deliver) -> None:
+        if any(isinstance(item, ImageToEmbed) for item in items):
+            deliver(range(len(items)), self.run_batch(items))
+            return
         self.model.predict_proba(items, on_part=lambda positions, rows: deliver(positions, list(rows)))
 
 

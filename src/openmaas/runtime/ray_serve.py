@@ -46,10 +46,11 @@ class ModelReplica:
         self.scratch = tempfile.TemporaryDirectory(prefix="openmaas-replica-")
         directory = artifacts.materialize(version.files, Path(self.scratch.name) / "model")
         self.predictor = load_predictor(version, directory, device)
-        self.predictor.run_batch(["warm-up"])
+        self.predictor.run_batch([getattr(self.predictor, "warm_up_input", "warm-up")])  # an image for image models
 
     def describe(self) -> dict[str, Any]:
         found: dict[str, Any] = {"memory_bytes": self.predictor.memory_bytes, "labels": self.predictor.labels}
+        found["embeds_images"] = getattr(self.predictor, "embeds_images", False)
         if isinstance(self.predictor, EmbeddingPredictor):
             found.update(dimensions=self.predictor.dimensions, max_length=self.predictor.max_length)
         return found
@@ -82,6 +83,7 @@ class RemotePredictor:
         self.timeout_s = timeout_s
         self.memory_bytes: int = int(described["memory_bytes"])
         self.labels: tuple[str, ...] = tuple(described["labels"])
+        self.embeds_images = bool(described.get("embeds_images"))  # its replicas answer ImageToEmbed items
 
     def run_batch(self, items: list[Any]) -> list[Any]:
         return list(self.handle.run.remote(items).result(timeout_s=self.timeout_s))

@@ -30,6 +30,10 @@ def completion_body(model: str, prompt: str, options: dict[str, Any], *, stream:
     return {"model": model, "prompt": prompt, **options, "stream": stream}
 
 
+def image_inputs(images: Sequence[bytes]) -> list[dict[str, str]]:
+    return [{"image": base64.b64encode(image).decode()} for image in images]
+
+
 def import_path(path: str | Path) -> str:
     """A directory that exists here is sent as an absolute path (the server resolves nothing against its own
     working directory); anything else goes as written, so the server can say what it is (a Hub id, say)."""
@@ -217,13 +221,21 @@ class Routes(ABC, Generic[Obj, Objs]):
         return self._call("POST", f"/v1/models/{ref}/unload")
 
     # inference
-    def predict(self, model: str, inputs: Sequence[str]) -> Obj:
-        return self._call("POST", f"/v1/models/{model}/predict", json={"inputs": list(inputs)})
+    def predict(self, model: str, inputs: Sequence[str], *, top_k: int | None = None) -> Obj:
+        """Each text's label and score, and in `scores` the `top_k` best labels' probabilities, best first."""
+        body = without_none({"inputs": list(inputs), "top_k": top_k})
+        return self._call("POST", f"/v1/models/{model}/predict", json=body)
 
-    def predict_images(self, model: str, images: Sequence[bytes]) -> Obj:
-        """Classify images (each the bytes of a PNG, JPEG, WebP or GIF file) with an image-classification model."""
-        inputs = [{"image": base64.b64encode(image).decode()} for image in images]
-        return self._call("POST", f"/v1/models/{model}/predict", json={"inputs": inputs})
+    def predict_images(self, model: str, images: Sequence[bytes], *, top_k: int | None = None) -> Obj:
+        """Classify images (each the bytes of a PNG, JPEG, WebP or GIF file) with an image-classification model;
+        `top_k` labels in each prediction's `scores` (the model `efficientnet-lite0` names ImageNet's 1,000)."""
+        body = without_none({"inputs": image_inputs(images), "top_k": top_k})
+        return self._call("POST", f"/v1/models/{model}/predict", json=body)
+
+    def embed_images(self, model: str, images: Sequence[bytes]) -> Obj:
+        """Image embeddings (`efficientnet-lite0` or an image-classifier version): OpenAI's list, one unit-length
+        vector per image in `data[i]["embedding"]` (1280 numbers for EfficientNet-Lite0)."""
+        return self._call("POST", f"/v1/models/{model}/embed", json={"inputs": image_inputs(images)})
 
     def embed(self, model: str, inputs: str | Sequence[str], **options: Any) -> Obj:
         """OpenAI's embeddings (`encoding_format`, `dimensions`, `user` as options)."""

@@ -17,12 +17,7 @@ from typing import Any
 from filelock import FileLock
 
 from openmaas.domain.entities import SYSTEM_TENANT
-from openmaas.recipes.foundation import (
-    FOUNDATION_MODELS,
-    FoundationModelMissing,
-    foundation_directory,
-    foundation_gguf,
-)
+from openmaas.recipes.foundation import FOUNDATION_MODELS, FoundationModelMissing, foundation_directory
 from openmaas.storage.artifacts import ArtifactStore, manifest_sha256
 from openmaas.storage.metadata import MetadataStore
 
@@ -89,6 +84,9 @@ def _register(store: MetadataStore, artifacts: ArtifactStore, name: str, directo
     metrics: dict[str, Any] = {"dimensions": config.get("hidden_size")} if spec.task == "embeddings" else {}
     if spec.task == "text-generation":
         metrics["context_length"] = config.get("max_position_embeddings")
+    if spec.task == "image-classification":  # an image-classifier directory (recipes/imagenet.py)
+        metrics["embedding_dimensions"] = config["embedding_dimensions"]
+        metrics["image_size"] = config["preprocessing"]["image_size"]
     store.models.register_version(
         {
             "tenant_id": SYSTEM_TENANT,
@@ -96,13 +94,13 @@ def _register(store: MetadataStore, artifacts: ArtifactStore, name: str, directo
             "task": spec.task,
             "recipe": spec.recipe,
             "runtime": "onnx" if spec.task == "embeddings" else "torch",
-            "labels": [],
+            "labels": config.get("labels", []) if spec.task == "image-classification" else [],
             "metrics": metrics,
-            "hyperparameters": {"description": spec.description, "package": spec.package},
+            "hyperparameters": spec.card(),
             "dataset_id": None,
             "dataset_sha256": None,
             "job_id": None,
-            "parameter_count": safetensors_parameters(directory),
+            "parameter_count": config.get("parameter_count") or safetensors_parameters(directory),
             "artifact_sha256": manifest_sha256(files),
             "files": files,
         }
@@ -111,9 +109,10 @@ def _register(store: MetadataStore, artifacts: ArtifactStore, name: str, directo
 
 
 class FoundationModels:
-    """Registers the shipped models named in the settings. Ready directories register at once; a GGUF file is
-    converted the first time (tens of seconds), into a cache that later starts reuse, by a child process that a
-    background thread waits for: the conversion's ~770 MB of tensors, torch and transformers leave with it."""
+    """Registers the shipped models named in the settings. Ready directories register at once; the others (a
+    GGUF file, image weights) are converted the first time (tens of seconds for a GGUF file, seconds for the
+    image model), into a cache that later starts reuse, by a child process that a background thread waits for:
+    the conversion's tensors, torch and transformers (~770 MB of them for SmolLM2) leave with it."""
 
     def __init__(self, store: MetadataStore, artifacts: ArtifactStore, cache_dir: Path) -> None:
         self.store = store
@@ -132,7 +131,7 @@ class FoundationModels:
                 continue
             if self.store.models.get(SYSTEM_TENANT, name) is not None:
                 continue
-            if spec.gguf is None:
+            if not spec.converted:
                 try:
                     _register(self.store, self.artifacts, name, foundation_directory(name))
                 except FoundationModelMissing as error:
@@ -153,9 +152,9 @@ class FoundationModels:
             with FileLock(self.cache_dir / f".{name}.lock"):
                 remove_abandoned_conversions(self.cache_dir, name)
                 if not (directory / "config.json").is_file():
-                    log.info("converting foundation model %s from GGUF (once; it is cached in %s)", name, directory)
+                    log.info("converting foundation model %s (once; it is cached in %s)", name, directory)
                     with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=working_prefix(name)) as temporary:
-                        self._convert(foundation_gguf(name), Path(temporary))
+                        self._convert(name, Path(temporary))
                         # config.json comes with the rename: a crash never leaves a half directory in place
                         os.replace(Path(temporary) / "model", directory)
             _register(self.store, self.artifacts, name, directory)
@@ -165,7 +164,7 @@ class FoundationModels:
         finally:
             self.preparing.discard(name)
 
-    def _convert(self, gguf_file: Path, work: Path) -> None:
+    def _convert(self, name: str, work: Path) -> None:
         """Converts into work/model in a child process; its stderr (work/convert.log) explains a failure.
 
         The child holds the read end of a pipe whose write end only this process has: when this process ends,
@@ -173,13 +172,13 @@ class FoundationModels:
         stderr_path = work / "convert.log"
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(
-                [sys.executable, "-m", CONVERTER, str(gguf_file), str(work / "model")],
+                [sys.executable, "-m", CONVERTER, name, str(work / "model")],
                 env={**os.environ, "TQDM_DISABLE": "1"},  # the GGUF reader's progress bar, else in the error's tail
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
-        log.info("converting %s in child pid %s", gguf_file.name, process.pid)
+        log.info("converting %s in child pid %s", name, process.pid)
         try:
             code = process.wait()
         finally:

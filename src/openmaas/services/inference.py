@@ -18,8 +18,8 @@ from openmaas.errors import InvalidRequest, OpenMaaSError, PayloadTooLarge, Rate
 from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
 from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
-from openmaas.runtime.predictors import EmbeddingPredictor
-from openmaas.services.limits import RateLimiter
+from openmaas.runtime.predictors import EmbeddingPredictor, ImageToEmbed
+from openmaas.services.limits import RateLimiter, Reservation
 from openmaas.services.registry import RegistryService, name_for
 from openmaas.services.tasks import wrong_task
 from openmaas.services.usage import UsageRecorder
@@ -252,11 +252,7 @@ class InferenceService:
         await self._meter(principal, model, version, len(texts), len(texts), started, protocol)
         return Answer(model, version, classification, reservation.headers)
 
-    async def predict_images(
-        self, principal: Principal, ref: str, images: list[bytes], *, protocol: str = "native"
-    ) -> Answer[Classification]:
-        """Classify encoded images (PNG, JPEG, WebP, GIF): decoded here, so a bad one is this caller's 400 and
-        never reaches a batch shared with others; the model resizes and normalises them as it was trained."""
+    def _check_images(self, images: list[bytes]) -> None:
         if not images:
             raise InvalidRequest("inputs must be a non-empty list of images", param="inputs")
         if len(images) > self.max_inputs:
@@ -265,21 +261,58 @@ class InferenceService:
                 param="inputs",
                 code="too_many_inputs",
             )
-        route = "POST /v1/models/{ref}/predict with images"
-        version = await self._resolve_for(principal, ref, "image-classification", route)
+
+    async def _run_images(
+        self, principal: Principal, version: ModelVersion, images: list[bytes], embed: bool
+    ) -> tuple[ServedModel, list[Any], Reservation]:
+        """Decode the images here, so a bad one is this caller's 400 and never reaches a batch shared with
+        others; then run them through the model's batch queue, to classify or to embed."""
         decoded = await asyncio.to_thread(decode_images, images, self.max_image_pixels)
         reservation = await self.limiter.reserve_tokens(principal, len(images))
-        started = time.perf_counter()
         try:
             served = await self.acquire(version)
-            rows = await self._submit(served, decoded)
+            if embed and not getattr(served.predictor, "embeds_images", False):
+                raise InvalidRequest(
+                    f"model {version.model}:{version.version} ({version.recipe}) gives no image embeddings; "
+                    "image-classifier versions and the foundation model efficientnet-lite0 do",
+                    param="model",
+                    code="no_image_embeddings",
+                )
+            items: list[Any] = [ImageToEmbed(image) for image in decoded] if embed else decoded
+            rows = await self._submit(served, items)
         except BaseException:
             await self.limiter.refund_failed(reservation)
             raise
+        return served, rows, reservation
+
+    async def predict_images(
+        self, principal: Principal, ref: str, images: list[bytes], *, protocol: str = "native"
+    ) -> Answer[Classification]:
+        """Classify encoded images (PNG, JPEG, WebP, GIF); the model resizes and normalises them as it was
+        trained."""
+        self._check_images(images)
+        route = "POST /v1/models/{ref}/predict with images"
+        version = await self._resolve_for(principal, ref, "image-classification", route)
+        started = time.perf_counter()
+        served, rows, reservation = await self._run_images(principal, version, images, embed=False)
         classification = Classification(served.predictor.labels, np.stack(rows))
         model = name_for(principal, version, ref)
         await self._meter(principal, model, version, len(images), len(images), started, protocol)
         return Answer(model, version, classification, reservation.headers)
+
+    async def embed_images(
+        self, principal: Principal, ref: str, images: list[bytes], *, protocol: str = "native"
+    ) -> Answer[Embeddings]:
+        """Each image's embedding: an image classifier's pooled features, L2-normalised (1280 numbers for
+        EfficientNet-Lite0), through the same batch queue, limits and metering as its predictions."""
+        self._check_images(images)
+        version = await self._resolve_for(principal, ref, "image-classification", "POST /v1/models/{ref}/embed")
+        started = time.perf_counter()
+        _, rows, reservation = await self._run_images(principal, version, images, embed=True)
+        embeddings = Embeddings(np.stack(rows).astype(np.float32, copy=False), (0,) * len(images))
+        model = name_for(principal, version, ref)
+        await self._meter(principal, model, version, len(images), len(images), started, protocol)
+        return Answer(model, version, embeddings, reservation.headers)
 
     async def _meter(
         self,

@@ -8,7 +8,10 @@ from openmaas.errors import InvalidRequest
 # task -> (how it reads in a sentence, the routes that serve it; `{ref}` is the caller's reference)
 TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "text-classification": ("a text-classification model", ("POST /v1/models/{ref}/predict",)),
-    "image-classification": ("an image-classification model", ("POST /v1/models/{ref}/predict with images",)),
+    "image-classification": (
+        "an image-classification model",
+        ("POST /v1/models/{ref}/predict with images", "POST /v1/models/{ref}/embed (image embeddings)"),
+    ),
     "embeddings": ("an embeddings model", ("POST /v1/embeddings",)),
     "text-generation": ("a text-generation (chat) model", ("POST /v1/chat/completions", "POST /v1/completions")),
 }

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from openmaas.api.bodies import JSONRoute
 from openmaas.api.deps import Inferrer, Reader, Services, Svc
 from openmaas.api.errors import AUTHENTICATED, error_responses
-from openmaas.api.native.models import predictions_of
+from openmaas.api.native.models import predictions_of, top_k_of
 from openmaas.api.openai.embeddings import embeddings_body
 from openmaas.api.openai.generation import whole_answer
 from openmaas.domain.entities import Batch as StoredBatch
@@ -104,11 +104,12 @@ def executor(services: Services) -> Execute:
                 return 200, await whole_answer(stream, chat, request.model)
             if "inputs" not in body:
                 raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
+            top_k = top_k_of(body.get("top_k"))
             result = await services.inference.predict(principal, path_ref, body["inputs"], protocol="batch")
             return 200, {
                 "model": result.model,
                 "version": result.version.version,
-                "predictions": predictions_of(result.result),
+                "predictions": predictions_of(result.result, top_k),
             }
         except ValidationError as error:
             first = error.errors()[0]
