@@ -168,6 +168,7 @@ def create_app(settings: Settings) -> FastAPI:
         if cluster is not None:
             await asyncio.to_thread(cluster.connect, worker_env)
             launcher = ray_launcher(settings, store)
+            metrics.watch_cluster(cluster.describe)
         else:
             launcher = LocalProcessLauncher(env=worker_env, log_dir=settings.data_dir / "logs" / "jobs")
         executor = JobScheduler(

@@ -243,6 +243,7 @@ class GenerationQueue:
         self._active: list[_Slot] = []
         self._admitted: list[Generation] = []  # taken from the queue in this round, being started
         self._seconds_per_request = 1.0  # a running estimate for Retry-After
+        self.cancelled = 0  # generations stopped by their callers before they finished
         self._thread = threading.Thread(target=self._work, name=f"generate-{name}", daemon=True)
         self._thread.start()
 
@@ -343,6 +344,7 @@ class GenerationQueue:
 
         if generation.cancelled.is_set():
             generation.ended = True  # nobody reads it any more
+            self.cancelled += 1
             return batch
         params = generation.params
         slot = _Slot(generation, None, StopMatcher(params.stop), time.perf_counter())
@@ -429,6 +431,7 @@ class GenerationQueue:
             slot.generation.end(event)
         else:
             slot.generation.ended = True  # cancelled: nobody reads it any more
+            self.cancelled += 1
         elapsed = time.perf_counter() - slot.started
         self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * elapsed
         if self.stats is not None:

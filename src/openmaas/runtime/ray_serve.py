@@ -70,7 +70,8 @@ class ModelReplica:
         if isinstance(self.predictor, GenerativePredictor):
             found.update(max_context=self.predictor.max_context)
         if self.generations is not None:
-            found.update(generating=self.generations.running, waiting=self.generations.depth)
+            generations = self.generations
+            found.update(generating=generations.running, waiting=generations.depth, cancelled=generations.cancelled)
         return found
 
     def encode_prompt(self, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int] | str:
