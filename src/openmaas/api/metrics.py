@@ -43,11 +43,11 @@ class _JobStates(Collector):
 class _ClusterFigures(Collector):
     """Reads the cluster's state at scrape time (Ray's own figures, so every API process reports the same)."""
 
-    def __init__(self, describe: Callable[[], ClusterState]) -> None:
-        self.describe = describe
+    def __init__(self, read_state: Callable[[], ClusterState]) -> None:
+        self.read_state = read_state  # not `describe`: the registry would take it for Collector.describe
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        state = self.describe()
+        state = self.read_state()
         nodes = GaugeMetricFamily("openmaas_cluster_nodes", "Ray nodes by state", labels=["state"])
         alive = sum(node.alive for node in state.nodes)
         nodes.add_metric(["alive"], alive)
