@@ -42,7 +42,8 @@ class ReplicaNotPlaced(Exception):
 
 class ModelReplica:
     """A Serve replica of one version: loads it from the artifact store (the settings its API process forwarded)
-    and runs the batches it is handed."""
+    and runs the batches it is handed, or, for a causal LM, decodes the generations it is handed in its own
+    generation queue and streams their text back."""
 
     def __init__(self, version: ModelVersion, device: str) -> None:
         from openmaas.config import Settings
