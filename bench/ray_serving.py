@@ -67,9 +67,11 @@ class PlainServeClassifier:
             answers.append({"label": self.labels[best], "score": row[best]})
         return answers
 
-    async def __call__(self, request: Any) -> dict[str, Any]:
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse  # with Content-Length, as the load generator reads answers
+
         [text] = (await request.json())["inputs"]
-        return {"predictions": [await self.predict(text)]}
+        return JSONResponse({"predictions": [await self.predict(text)]})
 
 
 @dataclass
@@ -244,8 +246,12 @@ def main() -> None:
                                 result = measure(port, path, texts, level, args.duration, server.pid)
                                 results[(key, label, level)] = result
                                 print(row(f"{MODELS[key][0]}: {label}", result), flush=True)
-                            client.unload_model(f"bench-{key}")  # its Serve application goes
-                            time.sleep(2)
+                            client.unload_model(f"bench-{key}")  # its Serve application goes: wait for it
+                            deadline = time.monotonic() + 120
+                            while any(d["name"].startswith("om-") for d in client.cluster()["deployments"]):
+                                if time.monotonic() > deadline:
+                                    raise RuntimeError(f"bench-{key}'s Serve application is still there")
+                                time.sleep(0.5)
                 finally:
                     server.stop()
     finally:
