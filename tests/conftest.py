@@ -225,7 +225,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 @dataclass
 class RayHead:
-    """A one-node Ray cluster of this test session, on loopback, in its own temp dir and on free ports."""
+    """A two-node Ray cluster of this test session, on loopback, in its own temp dir and on free ports: the head
+    (2 CPUs) and a second raylet joined to it with `ray start --address` (1 CPU)."""
 
     address: str  # the head's GCS address, as OPENMAAS_CLUSTER takes it
     temp_dir: Path
@@ -253,27 +254,31 @@ def ray_cluster() -> Iterator[RayHead]:
     pytest.importorskip("ray", reason="Ray is the `cluster` extra")
     temp_dir = Path(tempfile.mkdtemp(prefix="rayom-", dir="/tmp"))  # Ray's socket paths must stay short
     port = free_port()
-    ports = {
-        "--ray-client-server-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--metrics-export-port": free_port(),
-    }
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--node-ip-address", "127.0.0.1"]
-    command += ["--port", str(port), "--num-cpus", "2", "--temp-dir", str(temp_dir), "--include-dashboard", "false"]
-    command += ["--disable-usage-stats", "--object-store-memory", str(200 * 1024 * 1024)]
-    for flag, value in ports.items():
-        command += [flag, str(value)]
+    ray = str(Path(sys.executable).with_name("ray"))
+    head_command = [ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false"]
+    head_command += ["--ray-client-server-port", str(free_port())]
+    # The second raylet joins the head's GCS; both on loopback, in the same temp dir, with ports of their own.
+    joined_command = [ray, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1"]
     # Its workers import OpenMaaS from the same sources as the servers (PYTHONPATH is inherited).
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    env["RAY_raylet_start_wait_time_s"] = "120"  # a raylet on a loaded machine registers late (30 s by default)
     head = RayHead(f"127.0.0.1:{port}", temp_dir)
     try:
-        if result.returncode != 0:
-            raise RuntimeError(f"ray start failed: {result.stdout[-2000:]} {result.stderr[-2000:]}")
+        for command in (head_command, joined_command):
+            command += ["--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir), "--disable-usage-stats"]
+            command += ["--object-store-memory", str(100 * 1024 * 1024)]
+            for flag in (
+                "--node-manager-port",
+                "--object-manager-port",
+                "--dashboard-agent-listen-port",
+                "--dashboard-agent-grpc-port",
+                "--runtime-env-agent-port",
+                "--metrics-export-port",
+            ):
+                command += [flag, str(free_port())]
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+            if result.returncode != 0:
+                raise RuntimeError(f"{' '.join(command[:3])} failed: {result.stdout[-2000:]} {result.stderr[-2000:]}")
         yield head
     finally:
         processes = head.processes()

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     ray_cpus_per_replica: float = Field(
         default=0.5, gt=0, description="CPUs each Ray Serve replica of a model asks for."
     )
+    ray_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Ray Serve replicas of each loaded model (each asks for ray_cpus_per_replica).",
+    )
     ray_placement_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -8,38 +8,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
-import pytest
 
-from tests.conftest import REDIS, RayHead, Server, redis_reachable
+from tests.conftest import RayHead, Server
 from tests.contract.test_metadata_store import _postgres_url
 from tests.e2e.test_job_lifecycle import small_dataset
 from tests.fault.test_resume import sms_subset, wait_for_event
 
 LONG = {"epochs": 100_000, "batch_size": 4, "checkpoint_every_steps": 20, "log_every_steps": 0}
-
-
-@pytest.fixture(scope="module")
-def cluster_server(ray_cluster: RayHead, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if not redis_reachable():
-        pytest.skip("Redis at 127.0.0.1:6379 is unreachable")
-    urls = _postgres_url()
-    database = next(urls)
-    # The data directory is the path every node shares here (one machine); on several hosts, S3.
-    server = Server(
-        tmp_path_factory.mktemp("cluster-server"),
-        {"OPENMAAS_CLUSTER": ray_cluster.address, "OPENMAAS_DATABASE_URL": database, "OPENMAAS_REDIS_URL": REDIS},
-    ).start(timeout=120)
-    try:
-        yield server
-    finally:
-        if server is not None:
-            server.stop()  # before its schema is dropped
-        next(urls, None)
 
 
 def ray_logs_mention(head: RayHead, text: str) -> bool:
@@ -63,15 +42,18 @@ def test_cluster_mode_refuses_sqlite_at_start(tmp_path: Path) -> None:
     assert "OPENMAAS_DATABASE_URL=postgresql" in result.stderr and "SQLite" in result.stderr, result.stderr
 
 
-def test_cluster_route_describes_the_ray_node(cluster_server: Server) -> None:
+def test_cluster_route_describes_both_ray_nodes(cluster_server: Server) -> None:
     with cluster_server.http() as admin:
         response = admin.get("/v1/cluster")
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["mode"] == "ray" and body["address"]
-        [node] = body["nodes"]
-        assert node["alive"] and node["head"] and node["resources"]["CPU"] == 2
-        assert body["total"]["CPU"] == 2 and 0 <= body["available"]["CPU"] <= 2
+        # The head and the raylet joined to it with `ray start --address`.
+        head, joined = sorted(body["nodes"], key=lambda node: not node["head"])
+        assert head["alive"] and head["head"] and head["resources"]["CPU"] == 2
+        assert joined["alive"] and not joined["head"] and joined["resources"]["CPU"] == 1
+        assert head["node_id"] != joined["node_id"]
+        assert body["total"]["CPU"] == 3 and 0 <= body["available"]["CPU"] <= 3
         assert isinstance(body["deployments"], list)
         tenant = admin.post("/v1/tenants", json={"name": "not-admin"}).json()
         key = admin.post(f"/v1/tenants/{tenant['id']}/keys", json={"scopes": ["read"]}).json()["key"]
@@ -179,7 +161,7 @@ def test_a_job_the_cluster_cannot_place_is_queued_again_with_the_reason_then_fai
         server = start_server(
             OPENMAAS_CLUSTER=ray_cluster.address,
             OPENMAAS_DATABASE_URL=next(urls),
-            OPENMAAS_RAY_CPUS_PER_WORKER="8",  # the cluster has 2
+            OPENMAAS_RAY_CPUS_PER_WORKER="8",  # the cluster has 3
             OPENMAAS_RAY_PLACEMENT_TIMEOUT_S="2",
             OPENMAAS_JOB_MAX_ATTEMPTS="2",
             OPENMAAS_FOUNDATION_MODELS="[]",
@@ -260,8 +242,8 @@ def test_a_model_the_cluster_cannot_place_answers_503_with_retry_after(
         server = start_server(
             OPENMAAS_CLUSTER=ray_cluster.address,
             OPENMAAS_DATABASE_URL=next(urls),
-            OPENMAAS_RAY_CPUS_PER_REPLICA="8",  # the cluster has 2
-            OPENMAAS_RAY_CPUS_PER_WORKER="0.1",  # other tests' replicas may hold most of the 2
+            OPENMAAS_RAY_CPUS_PER_REPLICA="8",  # the cluster has 3, 2 on its biggest node
+            OPENMAAS_RAY_CPUS_PER_WORKER="0.1",  # other tests' replicas may hold most of the 3
             OPENMAAS_RAY_PLACEMENT_TIMEOUT_S="3",
             OPENMAAS_FOUNDATION_MODELS="[]",
         )

@@ -33,6 +33,8 @@ from openmaas.config import Settings
 from openmaas.data.archives import ArchiveLimits
 from openmaas.data.images import ImageLimits
 from openmaas.domain.entities import Principal
+from openmaas.runtime.backend import InferenceBackend
+from openmaas.runtime.local import LocalBackend
 from openmaas.runtime.pool import BatchSettings, ModelPool
 from openmaas.services.artifacts import ArtifactService
 from openmaas.services.auth import DEFAULT_TENANT, AuthService
@@ -131,6 +133,8 @@ def serve_loader_for(settings: Settings, env: dict[str, str]) -> ServeLoader:
         cpus_per_replica=settings.ray_cpus_per_replica,
         deploy_timeout_s=settings.ray_placement_timeout_s,
         request_timeout_s=settings.request_timeout_s,
+        replicas=settings.ray_replicas,
+        max_streams=settings.max_queued_generations + settings.generation_batch_size,
     )
 
 
@@ -169,6 +173,7 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
         if cluster is not None:
             await asyncio.to_thread(cluster.connect, worker_env)
             launcher = ray_launcher(settings, store)
+            metrics.watch_cluster(cluster.describe)
         else:
             launcher = LocalProcessLauncher(env=worker_env, log_dir=settings.data_dir / "logs" / "jobs")
         executor = JobScheduler(
@@ -195,13 +200,16 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
             generation_batch_size=settings.generation_batch_size,
             **({"loader": serve_loader} if serve_loader is not None else {}),
         )
+        backend: InferenceBackend = LocalBackend(pool)
         if serve_loader is not None:
-            pool.hooks.on_unload.append(lambda served: serve_loader.unload(served.version))
+            from openmaas.runtime.ray_serve import RayServeBackend
+
+            backend = RayServeBackend(pool, serve_loader)
         registry = RegistryService(store, artifacts)
         idempotency = Idempotency(store.idempotency)
         inference = InferenceService(
             registry,
-            pool,
+            backend,
             max_inputs=settings.max_predict_inputs,
             limiter=limiter,
             usage=recorder,
@@ -267,7 +275,7 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
             if grpc is not None:
                 await grpc.stop(grace=5)
             await executor.stop()
-            await pool.close()
+            await backend.close()
             await recorder.close()
             await counters.close()
             store.close()
@@ -303,7 +311,7 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
         # Not ready while a loaded model's queue no longer serves (the pool drops such a one at once). Counted,
         # not named: the route is open to anyone, and model names are their tenants'.
         services: Services | None = getattr(request.app.state, "services", None)
-        stopped = services.inference.pool.stopped() if services is not None else []
+        stopped = services.inference.backend.stopped() if services is not None else []
         if stopped:
             return FastJSONResponse({"status": "degraded", "models_stopped": len(stopped)}, status_code=503)
         return {"status": "ok"}

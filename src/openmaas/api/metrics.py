@@ -1,4 +1,5 @@
-"""Prometheus metrics: HTTP requests by route, model and status; batches, queues, loaded models; jobs by state."""
+"""Prometheus metrics: HTTP requests by route, model and status; batches, queues, loaded models; jobs by state;
+in cluster mode, the cluster's nodes and CPUs and Ray Serve's deployments and replicas by state."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from openmaas.domain.cluster import ClusterState
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.runtime.batching import BatchStats
 from openmaas.runtime.pool import PoolHooks, ServedModel
@@ -36,6 +38,45 @@ class _JobStates(Collector):
         for state, count in sorted(self.count_by_status().items()):
             family.add_metric([state], count)
         yield family
+
+
+class _ClusterFigures(Collector):
+    """Reads the cluster's state at scrape time (Ray's own figures, so every API process reports the same)."""
+
+    def __init__(self, read_state: Callable[[], ClusterState]) -> None:
+        self.read_state = read_state  # not `describe`: the registry would take it for Collector.describe
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self.read_state()
+        nodes = GaugeMetricFamily("openmaas_cluster_nodes", "Ray nodes by state", labels=["state"])
+        alive = sum(node.alive for node in state.nodes)
+        nodes.add_metric(["alive"], alive)
+        nodes.add_metric(["dead"], len(state.nodes) - alive)
+        yield nodes
+        yield GaugeMetricFamily(
+            "openmaas_cluster_cpus", "CPUs of the cluster's alive nodes", value=state.total.get("CPU", 0.0)
+        )
+        yield GaugeMetricFamily(
+            "openmaas_cluster_cpus_available",
+            "CPUs no task, actor or replica holds",
+            value=state.available.get("CPU", 0.0),
+        )
+        deployments = GaugeMetricFamily(
+            "openmaas_serve_deployments", "Ray Serve deployments by status", labels=["status"]
+        )
+        replicas = GaugeMetricFamily("openmaas_serve_replicas", "Ray Serve replicas by state", labels=["state"])
+        by_status: dict[str, int] = {}
+        by_state: dict[str, int] = {}
+        for deployment in state.deployments:
+            by_status[deployment.status] = by_status.get(deployment.status, 0) + 1
+            for replica_state, count in deployment.replicas.items():
+                by_state[replica_state] = by_state.get(replica_state, 0) + count
+        for status, count in sorted(by_status.items()):
+            deployments.add_metric([status], count)
+        for replica_state, count in sorted(by_state.items()):
+            replicas.add_metric([replica_state], count)
+        yield deployments
+        yield replicas
 
 
 class Metrics:
@@ -88,6 +129,9 @@ class Metrics:
 
     def watch_jobs(self, count_by_status: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_JobStates(count_by_status))
+
+    def watch_cluster(self, describe: Callable[[], ClusterState]) -> None:
+        self.registry.register(_ClusterFigures(describe))
 
     def pool_hooks(self) -> PoolHooks:
         def loaded(served: ServedModel) -> None:

@@ -91,8 +91,13 @@ def _deployments() -> list[ClusterDeployment]:
             found.append(
                 ClusterDeployment(
                     name=f"{app_name}/{name}",
-                    status=str(deployment.status),
-                    replicas={str(state): int(count) for state, count in deployment.replica_states.items()},
+                    status=_name(deployment.status),
+                    replicas={_name(state): int(count) for state, count in deployment.replica_states.items()},
                 )
             )
     return found
+
+
+def _name(state: Any) -> str:
+    """A Serve state as its name ("HEALTHY"): str() of Ray's str enums is "DeploymentStatus.HEALTHY"."""
+    return str(getattr(state, "value", state))

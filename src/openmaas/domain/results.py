@@ -49,3 +49,19 @@ class Embeddings:
     @property
     def prompt_tokens(self) -> int:
         return sum(self.tokens)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """The next piece of a generation's text, safe to send (no half character, no part of a stop string)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationDone:
+    """A generation's end: why it stopped and the tokens it read and wrote."""
+
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int

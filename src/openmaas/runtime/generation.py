@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from openmaas.domain.results import GenerationDone, TextDelta
 from openmaas.runtime.batching import BatchQueueClosed, BatchStats, QueueFull
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,49 @@ class SamplingParams:
     seed: int | None = None
 
 
-@dataclass(frozen=True)
-class TextDelta:
-    text: str
+__all__ = [
+    "GenerationDone",
+    "GenerationFailed",
+    "GenerationQueue",
+    "Generations",
+    "PromptRefused",
+    "SamplingParams",
+    "TextDelta",
+    "TokenStream",
+]
 
 
-@dataclass(frozen=True)
-class GenerationDone:
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
-    prompt_tokens: int
-    completion_tokens: int
+class TokenStream(Protocol):
+    """A started generation. `cancel()` stops it within a token; `completion_tokens` is what it produced so far."""
+
+    @property
+    def completion_tokens(self) -> int: ...
+
+    async def next(self, timeout: float | None = None) -> TextDelta | GenerationDone | None:
+        """The next text piece, then one GenerationDone; None when `timeout` passes first. Raises a failure."""
+        ...
+
+    def cancel(self) -> None: ...
+
+
+class Generations(Protocol):
+    """What serves one causal LM's generations: a GenerationQueue in this process, or a deployment's streams."""
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> TokenStream:
+        """Start a generation, or raise QueueFull (no room now) or BatchQueueClosed (no longer serving)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class PromptRefused(Exception):
+    """The model's chat template refused the messages (roles out of order, say); the message says why."""
 
 
 class GenerationFailed(Exception):
@@ -209,12 +243,18 @@ class GenerationQueue:
         self._active: list[_Slot] = []
         self._admitted: list[Generation] = []  # taken from the queue in this round, being started
         self._seconds_per_request = 1.0  # a running estimate for Retry-After
+        self.cancelled = 0  # generations stopped by their callers before they finished
         self._thread = threading.Thread(target=self._work, name=f"generate-{name}", daemon=True)
         self._thread.start()
 
     @property
     def depth(self) -> int:
         return len(self._pending)
+
+    @property
+    def running(self) -> int:
+        """Generations being decoded now."""
+        return len(self._active)
 
     @property
     def alive(self) -> bool:
@@ -304,6 +344,7 @@ class GenerationQueue:
 
         if generation.cancelled.is_set():
             generation.ended = True  # nobody reads it any more
+            self.cancelled += 1
             return batch
         params = generation.params
         slot = _Slot(generation, None, StopMatcher(params.stop), time.perf_counter())
@@ -390,6 +431,7 @@ class GenerationQueue:
             slot.generation.end(event)
         else:
             slot.generation.ended = True  # cancelled: nobody reads it any more
+            self.cancelled += 1
         elapsed = time.perf_counter() - slot.started
         self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * elapsed
         if self.stats is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from openmaas.domain.entities import ModelVersion
 from openmaas.runtime.batching import BatchQueue, BatchStats
-from openmaas.runtime.generation import GenerationQueue
+from openmaas.runtime.generation import GenerationQueue, Generations
 from openmaas.runtime.predictors import GenerativePredictor, Predictor, load_predictor
 from openmaas.storage.artifacts import ArtifactStore
 
@@ -51,10 +51,10 @@ class BatchSettings:
 
 @dataclass
 class ServedModel:
-    """A loaded version and the queue in front of it: a batch queue, or a generation queue for causal LMs."""
+    """A loaded version and the queue in front of it: a batch queue, or what serves a causal LM's generations."""
 
     predictor: Predictor
-    queue: BatchQueue[Any, Any] | GenerationQueue
+    queue: BatchQueue[Any, Any] | Generations
     settings: BatchSettings
     load_seconds: float
     last_used: float = field(default_factory=time.monotonic)
@@ -66,7 +66,7 @@ class ServedModel:
     @property
     def alive(self) -> bool:
         """Its queue serves (a batch queue's lanes always do; a generation queue's thread may have stopped)."""
-        return not isinstance(self.queue, GenerationQueue) or self.queue.alive
+        return isinstance(self.queue, BatchQueue) or self.queue.alive
 
 
 @dataclass
@@ -140,8 +140,11 @@ class ModelPool:
             settings = settings or self._default_settings(predictor)
             stats = self.hooks.batch_stats(version) if self.hooks.batch_stats else None
             name = f"{version.model}:{version.version}"
-            queue: BatchQueue[Any, Any] | GenerationQueue
-            if isinstance(predictor, GenerativePredictor):
+            queue: BatchQueue[Any, Any] | Generations
+            remote: Generations | None = getattr(predictor, "generations", None)
+            if remote is not None:  # a deployment elsewhere decodes (Ray Serve): it queues its own generations
+                queue = remote
+            elif isinstance(predictor, GenerativePredictor):
                 queue = GenerationQueue(
                     predictor.model,
                     max_queue_size=settings.max_queue_size,
@@ -194,7 +197,8 @@ class ModelPool:
         return [f"{s.version.model}:{s.version.version}" for s in served_models if not s.alive]
 
     def _default_settings(self, predictor: Predictor) -> BatchSettings:
-        if isinstance(predictor, GenerativePredictor):  # generations decoded together; the queue counts requests
+        generative = isinstance(predictor, GenerativePredictor) or getattr(predictor, "generations", None) is not None
+        if generative:  # generations decoded together; the queue counts requests
             return BatchSettings(self.generation_batch_size, 0.0, self.generation_queue_size)
         preferred = getattr(predictor, "preferred_batch_size", None)
         if preferred is None:

@@ -16,6 +16,7 @@ from openmaas.recipes import get_loader
 from openmaas.recipes.base import resolve_device
 from openmaas.recipes.generative import CausalLM, load_causal_lm
 from openmaas.runtime.batching import Deliver
+from openmaas.runtime.generation import PromptRefused
 
 
 class Predictor(Protocol):
@@ -125,8 +126,18 @@ class GenerativePredictor:
         self.version = version
         self.model = model
         self.memory_bytes: int = model.memory_bytes
+        self.max_context: int = model.max_context
         self.labels: tuple[str, ...] = ()
         self.run_parts: Callable[[list[Any], Deliver], None] | None = None
+
+    def encode_prompt(self, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int]:
+        if chat is None:
+            return self.model.encode(prompt or "", chat=False)
+        try:
+            text = self.model.render_chat(chat)
+        except Exception as error:  # a template's own check (e.g. roles out of order) names the problem
+            raise PromptRefused(str(error)) from None
+        return self.model.encode(text, chat=True)
 
     def run_batch(self, items: list[Any]) -> list[Any]:
         import torch

@@ -1,10 +1,11 @@
-"""Models on Ray Serve: each loaded version is a Serve application of one `ModelReplica` deployment on the cluster,
-and the API process's pool holds a `RemotePredictor` in its place, whose batches (from the pool's own batch queue)
-go to the replica through a deployment handle: no HTTP hop.
+"""The cluster inference backend, on Ray Serve: each loaded version is a Serve application of one `ModelReplica`
+deployment, and the API process's pool holds a remote predictor in its place. A classifier's or an embedding
+model's batches (from the pool's own batch queue) go to its replicas through a deployment handle, no HTTP hop; a
+causal LM's generations stream token by token through a streaming handle (`handle.options(stream=True)`) from a
+generation queue inside the replica, and a cancelled stream cancels the replica's generation.
 
 A deployment is made asynchronously and watched against a deadline: a replica the cluster cannot place ends the
-load with `ReplicaNotPlaced` (its reason and when to retry), never a hung request. Generative models stay in the
-API process (their token-by-token queue needs the model at hand).
+load with `ReplicaNotPlaced` (its reason and when to retry), never a hung request.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ import asyncio
 import logging
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from openmaas.domain.entities import ModelVersion
+from openmaas.domain.results import GenerationDone, TextDelta
 from openmaas.recipes.base import InputTooLong
-from openmaas.runtime.predictors import EmbeddingPredictor, Predictor, load_predictor
+from openmaas.runtime.batching import BatchQueueClosed, QueueFull
+from openmaas.runtime.generation import GenerationFailed, GenerationQueue, PromptRefused, SamplingParams
+from openmaas.runtime.local import LocalBackend
+from openmaas.runtime.pool import ModelPool
+from openmaas.runtime.predictors import EmbeddingPredictor, GenerativePredictor, Predictor, load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +42,8 @@ class ReplicaNotPlaced(Exception):
 
 class ModelReplica:
     """A Serve replica of one version: loads it from the artifact store (the settings its API process forwarded)
-    and runs the batches it is handed."""
+    and runs the batches it is handed, or, for a causal LM, decodes the generations it is handed in its own
+    generation queue and streams their text back."""
 
     def __init__(self, version: ModelVersion, device: str) -> None:
         from openmaas.config import Settings
@@ -47,13 +55,62 @@ class ModelReplica:
         directory = artifacts.materialize(version.files, Path(self.scratch.name) / "model")
         self.predictor = load_predictor(version, directory, device)
         self.predictor.run_batch([getattr(self.predictor, "warm_up_input", "warm-up")])  # an image for image models
+        self.generations: GenerationQueue | None = None
+        if isinstance(self.predictor, GenerativePredictor):  # decoded here, continuous batching across callers
+            self.generations = GenerationQueue(
+                self.predictor.model,
+                max_queue_size=settings.max_queued_generations,
+                max_batch_size=settings.generation_batch_size,
+                name=f"{version.model}:{version.version}",
+            )
 
     def describe(self) -> dict[str, Any]:
         found: dict[str, Any] = {"memory_bytes": self.predictor.memory_bytes, "labels": self.predictor.labels}
         found["embeds_images"] = getattr(self.predictor, "embeds_images", False)
         if isinstance(self.predictor, EmbeddingPredictor):
             found.update(dimensions=self.predictor.dimensions, max_length=self.predictor.max_length)
+        if isinstance(self.predictor, GenerativePredictor):
+            found.update(max_context=self.predictor.max_context)
+        if self.generations is not None:
+            generations = self.generations
+            found.update(generating=generations.running, waiting=generations.depth, cancelled=generations.cancelled)
         return found
+
+    def encode_prompt(self, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int] | str:
+        """The prompt's token ids, or (a string) why the chat template refused the messages."""
+        assert isinstance(self.predictor, GenerativePredictor)
+        try:
+            return self.predictor.encode_prompt(chat, prompt)
+        except PromptRefused as error:  # as a value: Ray wraps exceptions of its tasks in its own
+            return str(error)
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[tuple[Any, int]]:
+        """The generation's events, each with the tokens produced so far; failures as values ("full", "closed",
+        "failed"). Serve cancels this generator when its caller cancels the stream: the generation stops."""
+        assert self.generations is not None
+        try:
+            generation = self.generations.submit(prompt_ids, params)
+        except QueueFull as error:
+            yield ("full", error.queued, error.capacity, error.retry_after), 0
+            return
+        except BatchQueueClosed:
+            yield ("closed",), 0
+            return
+        try:
+            while True:
+                try:
+                    event = await generation.next(None)
+                except GenerationFailed as error:
+                    yield ("failed", str(error)), generation.completion_tokens
+                    return
+                except BatchQueueClosed:
+                    yield ("closed",), generation.completion_tokens
+                    return
+                yield event, generation.completion_tokens
+                if isinstance(event, GenerationDone):
+                    return
+        finally:
+            generation.cancel()
 
     async def run(self, items: list[Any]) -> list[Any]:
         return await asyncio.to_thread(self.predictor.run_batch, items)
@@ -76,6 +133,7 @@ class RemotePredictor:
 
     run_parts = None
     inline_seconds = 0.0  # a remote call never runs on the event loop (a handle's `result()` must not)
+    preferred_concurrency = 1
 
     def __init__(self, version: ModelVersion, handle: Any, described: dict[str, Any], timeout_s: float) -> None:
         self.version = version
@@ -94,6 +152,7 @@ class RemoteEmbeddings(EmbeddingPredictor):
 
     run_parts = None  # type: ignore[assignment]
     inline_seconds = 0.0
+    preferred_concurrency = 1
 
     def __init__(self, version: ModelVersion, handle: Any, described: dict[str, Any], timeout_s: float) -> None:
         self.version = version
@@ -116,6 +175,99 @@ class RemoteEmbeddings(EmbeddingPredictor):
         return int(self.handle.count_tokens.remote(texts).result(timeout_s=self.timeout_s))
 
 
+class RemoteGeneration:
+    """One generation streamed from a replica, as the generation service reads a token stream."""
+
+    def __init__(self, response: Any, version: ModelVersion) -> None:
+        self.response = response  # a DeploymentResponseGenerator
+        self.version = version
+        self.completion_tokens = 0
+        self._next: asyncio.Future[Any] | None = None
+        self._ended = False
+
+    async def next(self, timeout: float | None = None) -> TextDelta | GenerationDone | None:
+        if self._ended:
+            raise GenerationFailed("the stream has ended")
+        if self._next is None:  # one read in flight across keep-alive timeouts: a timeout must not cancel it
+            self._next = asyncio.ensure_future(self.response.__anext__())
+        done, _ = await asyncio.wait({self._next}, timeout=timeout)
+        if not done:
+            return None
+        pending, self._next = self._next, None
+        try:
+            event, self.completion_tokens = pending.result()
+        except StopAsyncIteration:
+            self._ended = True
+            raise GenerationFailed("the replica ended the stream without a last event") from None
+        except Exception as error:  # the replica died, or Ray could not reach it
+            self._ended = True
+            raise GenerationFailed(f"the replica failed: {type(error).__name__}: {error}") from None
+        if isinstance(event, TextDelta):
+            return event
+        self._ended = True
+        if isinstance(event, GenerationDone):
+            return event
+        name = f"{self.version.model}:{self.version.version}"
+        if event[0] == "full":
+            raise QueueFull(event[1], event[2], event[3])
+        if event[0] == "closed":
+            raise BatchQueueClosed(name)
+        raise GenerationFailed(str(event[1]))
+
+    def cancel(self) -> None:
+        """Stop the replica's generation (Serve cancels its generator), off the event loop: cancelling may wait
+        for the request's assignment to a replica."""
+        if self._next is not None:
+            self._next.cancel()
+        if not self._ended:
+            self._ended = True
+            asyncio.get_running_loop().run_in_executor(None, self.response.cancel)
+
+
+class RemoteGenerations:
+    """A causal LM's replicas, as the pool holds the queue of its generations: each submit is a streaming call.
+    The replicas queue and batch the generations; a full replica queue answers with the stream's first event."""
+
+    depth = 0  # what waits is in the replicas' queues
+    alive = True
+
+    def __init__(self, version: ModelVersion, handle: Any) -> None:
+        self.version = version
+        self.stream = handle.options(stream=True)
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> RemoteGeneration:
+        return RemoteGeneration(self.stream.generate.remote(prompt_ids, params), self.version)
+
+    async def close(self) -> None:
+        """Nothing held here: the pool's unload hook deletes the Serve application."""
+
+
+class RemoteGenerator:
+    """A causal LM served by its replicas, as the pool sees a predictor: the prompt is encoded by a replica (its
+    tokenizer and chat template), and the generations stream from them (`generations`)."""
+
+    run_parts = None
+    inline_seconds = 0.0
+
+    def __init__(self, version: ModelVersion, handle: Any, described: dict[str, Any], timeout_s: float) -> None:
+        self.version = version
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self.labels: tuple[str, ...] = ()
+        self.memory_bytes = int(described["memory_bytes"])
+        self.max_context = int(described["max_context"])
+        self.generations = RemoteGenerations(version, handle)
+
+    def run_batch(self, items: list[Any]) -> list[Any]:
+        return list(items)  # the pool's warm-up: the replica warmed itself up
+
+    def encode_prompt(self, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int]:
+        found = self.handle.encode_prompt.remote(chat, prompt).result(timeout_s=self.timeout_s)
+        if isinstance(found, str):
+            raise PromptRefused(found)
+        return list(found)
+
+
 def app_name(version: ModelVersion) -> str:
     return f"om-{version.artifact_sha256[:16]}-{version.tenant_id}-{version.model}-{version.version}"[:120]
 
@@ -125,17 +277,24 @@ class ServeLoader:
     process) and answers with a predictor that calls it. `env` reaches the replicas (the stores' settings)."""
 
     def __init__(
-        self, *, env: dict[str, str], cpus_per_replica: float, deploy_timeout_s: float, request_timeout_s: float
+        self,
+        *,
+        env: dict[str, str],
+        cpus_per_replica: float,
+        deploy_timeout_s: float,
+        request_timeout_s: float,
+        replicas: int = 1,
+        max_streams: int = 100,
     ) -> None:
         self.env = env
+        self.replicas = replicas
+        self.max_streams = max_streams  # generations one replica takes at once (decoding and queued)
         self.cpus_per_replica = cpus_per_replica
         self.deploy_timeout_s = deploy_timeout_s
         self.request_timeout_s = request_timeout_s
         self.started = False
 
     def __call__(self, version: ModelVersion, directory: Path, device: str) -> Predictor:
-        if version.task == "text-generation":
-            return load_predictor(version, directory, device)
         from ray import serve
 
         if not self.started:
@@ -146,16 +305,24 @@ class ServeLoader:
             deployment: Any = serve.deployment(
                 ModelReplica,
                 name="model",
-                num_replicas=1,
+                num_replicas=self.replicas,
+                # A causal LM's replica queues its generations itself (429 when full): Serve lets them all in.
+                max_ongoing_requests=self.max_streams if version.task == "text-generation" else 5,
                 ray_actor_options={"num_cpus": self.cpus_per_replica, "runtime_env": {"env_vars": self.env}},
             )
             serve._run(deployment.bind(version, device), name=name, route_prefix=None, _blocking=False)
             self._wait_running(name)
         handle = serve.get_app_handle(name)
         described = handle.describe.remote().result(timeout_s=self.request_timeout_s)
+        if version.task == "text-generation":
+            return RemoteGenerator(version, handle, described, self.request_timeout_s)
+        remote: RemotePredictor | RemoteEmbeddings
         if version.task == "embeddings":
-            return RemoteEmbeddings(version, handle, described, self.request_timeout_s)
-        return RemotePredictor(version, handle, described, self.request_timeout_s)
+            remote = RemoteEmbeddings(version, handle, described, self.request_timeout_s)
+        else:
+            remote = RemotePredictor(version, handle, described, self.request_timeout_s)
+        remote.preferred_concurrency = self.replicas  # a batch in flight per replica
+        return remote
 
     def _running(self, name: str) -> bool:
         from ray import serve
@@ -188,7 +355,7 @@ class ServeLoader:
 
     def unload(self, version: ModelVersion) -> None:
         """The pool dropped the version: its Serve application goes too."""
-        if version.task == "text-generation" or not self.started:
+        if not self.started:
             return
         from ray import serve
 
@@ -196,3 +363,13 @@ class ServeLoader:
             serve.delete(app_name(version), _blocking=False)
         except Exception:  # already gone, or Serve stopped with the cluster
             log.warning("could not delete the Serve application of %s:%s", version.model, version.version)
+
+
+class RayServeBackend(LocalBackend):
+    """The cluster backend: the local backend's pool and queues, whose versions run on Ray Serve replicas
+    (`pool` loads through `loader`); an unloaded version's Serve application is deleted."""
+
+    def __init__(self, pool: ModelPool, loader: ServeLoader) -> None:
+        super().__init__(pool)
+        self.loader = loader
+        pool.hooks.on_unload.append(lambda served: loader.unload(served.version))

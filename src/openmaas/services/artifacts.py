@@ -26,8 +26,7 @@ class ArtifactService:
     async def export(self, principal: Principal, ref: str, fmt: str) -> tuple[ModelVersion, Path]:
         version = await asyncio.to_thread(self.registry.resolve, principal, ref)  # the database: off the loop
         if fmt == "onnx":
-            served = await self.inference.acquire(version)
-            path = getattr(getattr(served.predictor, "model", None), "onnx_path", None)
+            path = (await self.inference.acquire(version)).onnx_path
             if path is None:
                 raise InvalidRequest(
                     f"{version.model}:{version.version} ({version.recipe}) has no ONNX form: ONNX export is for "

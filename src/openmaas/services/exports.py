@@ -72,8 +72,7 @@ class ExportService:
         return version, target
 
     async def _served_graph(self, version: ModelVersion) -> Path:
-        served = await self.inference.acquire(version)
-        path = getattr(getattr(served.predictor, "model", None), "onnx_path", None)
+        path = (await self.inference.acquire(version)).onnx_path
         if path is None:
             raise InvalidRequest(
                 f"{version.model}:{version.version} is not served with ONNX Runtime ({version.runtime}), so it has "

@@ -9,20 +9,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openmaas.domain.entities import ModelVersion, Principal
+from openmaas.domain.results import GenerationDone, TextDelta
 from openmaas.errors import InvalidRequest, NotFound, Unavailable
 from openmaas.recipes.chat import ROLES
-from openmaas.recipes.generative import CausalLM
-from openmaas.runtime.batching import BatchQueueClosed, QueueFull
-from openmaas.runtime.generation import (
-    Generation,
-    GenerationDone,
+from openmaas.runtime.backend import (
+    BatchQueueClosed,
     GenerationFailed,
-    GenerationQueue,
+    ModelLoadError,
+    PromptRefused,
+    QueueFull,
     SamplingParams,
-    TextDelta,
+    TokenStream,
 )
-from openmaas.runtime.predictors import GenerativePredictor
-from openmaas.services.inference import InferenceService, at_capacity
+from openmaas.services.inference import InferenceService, at_capacity, load_failed
 from openmaas.services.limits import RateLimiter
 from openmaas.services.registry import name_for
 from openmaas.services.tasks import wrong_task
@@ -48,7 +47,7 @@ class GenerationStream:
     version: ModelVersion
     prompt_tokens: int
     rate_limit: dict[str, str]
-    generation: Generation
+    generation: TokenStream
     service: GenerationService
     principal: Principal
     started: float
@@ -68,6 +67,8 @@ class GenerationStream:
             event = await self.generation.next(timeout)
         except GenerationFailed as error:
             raise Unavailable(f"generation failed: {error}", code="generation_failed") from None
+        except QueueFull as error:  # a replica elsewhere answers that it is full with the stream's first event
+            raise at_capacity(self.version, error, "generations waiting") from None
         except BatchQueueClosed:
             raise Unavailable(
                 f"model {self.version.model}:{self.version.version} was unloaded during the request",
@@ -214,15 +215,16 @@ class GenerationService:
             raise wrong_task(ref, version.task, route)
         await self.limiter.check_tokens(principal)
         started = time.perf_counter()
-        served = await self.inference.acquire(version)
-        predictor, queue = served.predictor, served.queue
-        assert isinstance(predictor, GenerativePredictor) and isinstance(queue, GenerationQueue)
-        model = predictor.model
-        prompt_ids = await asyncio.to_thread(self._tokenize, model, chat, prompt)
-        room = model.max_context - len(prompt_ids)
+        loaded = await self.inference.acquire(version)
+        max_context = loaded.max_context or 0
+        try:
+            prompt_ids = await self.inference.backend.encode_prompt(version, chat=chat, prompt=prompt)
+        except PromptRefused as error:
+            raise InvalidRequest(f"the model's chat template refused the messages: {error}", param="messages") from None
+        room = max_context - len(prompt_ids)
         if room < 1:
             raise InvalidRequest(
-                f"the prompt has {len(prompt_ids)} tokens; {version.model}'s context is {model.max_context} tokens",
+                f"the prompt has {len(prompt_ids)} tokens; {version.model}'s context is {max_context} tokens",
                 param="messages" if chat is not None else "prompt",
                 code="context_length_exceeded",
             )
@@ -230,7 +232,7 @@ class GenerationService:
         if max_tokens > room:
             raise InvalidRequest(
                 f"max_tokens {max_tokens} + {len(prompt_ids)} prompt tokens exceed {version.model}'s context of "
-                f"{model.max_context} tokens; ask for at most {room}",
+                f"{max_context} tokens; ask for at most {room}",
                 param="max_tokens",
                 code="context_length_exceeded",
             )
@@ -239,7 +241,7 @@ class GenerationService:
         # the completion's, which nobody knows yet, when the generation ends.
         reservation = await self.limiter.reserve_tokens(principal, len(prompt_ids))
         try:
-            generation = await self._submit(version, queue, prompt_ids, params)
+            generation = await self._submit(version, prompt_ids, params)
         except BaseException:
             await self.limiter.refund_failed(reservation)
             raise
@@ -248,33 +250,17 @@ class GenerationService:
             model_name, version, len(prompt_ids), reservation.headers, generation, self, principal, started
         )
 
-    async def _submit(
-        self, version: ModelVersion, queue: GenerationQueue, prompt_ids: list[int], params: SamplingParams
-    ) -> Generation:
-        """Queue the generation. A queue closed meanwhile (the model unloaded, or its decoding thread stopped,
-        which drops it from the pool) is the pool's to replace: the version is acquired once more."""
-        for attempt in range(2):
-            try:
-                return queue.submit(prompt_ids, params)
-            except QueueFull as error:
-                raise at_capacity(version, error, "generations waiting") from None
-            except BatchQueueClosed:
-                if attempt == 0:
-                    served = await self.inference.acquire(version)
-                    assert isinstance(served.queue, GenerationQueue)
-                    queue = served.queue
-        raise Unavailable(f"model {version.model}:{version.version} is being unloaded", code="model_unloaded")
-
-    @staticmethod
-    def _tokenize(model: CausalLM, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int]:
-        if chat is None:
-            assert prompt is not None
-            return model.encode(prompt, chat=False)
+    async def _submit(self, version: ModelVersion, prompt_ids: list[int], params: SamplingParams) -> TokenStream:
         try:
-            text = model.render_chat(chat)
-        except Exception as error:  # a template's own check (e.g. roles out of order) names the problem
-            raise InvalidRequest(f"the model's chat template refused the messages: {error}", param="messages") from None
-        return model.encode(text, chat=True)
+            return await self.inference.backend.generate(version, prompt_ids, params)
+        except ModelLoadError as error:
+            raise load_failed(version, error) from None
+        except QueueFull as error:
+            raise at_capacity(version, error, "generations waiting") from None
+        except BatchQueueClosed:
+            raise Unavailable(
+                f"model {version.model}:{version.version} is being unloaded", code="model_unloaded"
+            ) from None
 
     async def meter(self, stream: GenerationStream, completion_tokens: int) -> None:
         if completion_tokens:

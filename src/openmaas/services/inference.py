@@ -1,11 +1,12 @@
-"""Inference use cases: validate inputs, resolve the model version, run it through the serving pool."""
+"""Inference use cases: validate inputs, resolve the model version, run it through the inference backend."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -15,10 +16,17 @@ from openmaas.data.images import ImageError, decode_image
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.domain.results import Classification, Embeddings
 from openmaas.errors import InvalidRequest, OpenMaaSError, PayloadTooLarge, RateLimited, Unavailable
-from openmaas.recipes.base import InputTooLong
-from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
-from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
-from openmaas.runtime.predictors import EmbeddingPredictor, ImageToEmbed
+from openmaas.runtime.backend import (
+    BatchQueueClosed,
+    BatchSettings,
+    InferenceBackend,
+    InputTooLong,
+    LoadedModel,
+    ModelLoadError,
+    QueueFull,
+    RequestTimedOut,
+    RequestTooLarge,
+)
 from openmaas.services.limits import RateLimiter, Reservation
 from openmaas.services.registry import RegistryService, name_for
 from openmaas.services.tasks import wrong_task
@@ -90,6 +98,23 @@ def decode_images(images: list[bytes], max_pixels: int) -> list[np.ndarray]:
     return decoded
 
 
+def load_failed(version: ModelVersion, error: ModelLoadError) -> Unavailable:
+    """A version that could not be loaded: 503, with Retry-After when waiting helps (a cluster with no room)."""
+    if error.retry_after is not None:
+        retry = str(max(1, math.ceil(error.retry_after)))
+        return Unavailable(
+            f"model {version.model}:{version.version} cannot be served yet: {error}; retry after {retry}s",
+            param="model",
+            code="model_not_placed",
+            headers={"Retry-After": retry},
+        )
+    return Unavailable(
+        f"model {version.model}:{version.version} could not be loaded: {error}",
+        param="model",
+        code="model_load_failed",
+    )
+
+
 def at_capacity(version: ModelVersion, error: QueueFull, waiting: str) -> RateLimited:
     """A full queue's answer: 429 at once, with how long to wait."""
     retry = str(max(1, math.ceil(error.retry_after)))
@@ -104,7 +129,7 @@ class InferenceService:
     def __init__(
         self,
         registry: RegistryService,
-        pool: ModelPool,
+        backend: InferenceBackend,
         *,
         max_inputs: int,
         limiter: RateLimiter,
@@ -116,14 +141,14 @@ class InferenceService:
         self.limiter = limiter
         self.usage = usage
         self.registry = registry
-        self.pool = pool
+        self.backend = backend
         self.max_inputs = max_inputs
         self.request_timeout_s = request_timeout_s
         self._resolved: dict[tuple[str, str], tuple[ModelVersion, float]] = {}
         # Called with each reference that resolved (the caller, its version, the reference): the API's metrics
         # take a request's model label from it, so only registered names become labels.
         self.on_resolve: list[Callable[[Principal, ModelVersion, str], None]] = []
-        registry.on_version_deleted.append(pool.unload_version)
+        registry.on_version_deleted.append(backend.unload)
         registry.on_change.append(self._resolved.clear)
 
     async def resolve(self, principal: Principal, ref: str) -> ModelVersion:
@@ -158,71 +183,57 @@ class InferenceService:
         except OpenMaaSError:
             return
         deadline = time.monotonic() + max_wait_s
-        while (served := self.pool.get(version)) is not None and served.queue.depth > 0:
+        while self.backend.waiting(version) > 0:
             if time.monotonic() > deadline:
                 return
             await asyncio.sleep(poll_s)
 
-    async def acquire(self, version: ModelVersion, settings: BatchSettings | None = None) -> ServedModel:
+    async def acquire(self, version: ModelVersion, settings: BatchSettings | None = None) -> LoadedModel:
+        """The version loaded (or a 503: it could not be, or not now)."""
         try:
-            return await self.pool.acquire(version, settings)
+            return await self.backend.load(version, settings)
         except ModelLoadError as error:
-            if error.retry_after is not None:  # not now: the caller may try again later
-                retry = str(max(1, math.ceil(error.retry_after)))
-                raise Unavailable(
-                    f"model {version.model}:{version.version} cannot be served yet: {error}; retry after {retry}s",
-                    param="model",
-                    code="model_not_placed",
-                    headers={"Retry-After": retry},
-                ) from None
-            raise Unavailable(
-                f"model {version.model}:{version.version} could not be loaded: {error}",
-                param="model",
-                code="model_load_failed",
-            ) from None
+            raise load_failed(version, error) from None
 
-    async def load(self, principal: Principal, ref: str, settings: BatchSettings | None) -> ServedModel:
+    async def load(self, principal: Principal, ref: str, settings: BatchSettings | None) -> LoadedModel:
         version = await asyncio.to_thread(self.registry.resolve, principal, ref)  # the database: off the loop
-        if settings is not None and (served := self.pool.get(version)) and served.settings != settings:
-            self.pool.unload_version(version)  # reload with the new batch settings
         return await self.acquire(version, settings)
 
     def unload(self, principal: Principal, ref: str) -> ModelVersion:
         version = self.registry.resolve(principal, ref)
-        self.pool.unload_version(version)
+        self.backend.unload(version)
         return version
 
-    async def _run(self, served: ServedModel, items: list[str]) -> list[Any]:
-        """Run texts through the model's batch queue. Many texts go in length order, so each batch pads
-        little (transformers pad to the batch's longest text); results come back in the caller's order."""
-        if len(items) <= 1:
-            return await self._submit(served, items)
-        order = sorted(range(len(items)), key=lambda i: len(items[i]))
-        ordered = await self._submit(served, [items[i] for i in order])
-        results: list[Any] = [None] * len(items)
-        for position, index in enumerate(order):
-            results[index] = ordered[position]
-        return results
+    async def _classify(self, version: ModelVersion, items: list[Any]) -> Classification:
+        async with self._backend_errors(version):
+            return await self.backend.classify(version, items, self.request_timeout_s)
 
-    async def _submit(self, served: ServedModel, items: list[Any]) -> list[Any]:
+    async def _embed(self, version: ModelVersion, texts: list[str]) -> Embeddings:
+        async with self._backend_errors(version):
+            return await self.backend.embed(version, texts, self.request_timeout_s)
+
+    @asynccontextmanager
+    async def _backend_errors(self, version: ModelVersion) -> AsyncIterator[None]:
+        """The backend's failures of one call, as this caller's errors."""
         try:
-            assert isinstance(served.queue, BatchQueue)  # callers resolve the task first: never a causal LM
-            return await served.queue.submit(items, timeout=self.request_timeout_s)
+            yield
+        except ModelLoadError as error:
+            raise load_failed(version, error) from None
         except QueueFull as error:
-            raise at_capacity(served.version, error, "inputs queued") from None
+            raise at_capacity(version, error, "inputs queued") from None
         except RequestTimedOut:
             raise Unavailable(
                 f"the request took longer than {self.request_timeout_s:g}s waiting for "
-                f"{served.version.model}:{served.version.version}; retry later or send fewer inputs",
+                f"{version.model}:{version.version}; retry later or send fewer inputs",
                 code="timeout",
             ) from None
         except RequestTooLarge as error:
             raise InvalidRequest(
-                f"too many inputs for {served.version.model}: {error}", param="inputs", code="too_many_inputs"
+                f"too many inputs for {version.model}: {error}", param="inputs", code="too_many_inputs"
             ) from None
         except BatchQueueClosed:
             raise Unavailable(
-                f"model {served.version.model}:{served.version.version} was unloaded while the request waited",
+                f"model {version.model}:{version.version} was unloaded while the request waited",
                 code="model_unloaded",
             ) from None
 
@@ -242,12 +253,10 @@ class InferenceService:
         reservation = await self.limiter.reserve_tokens(principal, len(texts))
         started = time.perf_counter()
         try:
-            served = await self.acquire(version)
-            rows = await self._run(served, texts)
+            classification = await self._classify(version, texts)
         except BaseException:
             await self.limiter.refund_failed(reservation)
             raise
-        classification = Classification(served.predictor.labels, np.stack(rows))
         model = name_for(principal, version, ref)
         await self._meter(principal, model, version, len(texts), len(texts), started, protocol)
         return Answer(model, version, classification, reservation.headers)
@@ -264,26 +273,26 @@ class InferenceService:
 
     async def _run_images(
         self, principal: Principal, version: ModelVersion, images: list[bytes], embed: bool
-    ) -> tuple[ServedModel, list[Any], Reservation]:
+    ) -> tuple[Classification | Embeddings, Reservation]:
         """Decode the images here, so a bad one is this caller's 400 and never reaches a batch shared with
         others; then run them through the model's batch queue, to classify or to embed."""
         decoded = await asyncio.to_thread(decode_images, images, self.max_image_pixels)
         reservation = await self.limiter.reserve_tokens(principal, len(images))
         try:
-            served = await self.acquire(version)
-            if embed and not getattr(served.predictor, "embeds_images", False):
+            if not embed:
+                return await self._classify(version, decoded), reservation
+            if not (await self.acquire(version)).embeds_images:
                 raise InvalidRequest(
                     f"model {version.model}:{version.version} ({version.recipe}) gives no image embeddings; "
                     "image-classifier versions and the foundation model efficientnet-lite0 do",
                     param="model",
                     code="no_image_embeddings",
                 )
-            items: list[Any] = [ImageToEmbed(image) for image in decoded] if embed else decoded
-            rows = await self._submit(served, items)
+            async with self._backend_errors(version):
+                return await self.backend.embed_images(version, decoded, self.request_timeout_s), reservation
         except BaseException:
             await self.limiter.refund_failed(reservation)
             raise
-        return served, rows, reservation
 
     async def predict_images(
         self, principal: Principal, ref: str, images: list[bytes], *, protocol: str = "native"
@@ -294,8 +303,8 @@ class InferenceService:
         route = "POST /v1/models/{ref}/predict with images"
         version = await self._resolve_for(principal, ref, "image-classification", route)
         started = time.perf_counter()
-        served, rows, reservation = await self._run_images(principal, version, images, embed=False)
-        classification = Classification(served.predictor.labels, np.stack(rows))
+        classification, reservation = await self._run_images(principal, version, images, embed=False)
+        assert isinstance(classification, Classification)
         model = name_for(principal, version, ref)
         await self._meter(principal, model, version, len(images), len(images), started, protocol)
         return Answer(model, version, classification, reservation.headers)
@@ -308,8 +317,8 @@ class InferenceService:
         self._check_images(images)
         version = await self._resolve_for(principal, ref, "image-classification", "POST /v1/models/{ref}/embed")
         started = time.perf_counter()
-        _, rows, reservation = await self._run_images(principal, version, images, embed=True)
-        embeddings = Embeddings(np.stack(rows).astype(np.float32, copy=False), (0,) * len(images))
+        embeddings, reservation = await self._run_images(principal, version, images, embed=True)
+        assert isinstance(embeddings, Embeddings)
         model = name_for(principal, version, ref)
         await self._meter(principal, model, version, len(images), len(images), started, protocol)
         return Answer(model, version, embeddings, reservation.headers)
@@ -348,18 +357,18 @@ class InferenceService:
         version = await self._resolve_for(principal, ref, "embeddings", "POST /v1/embeddings")
         await self.limiter.check_tokens(principal)
         started = time.perf_counter()
-        served = await self.acquire(version)
-        predictor = served.predictor
-        assert isinstance(predictor, EmbeddingPredictor)
-        if dimensions is not None and not 1 <= dimensions <= predictor.dimensions:
+        loaded = await self.acquire(version)
+        size = loaded.dimensions or 0
+        if dimensions is not None and not 1 <= dimensions <= size:
             raise InvalidRequest(
-                f"dimensions must be between 1 and {predictor.dimensions} for {version.model}",
+                f"dimensions must be between 1 and {size} for {version.model}",
                 param="dimensions",
                 code="invalid_dimensions",
             )
         if not truncate:
             try:
-                await asyncio.to_thread(predictor.check_lengths, texts)
+                async with self._backend_errors(version):
+                    await self.backend.check_lengths(version, texts)
             except InputTooLong as error:
                 raise InvalidRequest(
                     f"input[{error.index}] has {error.tokens} tokens, over the limit of {error.max_length} for "
@@ -368,19 +377,21 @@ class InferenceService:
                     code="input_too_long",
                 ) from None
         # The tokens the model will count (truncated, as it embeds them), counted first when a budget applies.
-        counted = await asyncio.to_thread(predictor.count_tokens, texts) if self.limiter.limits_tokens(principal) else 0
+        counted = 0
+        if self.limiter.limits_tokens(principal):
+            async with self._backend_errors(version):
+                counted = await self.backend.count_tokens(version, texts)
         reservation = await self.limiter.reserve_tokens(principal, counted)
         try:
-            results = await self._run(served, texts)
+            embeddings = await self._embed(version, texts)
         except BaseException:
             await self.limiter.refund_failed(reservation)
             raise
-        vectors = np.stack([vector for vector, _ in results])
-        if dimensions is not None and dimensions < predictor.dimensions:
+        if dimensions is not None and dimensions < size:
             # Shortened like OpenAI's `dimensions`: keep the leading components, then renormalise.
-            vectors = vectors[:, :dimensions]
+            vectors = embeddings.vectors[:, :dimensions]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        embeddings = Embeddings(vectors, tuple(int(tokens) for _, tokens in results))
+            embeddings = Embeddings(vectors, embeddings.tokens)
         model = name_for(principal, version, ref)
         await self._meter(principal, model, version, len(texts), embeddings.prompt_tokens, started, protocol)
         return Answer(model, version, embeddings, reservation.headers)

@@ -88,7 +88,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        return pb.ServerReadyResponse(ready=not self.services.inference.pool.stopped())
+        return pb.ServerReadyResponse(ready=not self.services.inference.backend.stopped())
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         metadata = server_metadata()

@@ -104,7 +104,7 @@ async def live() -> dict[str, bool]:
 @health.get("/v2/health/ready", response_model=None)
 async def ready(request: Request) -> dict[str, bool] | FastJSONResponse:
     # As /healthz: not ready while a loaded model's queue no longer serves.
-    if services_of(request).inference.pool.stopped():
+    if services_of(request).inference.backend.stopped():
         return FastJSONResponse({"ready": False}, status_code=503)
     return {"ready": True}
 

@@ -118,12 +118,12 @@ class V2Models:
     def index(self, caller: Principal, ready_only: bool) -> list[RepositoryIndexEntry]:
         """Every model the caller can read, at its latest version: READY once loaded, else UNAVAILABLE."""
         entries = []
-        pool = self.services.inference.pool
+        backend = self.services.inference.backend
         for model in self.services.registry.list(caller):
             latest = model.latest
             if latest is None or latest.task == "text-generation":
                 continue
-            loaded = pool.get(latest) is not None
+            loaded = backend.loaded(latest) is not None
             if ready_only and not loaded:
                 continue
             entries.append(

@@ -52,7 +52,7 @@ from openmaas.protocol.native import (
     VersionOut,
 )
 from openmaas.protocol.openai import ListOf
-from openmaas.runtime.pool import BatchSettings, ServedModel
+from openmaas.runtime.backend import BatchSettings, LoadedModel
 from openmaas.services.registry import reference_for
 
 
@@ -331,15 +331,15 @@ def unload_model(ref: Ref, caller: Admin, svc: Svc) -> Deleted:
     return Deleted(id=f"{version.model}:{version.version}", object="model.loaded")
 
 
-def loaded_out(served: ServedModel) -> LoadedOut:
+def loaded_out(loaded: LoadedModel) -> LoadedOut:
     return LoadedOut(
-        model=served.version.model,
-        version=served.version.version,
-        memory_bytes=served.predictor.memory_bytes,
-        load_seconds=served.load_seconds,
-        max_batch_size=served.settings.max_batch_size,
-        max_wait_ms=served.settings.max_wait_ms,
-        max_queue_size=served.settings.max_queue_size,
+        model=loaded.version.model,
+        version=loaded.version.version,
+        memory_bytes=loaded.memory_bytes,
+        load_seconds=loaded.load_seconds,
+        max_batch_size=loaded.settings.max_batch_size,
+        max_wait_ms=loaded.settings.max_wait_ms,
+        max_queue_size=loaded.settings.max_queue_size,
     )
 
 

@@ -23,6 +23,7 @@ from openmaas.api.deps import Inferrer, Svc, add_response_headers
 from openmaas.api.disconnect import unless_disconnected
 from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.api.responses import FastJSONResponse
+from openmaas.domain.results import GenerationDone, TextDelta
 from openmaas.errors import OpenMaaSError, status_and_type
 from openmaas.protocol.openai import (
     ChatCompletion,
@@ -31,7 +32,6 @@ from openmaas.protocol.openai import (
     Completion,
     CompletionRequest,
 )
-from openmaas.runtime.generation import GenerationDone, TextDelta
 from openmaas.services.generation import GenerationOptions, GenerationStream
 
 log = logging.getLogger(__name__)
