@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from openmaas.domain.entities import ApiKey, Dataset, File, Job, UsageRecord
+from openmaas.domain.entities import ApiKey, Batch, BatchLine, Dataset, File, Job, UsageRecord
 from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import ModelRef
@@ -262,3 +263,19 @@ def test_usage_is_summed_by_protocol(store: MetadataStore) -> None:
     assert store.usage.add_journaled("j-protocol", 1, records)
     rows = {row["protocol"]: row["items"] for row in store.usage.summary("t1", None, None, "protocol")}
     assert rows == {"kserve_v2": 6, "native": 3}
+
+
+def test_one_process_at_a_time_holds_a_batch_until_its_lease_expires(store: MetadataStore) -> None:
+    batch = Batch(new_id("batch"), "t1", "/v1/embeddings", "file_x", "24h", "in_progress", now(), total=1)
+    store.batches.add(batch, [BatchLine(batch.id, 1, "a", "/v1/embeddings", {"input": "x"})])
+    assert store.batches.claim(batch.id, "node/1/1", 60)
+    assert store.batches.claim(batch.id, "node/1/1", 60)  # its holder renews it
+    assert not store.batches.claim(batch.id, "node/2/2", 60)  # another process waits
+    assert store.batches.claim(batch.id, "node/2/2", 60, take_from="node/1/1")  # unless its holder is dead
+    assert store.batches.owner_of(batch.id) == "node/2/2"
+    assert store.batches.claim(batch.id, "node/2/2", 0.05)
+    time.sleep(0.2)
+    assert store.batches.claim(batch.id, "node/3/3", 60)  # an expired lease is taken over
+    store.batches.set_status(batch.id, "finalizing", only_from=("in_progress",), at=now())
+    store.batches.set_status(batch.id, "completed", only_from=("finalizing",), at=now())
+    assert store.batches.owner_of(batch.id) is None and not store.batches.claim(batch.id, "node/3/3", 60)

@@ -247,4 +247,6 @@ def test_a_validation_file_is_the_validation_split_and_the_second_job_gets_an_es
     if second.status != "succeeded":
         assert second.estimated_finish is not None and second.estimated_finish >= second.created_at
     done = wait(oai, second.id)
-    assert done.estimated_finish is None and done.trained_tokens == 3 * report.data["tokens_per_epoch"]
+    assert done.estimated_finish is None and done.trained_tokens is not None
+    # A tenth of the file is held out (no validation file this time): the estimate is within a few percent.
+    assert abs(done.trained_tokens - 3 * report.data["tokens_per_epoch"]) <= 0.05 * done.trained_tokens
