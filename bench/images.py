@@ -10,7 +10,8 @@ Serving:
    and `image-classifier` (a head on the frozen EfficientNet-Lite0).
 2. Offline limit: the version's files (its blobs, checked against its manifest) loaded in this process with the
    recipe's own loader; images/s of `predict_proba` on decoded images, 1 a call and the loader's preferred
-   batch (what the server's batch queue runs), each measured before and again after the HTTP rows (the
+   batch (what the server's batch queue runs), with torch's default intra-op threads and with one (on a busy
+   machine one can be several times faster), each measured before and again after the HTTP rows (the
    machine's speed drifts; the better figure counts); the limit is the best of them. No HTTP, no JSON, no PNG
    decoding.
 3. Served: closed-loop clients (httpx, one connection each) at each concurrency for `--duration` seconds after
@@ -204,10 +205,21 @@ def offline_rate(model: Any, images: list[np.ndarray], batch: int, seconds: floa
     return done / (time.perf_counter() - started)
 
 
-def offline_rates(model: Any, images: list[np.ndarray], seconds: float) -> dict[int, float]:
-    """The offline rate at 1 image a call and at the loader's preferred batch (what the server's queue runs)."""
+def offline_rates(model: Any, images: list[np.ndarray], seconds: float) -> dict[str, float]:
+    """The offline rate at 1 image a call and at the loader's preferred batch (what the server's queue runs), each
+    with torch's default intra-op threads and with one: on a machine whose cores other processes hold, two
+    threads that wait for each other at every operator can be several times slower than one."""
+    default = torch.get_num_threads()
     sizes = (1, int(getattr(model, "preferred_batch_size", 32)))
-    return {size: offline_rate(model, images, size, seconds) for size in sizes}
+    rates = {}
+    try:
+        for threads in sorted({1, default}):
+            torch.set_num_threads(threads)
+            for size in sizes:
+                rates[f"{size}/call, {threads} thr"] = offline_rate(model, images, size, seconds)
+    finally:
+        torch.set_num_threads(default)
+    return rates
 
 
 async def served_rate(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> tuple[float, int]:
@@ -402,16 +414,16 @@ def main() -> None:
             finally:
                 stop(server)
         print("\nServed over HTTP (one image a request) against the offline limit (predict_proba in this process,")
-        print("the best of 1 image a call and the loader's batch, each measured before and after the HTTP rows):")
+        print("the best of 1 image a call and the loader's batch, with 1 and the default torch threads, each measured")
+        print("before and after the HTTP rows):")
         header = "  ".join(f"{'c' + str(c):>8} {'ratio':>6}" for c in concurrencies)
-        print(f"  {'model':<24} {'limit':>7} {'1/call':>7} {'batch':>11}  {header}  errors")
+        print(f"  {'model':<24} {'limit':>7}  {'(best of)':<20}  {header}  errors")
         for spec, best, served, _ in rows:
-            limit = max(best.values())
-            size = max(best)
+            where, limit = max(best.items(), key=lambda item: item[1])
             cells = "  ".join(f"{served[c][0]:8.1f} {served[c][0] / limit:6.2f}" for c in concurrencies)
             errors = sum(served[c][1] for c in concurrencies)
-            batch = f"{best[size]:.1f} ({size})"
-            print(f"  {spec.title:<24} {limit:7.1f} {best[1]:7.1f} {batch:>11}  {cells}  {errors}")
+            print(f"  {spec.title:<24} {limit:7.1f}  {where:<20}  {cells}  {errors}")
+            print("    offline: " + ", ".join(f"{key} {rate:.1f}" for key, rate in best.items()))
         print("  (images/s; ratio = served / limit)")
         for spec, *_, job_rate in rows:
             print(f"  the server's {spec.title} job reported {job_rate:.0f} images/s in its training loop")
