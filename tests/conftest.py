@@ -249,9 +249,16 @@ class RayHead:
 def ray_cluster() -> Iterator[RayHead]:
     """`ray start --head` once per session, only when a test asks for it; its processes are ended by pid at
     the end (`ray stop` would end every Ray cluster of the machine, other sessions' too)."""
+    pytest.importorskip("ray", reason="Ray is the `cluster` extra")
+    with ray_head() as head:
+        yield head
+
+
+@contextlib.contextmanager
+def ray_head() -> Iterator[RayHead]:
+    """A one-node Ray cluster on loopback (2 CPUs) for as long as the block runs (the benches use it too)."""
     import psutil
 
-    pytest.importorskip("ray", reason="Ray is the `cluster` extra")
     temp_dir = Path(tempfile.mkdtemp(prefix="rayom-", dir="/tmp"))  # Ray's socket paths must stay short
     port = free_port()
     ray = str(Path(sys.executable).with_name("ray"))

@@ -169,12 +169,18 @@ def test_a_job_the_cluster_cannot_place_is_queued_again_with_the_reason_then_fai
         with server.client() as client:
             dataset = small_dataset(client, tmp_path, "too-big")
             job = client.create_job(dataset, "too-big", hyperparameters={"epochs": 1})
+            deadline = time.monotonic() + 30
+            while "waiting for resources" not in str((seen := client.get_job(job["id"])).get("reason")):
+                assert time.monotonic() < deadline, seen
+                time.sleep(0.05)
+            assert seen["status"] == "queued" and "no room for 1 worker(s) × 8 CPU" in seen["reason"], seen
             final = client.wait_for_job(job["id"], timeout=120)
             events = client.job_events(job["id"])
         assert final["status"] == "failed", final
         retried = [event for event in events if event["type"] == "retrying"]
         assert retried and "could not place 1 worker(s) × 8 CPU" in retried[0]["data"]["reason"], events
         assert "could not place" in str(final), final
+        assert "waiting" in [event["type"] for event in events], events
     finally:
         if server is not None:
             server.stop()  # before its schema is dropped

@@ -19,7 +19,7 @@ from tests.conftest import REDIS, Server, redis_reachable
 from tests.e2e.test_job_lifecycle import small_dataset
 
 
-def test_several_workers_without_redis_are_refused_with_the_reason(tmp_path: Path) -> None:
+def test_several_workers_without_redis_or_with_grpc_are_refused_with_the_reason(tmp_path: Path) -> None:
     env = {**os.environ}
     env.pop("OPENMAAS_REDIS_URL", None)
     result = subprocess.run(
@@ -31,6 +31,15 @@ def test_several_workers_without_redis_are_refused_with_the_reason(tmp_path: Pat
     )
     assert result.returncode == 2
     assert "OPENMAAS_REDIS_URL" in result.stderr and "--workers 2" in result.stderr, result.stderr
+    env.update(OPENMAAS_REDIS_URL=REDIS, OPENMAAS_GRPC_PORT="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "openmaas", "serve", "--data-dir", str(tmp_path), "--port", "1", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "OPENMAAS_GRPC_PORT" in result.stderr, result.stderr
 
 
 def api_workers(server: Server) -> list[psutil.Process]:

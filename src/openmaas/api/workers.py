@@ -43,6 +43,8 @@ def refusal(settings: Settings, workers: int) -> str | None:
             f"--workers {workers} needs OPENMAAS_REDIS_URL: rate limits are counted in Redis so that they hold "
             "across the processes (each would count its own otherwise)"
         )
+    if workers > 1 and settings.grpc_port is not None:
+        return f"--workers {workers} cannot share OPENMAAS_GRPC_PORT: run the gRPC surface with one process"
     return None
 
 

@@ -266,6 +266,21 @@ class JobRepository:
             lease_expires_at=None,
         )
 
+    def note_waiting(self, job_id: str, reason: str) -> bool:
+        """Record why a queued job has not started; False when it was already the reason (or the job left the
+        queue)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t.jobs)
+                .where(
+                    t.jobs.c.id == job_id,
+                    t.jobs.c.status == JobStatus.QUEUED.value,
+                    or_(t.jobs.c.reason.is_(None), t.jobs.c.reason != reason),
+                )
+                .values(reason=reason)
+            )
+        return result.rowcount == 1
+
     def count_by_status(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.jobs.c.status, func.count()).group_by(t.jobs.c.status)).all()

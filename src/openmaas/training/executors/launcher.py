@@ -17,6 +17,11 @@ class AttemptExit:
 
 
 class Launcher(Protocol):
+    def waiting_reason(self, job_id: str) -> str | None:
+        """Why a queued job should not be claimed yet (the resources it asks for are not free), or None. A
+        launcher says so for a bounded time only, so that no job waits forever: then the attempt starts, and
+        fails or is retried as usual."""
+
     def start(self, job_id: str) -> None:
         """Start an attempt of a job this process has claimed; the attempt reads the job from the store and
         records its own outcome there."""

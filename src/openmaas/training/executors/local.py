@@ -21,6 +21,9 @@ class LocalProcessLauncher:
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
+    def waiting_reason(self, job_id: str) -> None:
+        return None  # a worker process needs nothing the scheduler's own limits do not count
+
     def start(self, job_id: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"{job_id}.log").open("ab") as output:

@@ -10,7 +10,9 @@ trainer gives back its resources; one that has not ended after `CANCEL_GRACE_S` 
 request in the store) is cancelled by force: Ray ends the trainer and its workers with the task that owns them,
 though their placement group is only freed when this API process leaves the cluster.
 
-Workers the cluster has no room for end the attempt after `placement_timeout_s`, so the scheduler queues the
+A job whose workers the cluster has no room for stays queued, with that reason on the job, for up to
+`placement_timeout_s` (`waiting_reason`, from the free resources Ray reports); then its attempt starts anyway,
+and ends after another `placement_timeout_s` if the workers still cannot be placed, so the scheduler queues the
 job again with that reason (and fails it after its attempts) instead of waiting forever.
 """
 
@@ -33,6 +35,7 @@ CANCELLED_CODE = -15  # as a local worker ended by SIGTERM
 UNPLACED_CODE = 75  # EX_TEMPFAIL: the cluster had no room for the workers
 WORKER_RESTARTS = 1
 CANCEL_GRACE_S = 10.0
+FREE_RESOURCES_TTL_S = 1.0  # how long one look at the cluster's free resources answers for
 
 
 def train_one_worker(config: dict[str, Any]) -> None:
@@ -108,8 +111,34 @@ class RayTrainLauncher:
         self.requests: dict[str, str] = {}
         self.cancel_by: dict[str, float] = {}  # job id -> when a cancelled attempt is cancelled by force
         self.storage = str(Path(tempfile.gettempdir()) / "openmaas-ray-train")
+        self.waiting_since: dict[str, float] = {}  # job id -> when it was first found with no room
+        self._free: tuple[float, dict[str, float]] = (float("-inf"), {})
+
+    def free_resources(self) -> dict[str, float]:
+        looked, free = self._free
+        if time.monotonic() - looked > FREE_RESOURCES_TTL_S:
+            free = {name: float(amount) for name, amount in ray.available_resources().items()}
+            self._free = (time.monotonic(), free)
+        return free
+
+    def waiting_reason(self, job_id: str) -> str | None:
+        num_workers = self.workers_of(job_id)
+        free = self.free_resources()
+        if all(free.get(name, 0.0) + 1e-9 >= amount * num_workers for name, amount in self.resources.items()):
+            self.waiting_since.pop(job_id, None)
+            return None
+        first = self.waiting_since.setdefault(job_id, time.monotonic())
+        if time.monotonic() - first > self.placement_timeout_s:
+            del self.waiting_since[job_id]  # the attempt starts, and tries to place its workers once more
+            return None
+        each = " + ".join(f"{amount:g} {name}" for name, amount in self.resources.items())
+        return (
+            f"waiting for resources: the cluster has no room for {num_workers} worker(s) × {each} now; "
+            f"the job starts once it has, or tries after {self.placement_timeout_s:g}s"
+        )
 
     def start(self, job_id: str) -> None:
+        self.waiting_since.pop(job_id, None)
         num_workers = self.workers_of(job_id)
         task = ray.remote(run_trainer).options(
             num_cpus=0,

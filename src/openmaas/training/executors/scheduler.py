@@ -171,6 +171,12 @@ class JobScheduler:
         while queued:
             job = pick_next(queued, running, self.jobs.last_started_by_tenant())
             assert job is not None
+            if (waiting := self.launcher.waiting_reason(job.id)) is not None:
+                # It stays queued, saying why, and the jobs behind it may start meanwhile.
+                if self.jobs.note_waiting(job.id, waiting):
+                    self.jobs.add_event(job.id, "waiting", {"reason": waiting})
+                queued.remove(job)
+                continue
             limit = limits.get(job.tenant_id, {}).get("concurrent_jobs")
             if self.leases.claim(job.id, self.owner, self.lease_s, tenant_limit=limit):
                 self._launch(job.id)
