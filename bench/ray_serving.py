@@ -235,6 +235,8 @@ def main() -> None:
             for replicas in (1, 2):
                 ray_env = {**base, "OPENMAAS_CLUSTER": cluster.address, "OPENMAAS_RAY_REPLICAS": str(replicas)}
                 ray_env["OPENMAAS_RAY_CPUS_PER_REPLICA"] = "1"
+                # The deadline covers the replica's start too: MiniLM's took over 30 s on the loaded machine.
+                ray_env["OPENMAAS_RAY_PLACEMENT_TIMEOUT_S"] = "300"
                 server, port = start_openmaas(data_dir, ray_env, f"ray-{replicas}")
                 try:
                     with Client(f"http://{HOST}:{port}", KEY) as client:
