@@ -25,6 +25,7 @@ import contextlib
 import csv
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -182,7 +183,7 @@ def main() -> None:
     }
     results: dict[tuple[str, str, int], LoadResult] = {}
     cluster = start_ray(env)
-    print(f"Ray cluster at {cluster.address} (2 CPUs); data in {work}", flush=True)
+    print(f"Ray cluster at {cluster.address} (2 CPUs); data in {work} (removed at the end)", flush=True)
     try:
         with postgres_schema() as database:
             base = {**env, "OPENMAAS_ADMIN_KEY": KEY, "OPENMAAS_DATABASE_URL": database}
@@ -259,6 +260,8 @@ def main() -> None:
                     server.stop()
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     print("\nRatios (requests/s):")
     for key in keys:
         for level in levels:
