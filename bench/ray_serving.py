@@ -25,6 +25,7 @@ import contextlib
 import csv
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,8 +159,7 @@ def row(label: str, result: LoadResult) -> str:
     errors = sum(result.errors.values())
     return (
         f"  {label:<34} c={result.concurrency:<3} {result.throughput:8.1f} req/s"
-        f"   p50 {result.percentile_ms(50):7.1f} ms"
-        + (f"   errors {dict(result.errors)}" if errors else "")
+        f"   p50 {result.percentile_ms(50):7.1f} ms" + (f"   errors {dict(result.errors)}" if errors else "")
     )
 
 
@@ -183,7 +183,7 @@ def main() -> None:
     }
     results: dict[tuple[str, str, int], LoadResult] = {}
     cluster = start_ray(env)
-    print(f"Ray cluster at {cluster.address} (2 CPUs); data in {work}", flush=True)
+    print(f"Ray cluster at {cluster.address} (2 CPUs); data in {work} (removed at the end)", flush=True)
     try:
         with postgres_schema() as database:
             base = {**env, "OPENMAAS_ADMIN_KEY": KEY, "OPENMAAS_DATABASE_URL": database}
@@ -220,7 +220,9 @@ def main() -> None:
             for key in keys:
                 version = versions[key]
                 directory = data_dir / "cache" / "models" / version["artifact_sha256"]
-                app = PlainServeClassifier.options(ray_actor_options={"num_cpus": 1}).bind(
+                # max_ongoing_requests at least the batch size, as Serve's batching guide asks (its default, 5, caps
+                # a batch at 5 and makes the proxy back off: 7 requests/s at 32 clients in a first run).
+                app = PlainServeClassifier.options(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1}).bind(
                     str(directory), version["recipe"], version["runtime"]
                 )
                 serve.run(app, name=f"peer-{key}", route_prefix=f"/peer-{key}")
@@ -235,6 +237,8 @@ def main() -> None:
             for replicas in (1, 2):
                 ray_env = {**base, "OPENMAAS_CLUSTER": cluster.address, "OPENMAAS_RAY_REPLICAS": str(replicas)}
                 ray_env["OPENMAAS_RAY_CPUS_PER_REPLICA"] = "1"
+                # The deadline covers the replica's start too: MiniLM's took over 30 s on the loaded machine.
+                ray_env["OPENMAAS_RAY_PLACEMENT_TIMEOUT_S"] = "300"
                 server, port = start_openmaas(data_dir, ray_env, f"ray-{replicas}")
                 try:
                     with Client(f"http://{HOST}:{port}", KEY) as client:
@@ -256,6 +260,8 @@ def main() -> None:
                     server.stop()
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     print("\nRatios (requests/s):")
     for key in keys:
         for level in levels:

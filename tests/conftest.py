@@ -269,6 +269,12 @@ def ray_head() -> Iterator[RayHead]:
     # Its workers import OpenMaaS from the same sources as the servers (PYTHONPATH is inherited).
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
     env["RAY_raylet_start_wait_time_s"] = "120"  # a raylet on a loaded machine registers late (30 s by default)
+    # No token auth, whatever another cluster of the machine left in ~/.ray/auth_token: a token read there by one
+    # process of ours and not another fails the joined raylet's "InvalidAuthToken". The servers inherit it too.
+    isolation = {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN_PATH": str(temp_dir / "no-auth-token")}
+    saved = {name: os.environ.get(name) for name in isolation}
+    os.environ.update(isolation)
+    env.update(isolation)
     head = RayHead(f"127.0.0.1:{port}", temp_dir)
     try:
         for command in (head_command, joined_command):
@@ -297,3 +303,8 @@ def ray_head() -> Iterator[RayHead]:
             with contextlib.suppress(psutil.Error):
                 process.kill()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

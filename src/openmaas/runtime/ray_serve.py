@@ -345,11 +345,14 @@ class ServeLoader:
                 serve.delete(name, _blocking=False)
                 raise RuntimeError(f"its Serve deployment failed: {app.message[-500:]}")
             time.sleep(POLL_SECONDS)
+        app = serve.status().applications.get(name)
+        # Serve's own word, once it has one (after 30 s): waiting to be scheduled, or slow to initialise.
+        said = next((d.message for d in app.deployments.values() if d.message), "") if app is not None else ""
         serve.delete(name, _blocking=False)  # not left waiting for room: the next request tries again
         free = ray.available_resources().get("CPU", 0.0)
         raise ReplicaNotPlaced(
-            f"its replica ({self.cpus_per_replica:g} CPU) was not placed on the cluster within "
-            f"{self.deploy_timeout_s:g}s ({free:g} CPU free)",
+            f"its replica ({self.cpus_per_replica:g} CPU) was not placed and started on the cluster within "
+            f"{self.deploy_timeout_s:g}s ({free:g} CPU free)" + (f"; Ray Serve: {said[-300:]}" if said else ""),
             retry_after=self.deploy_timeout_s,
         )
 
