@@ -96,6 +96,11 @@ class CausalLM:
         return ids or [self.start_token_id]
 
     @property
+    def vocab_size(self) -> int:
+        """Rows of the output layer: the length of a logits row (at least the tokenizer's vocabulary)."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
     def start_token_id(self) -> int:
         """What a prompt of no tokens (OpenAI accepts `""`) starts from: the BOS token, or the EOS token where
         there is none (GPT-2 style: documents were separated by it in training)."""

@@ -1,6 +1,7 @@
 """Generation serving: a bounded queue per causal LM whose worker thread decodes the running generations
 together, token by token on a KV cache (continuous batching), and hands each new piece of text to the waiting
-coroutine as soon as it is decoded.
+coroutine as soon as it is decoded. Each sequence may carry its own token constraint (runtime/constraints.py:
+structured output masks that row's logits) and ask for the log-probabilities of its tokens.
 
 Nothing one request does can stop the worker: everything done for one generation (its sampler, its prompt's
 forward pass, its sampling and decoding) fails that generation only, and an unexpected failure of the loop
@@ -51,11 +52,31 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: int | None = None  # None: none; k: each token's log-probability and the k most likely (0..20)
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """A token as OpenAI's logprobs show it: its text, its bytes and its log-probability."""
+
+    token: str
+    bytes: bytes
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The token taken and, most likely first, the `logprobs` most likely tokens at that position."""
+
+    chosen: TokenChoice
+    top: tuple[TokenChoice, ...] = ()
 
 
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    # The tokens this piece completes (a token whose text was held back comes with the piece that sends it).
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,13 +147,57 @@ def sample(logits: Any, params: SamplingParams, generator: Any) -> int:
     return int(torch.multinomial(probabilities, 1, generator=generator))
 
 
+class TokenConstraint(Protocol):
+    """One sequence's grammar (runtime/constraints.TokenConstraint): masks its row, follows its tokens."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def mask(self, logits: Any) -> Any: ...
+
+    def accept(self, token: int) -> None: ...
+
+
+class TokenTable(Protocol):
+    """Each token's bytes (an llguidance tokenizer: runtime/constraints.token_table)."""
+
+    def decode_bytes(self, tokens: list[int]) -> bytes: ...
+
+
+def token_logprob(logits: Any, token: int, top: int, table: TokenTable) -> TokenLogprob:
+    """The log-probability of `token` under the row's logits (after any constraint's mask, before temperature:
+    the model's own distribution over what it may write) and the `top` most likely tokens."""
+    import torch
+
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+
+    def choice(token_id: int, value: float) -> TokenChoice:
+        raw = table.decode_bytes([token_id])
+        return TokenChoice(raw.decode("utf-8", errors="replace"), raw, value)
+
+    best: list[TokenChoice] = []
+    if top:
+        values, ids = torch.topk(logprobs, min(top, logprobs.shape[-1]))
+        best = [choice(int(i), float(v)) for v, i in zip(values, ids, strict=True) if torch.isfinite(v)]
+    return TokenLogprob(choice(token, float(logprobs[token])), tuple(best))
+
+
 class Generation:
     """One request's handle: iterate it for events; `cancel()` stops the generation within one token."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_ids: list[int], params: SamplingParams) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        constraint: TokenConstraint | None = None,
+        token_table: TokenTable | None = None,
+    ) -> None:
         self.loop = loop
         self.prompt_ids = prompt_ids
         self.params = params
+        self.constraint = constraint
+        self.token_table = token_table  # needed when params.logprobs is set
         self.cancelled = threading.Event()
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.completion_tokens = 0  # written by the worker as tokens come: what a cancelled request used
@@ -176,6 +241,7 @@ class _Slot:
     started: float
     produced: list[int] = field(default_factory=list)
     stopped_by_string: bool = False
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of the tokens whose text is not sent yet
 
 
 class GenerationQueue:
@@ -221,8 +287,16 @@ class GenerationQueue:
         """The worker thread decodes (or waits for work): false once it has stopped, asked or not."""
         return self._thread.is_alive() and not self._closed
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
-        generation = Generation(asyncio.get_running_loop(), prompt_ids, params)
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        constraint: TokenConstraint | None = None,
+        token_table: TokenTable | None = None,
+    ) -> Generation:
+        if params.logprobs is not None and token_table is None:
+            raise ValueError("logprobs need the model's token table")
+        generation = Generation(asyncio.get_running_loop(), prompt_ids, params, constraint, token_table)
         with self._condition:
             if self._closed:
                 raise BatchQueueClosed(self.name)
@@ -314,7 +388,7 @@ class GenerationQueue:
             else:
                 slot.generator.seed()
             logits, cache = self.model.prefill(generation.prompt_ids)
-            if self._accept(slot, sample(logits, params, slot.generator)):
+            if self._take(slot, logits):
                 return batch
             joined = self.model.join(batch, self.model.start_batch(cache, len(generation.prompt_ids)))
         except Exception as error:
@@ -352,11 +426,25 @@ class GenerationQueue:
             self._end(slot, None)
             return True
         try:
-            return self._accept(slot, sample(logits, slot.generation.params, slot.generator))
+            return self._take(slot, logits)
         except Exception as error:
             log.exception("generation failed on %s", self.name)
             self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))
             return True
+
+    def _take(self, slot: _Slot, logits: Any) -> bool:
+        """Sample one row's next token (within its constraint's mask) and take it. True when finished."""
+        generation = slot.generation
+        if generation.constraint is not None:
+            logits = generation.constraint.mask(logits)
+        token = sample(logits, generation.params, slot.generator)
+        top = generation.params.logprobs
+        if top is not None and token not in self.model.eos_token_ids:  # OpenAI lists no end-of-text token
+            assert generation.token_table is not None
+            slot.logprobs.append(token_logprob(logits, token, top, generation.token_table))
+        if generation.constraint is not None:
+            generation.constraint.accept(token)
+        return self._accept(slot, token)
 
     def _accept(self, slot: _Slot, token: int) -> bool:
         """Take a sampled token: send the text it completes. True when the generation is finished."""
@@ -369,8 +457,11 @@ class GenerationQueue:
             return self._finish(slot, "stop")
         piece, slot.stopped_by_string = slot.matcher.feed(model.decode(slot.produced))
         if piece:
-            generation.emit(TextDelta(piece))
+            generation.emit(TextDelta(piece, tuple(slot.logprobs)))
+            slot.logprobs.clear()
         if slot.stopped_by_string:
+            return self._finish(slot, "stop")
+        if generation.constraint is not None and generation.constraint.done:  # the grammar has nothing left
             return self._finish(slot, "stop")
         if len(slot.produced) >= params.max_tokens:
             return self._finish(slot, "length")
@@ -379,8 +470,9 @@ class GenerationQueue:
     def _finish(self, slot: _Slot, reason: str) -> bool:
         if not slot.stopped_by_string:  # what was held back as a possible stop string's start is text after all
             rest = slot.matcher.flush(self.model.decode(slot.produced).rstrip("\ufffd"))
-            if rest:
-                slot.generation.emit(TextDelta(rest))
+            if rest or slot.logprobs:
+                slot.generation.emit(TextDelta(rest, tuple(slot.logprobs)))
+                slot.logprobs.clear()
         prompt = len(slot.generation.prompt_ids)
         self._end(slot, GenerationDone(reason, prompt, len(slot.produced)))
         return True

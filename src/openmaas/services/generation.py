@@ -1,5 +1,6 @@
-"""Generation use cases (chat and completions): validate messages and sampling options, resolve a causal LM,
-queue the generation and meter prompt and completion tokens, whether the answer streams or not."""
+"""Generation use cases (chat and completions): validate messages, sampling options and the output format,
+resolve a causal LM, queue the generation (with its grammar and logprobs when asked) and meter prompt and
+completion tokens, whether the answer streams or not."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from openmaas.errors import InvalidRequest, NotFound, Unavailable
 from openmaas.recipes.chat import ROLES
 from openmaas.recipes.generative import CausalLM
 from openmaas.runtime.batching import BatchQueueClosed, QueueFull
+from openmaas.runtime.constraints import OutputFormat, TokenConstraint, UnsupportedFormat, grammar_for, token_table
 from openmaas.runtime.generation import (
     Generation,
     GenerationDone,
@@ -20,6 +22,7 @@ from openmaas.runtime.generation import (
     GenerationQueue,
     SamplingParams,
     TextDelta,
+    TokenTable,
 )
 from openmaas.runtime.predictors import GenerativePredictor
 from openmaas.services.inference import InferenceService, at_capacity
@@ -38,6 +41,16 @@ class GenerationOptions:
     top_p: float = 1.0
     stop: str | list[str] | None = None
     seed: int | None = None
+    response_format: Any = None  # OpenAI's response_format, as sent: checked here (runtime/constraints.py)
+    logprobs: int | None = None  # None: no logprobs; k: each token's and the k most likely at its position
+
+
+def check_response_format(response_format: Any) -> OutputFormat | None:
+    """The grammar a response_format asks for, or a 400 naming the part that cannot be honoured."""
+    try:
+        return grammar_for(response_format)
+    except UnsupportedFormat as error:
+        raise InvalidRequest(error.message, param=error.param, code="unsupported_response_format") from None
 
 
 @dataclass
@@ -198,6 +211,7 @@ class GenerationService:
         prompt: str | None = None,
     ) -> GenerationStream:
         stops = check_stop(options.stop)
+        output = check_response_format(options.response_format)
         try:
             version = await self.inference.resolve(principal, ref)
         except NotFound:
@@ -234,12 +248,17 @@ class GenerationService:
                 param="max_tokens",
                 code="context_length_exceeded",
             )
-        params = SamplingParams(max_tokens, options.temperature, options.top_p, stops, options.seed)
+        params = SamplingParams(
+            max_tokens, options.temperature, options.top_p, stops, options.seed, logprobs=options.logprobs
+        )
+        constraint, table = None, None
+        if output is not None or options.logprobs is not None:
+            constraint, table = await asyncio.to_thread(self._constrain, model, output)
         # The prompt's tokens are counted before it runs (429 if they do not fit in what is left of the budget);
         # the completion's, which nobody knows yet, when the generation ends.
         reservation = await self.limiter.reserve_tokens(principal, len(prompt_ids))
         try:
-            generation = await self._submit(version, queue, prompt_ids, params)
+            generation = await self._submit(version, queue, prompt_ids, params, constraint, table)
         except BaseException:
             await self.limiter.refund_failed(reservation)
             raise
@@ -248,14 +267,31 @@ class GenerationService:
             model_name, version, len(prompt_ids), reservation.headers, generation, self, principal, started
         )
 
+    @staticmethod
+    def _constrain(model: CausalLM, output: OutputFormat | None) -> tuple[TokenConstraint | None, TokenTable]:
+        """The model's token table (built once per model) and the sequence's grammar, off the event loop."""
+        table = token_table(model.tokenizer, model.vocab_size)
+        if output is None:
+            return None, table
+        try:
+            return TokenConstraint(output, table, model.vocab_size, model.eos_token_ids), table
+        except UnsupportedFormat as error:
+            raise InvalidRequest(error.message, param=error.param, code="unsupported_response_format") from None
+
     async def _submit(
-        self, version: ModelVersion, queue: GenerationQueue, prompt_ids: list[int], params: SamplingParams
+        self,
+        version: ModelVersion,
+        queue: GenerationQueue,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        constraint: TokenConstraint | None = None,
+        table: TokenTable | None = None,
     ) -> Generation:
         """Queue the generation. A queue closed meanwhile (the model unloaded, or its decoding thread stopped,
         which drops it from the pool) is the pool's to replace: the version is acquired once more."""
         for attempt in range(2):
             try:
-                return queue.submit(prompt_ids, params)
+                return queue.submit(prompt_ids, params, constraint, table)
             except QueueFull as error:
                 raise at_capacity(version, error, "generations waiting") from None
             except BatchQueueClosed:
