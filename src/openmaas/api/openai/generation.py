@@ -68,6 +68,14 @@ def _choice_logprob(choice: TokenChoice) -> dict[str, Any]:
     return {"token": choice.token, "logprob": choice.logprob, "bytes": list(choice.bytes)}
 
 
+def _top_by_text(top: tuple[TokenChoice, ...]) -> dict[str, float]:
+    """Completions' {token: logprob}: where two tokens read alike (halves of characters), the likelier stays."""
+    shown: dict[str, float] = {}
+    for choice in top:
+        shown.setdefault(choice.token, choice.logprob)
+    return shown
+
+
 class _Shape:
     """How one endpoint's answers look: chat's `message`/`delta`, or completions' `text`; and their logprobs."""
 
@@ -95,7 +103,7 @@ class _Shape:
         return {
             "tokens": [t.chosen.token for t in tokens],
             "token_logprobs": [t.chosen.logprob for t in tokens],
-            "top_logprobs": [{top.token: top.logprob for top in t.top} for t in tokens],
+            "top_logprobs": [_top_by_text(t.top) for t in tokens],
             "text_offset": offsets,
         }
 
