@@ -190,6 +190,7 @@ def create_app(settings: Settings) -> FastAPI:
             generation_batch_size=settings.generation_batch_size,
             **({"loader": serve_loader} if serve_loader is not None else {}),
         )
+        metrics.watch_pool(lambda: pool.memory_bytes)
         if serve_loader is not None:
             pool.hooks.on_unload.append(lambda served: serve_loader.unload(served.version))
         registry = RegistryService(store, artifacts)

@@ -34,9 +34,9 @@ class LanguageModel(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
-    def prefill(self, ids: Sequence[int]) -> tuple[Any, Any]: ...
+    def prefill(self, ids: Sequence[int], adapter: str | None = None) -> tuple[Any, Any]: ...
 
-    def start_batch(self, cache: Any, length: int) -> Any: ...
+    def start_batch(self, cache: Any, length: int, adapter: str | None = None) -> Any: ...
 
     def join(self, batch: Any, other: Any) -> Any: ...
 
@@ -192,8 +192,10 @@ class Generation:
         params: SamplingParams,
         constraint: TokenConstraint | None = None,
         token_table: TokenTable | None = None,
+        adapter: str | None = None,
     ) -> None:
         self.loop = loop
+        self.adapter = adapter  # the LoRA adapter it decodes through, on a base that holds several
         self.prompt_ids = prompt_ids
         self.params = params
         self.constraint = constraint
@@ -274,6 +276,7 @@ class GenerationQueue:
         self._closed = False
         self._active: list[_Slot] = []
         self._admitted: list[Generation] = []  # taken from the queue in this round, being started
+        self._retiring: list[tuple[str, Callable[[], None]]] = []  # adapters to release once no row uses them
         self._seconds_per_request = 1.0  # a running estimate for Retry-After
         self._thread = threading.Thread(target=self._work, name=f"generate-{name}", daemon=True)
         self._thread.start()
@@ -293,10 +296,11 @@ class GenerationQueue:
         params: SamplingParams,
         constraint: TokenConstraint | None = None,
         token_table: TokenTable | None = None,
+        adapter: str | None = None,
     ) -> Generation:
         if params.logprobs is not None and token_table is None:
             raise ValueError("logprobs need the model's token table")
-        generation = Generation(asyncio.get_running_loop(), prompt_ids, params, constraint, token_table)
+        generation = Generation(asyncio.get_running_loop(), prompt_ids, params, constraint, token_table, adapter)
         with self._condition:
             if self._closed:
                 raise BatchQueueClosed(self.name)
@@ -307,6 +311,32 @@ class GenerationQueue:
             self._pending.append(generation)
             self._condition.notify()
         return generation
+
+    def retire(self, adapter: str, release: Callable[[], None]) -> None:
+        """Stop serving one LoRA adapter of a shared base: its waiting generations fail (as an unloaded model's
+        do), its running ones stop within one token, and `release` runs on the worker thread once no row of
+        the batch uses the adapter (it may then remove it from the model)."""
+        with self._condition:
+            waiting = [g for g in self._pending if g.adapter == adapter]
+            self._pending = collections.deque(g for g in self._pending if g.adapter != adapter)
+            for slot in self._active:
+                if slot.generation.adapter == adapter:
+                    slot.generation.cancel()
+            self._retiring.append((adapter, release))
+            self._condition.notify()
+        for generation in waiting:
+            generation.end(BatchQueueClosed(self.name))
+
+    def _release_retired(self) -> None:
+        with self._condition:
+            used = {slot.generation.adapter for slot in self._active}
+            ready = [entry for entry in self._retiring if entry[0] not in used]
+            self._retiring = [entry for entry in self._retiring if entry[0] in used]
+        for adapter, release in ready:
+            try:
+                release()
+            except Exception:  # the adapter stays in memory; serving goes on
+                log.exception("releasing adapter %s of %s failed", adapter, self.name)
 
     async def close(self) -> None:
         with self._condition:
@@ -322,7 +352,7 @@ class GenerationQueue:
     def _admit(self) -> list[Generation] | None:
         """Generations to start now: waits only when nothing is running. None once the queue is closed."""
         with self._condition:
-            while not self._pending and not self._active and not self._closed:
+            while not self._pending and not self._active and not self._closed and not self._retiring:
                 self._condition.wait()
             if self._closed:
                 return None
@@ -347,6 +377,8 @@ class GenerationQueue:
                         batch = self._start(generation, batch)
                     if self._active:
                         batch = self._step(batch)
+                    if self._retiring:
+                        self._release_retired()
                 except Exception as error:  # a bug of the loop's own: fail what it concerns, keep serving
                     log.exception("the decoding loop failed on %s", self.name)
                     failure = GenerationFailed(f"{type(error).__name__}: {error}")
@@ -387,10 +419,11 @@ class GenerationQueue:
                 slot.generator.manual_seed(params.seed)
             else:
                 slot.generator.seed()
-            logits, cache = self.model.prefill(generation.prompt_ids)
+            logits, cache = self.model.prefill(generation.prompt_ids, generation.adapter)
             if self._take(slot, logits):
                 return batch
-            joined = self.model.join(batch, self.model.start_batch(cache, len(generation.prompt_ids)))
+            row = self.model.start_batch(cache, len(generation.prompt_ids), generation.adapter)
+            joined = self.model.join(batch, row)
         except Exception as error:
             log.exception("generation failed on %s", self.name)
             self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))

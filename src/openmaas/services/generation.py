@@ -13,6 +13,7 @@ from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.errors import InvalidRequest, NotFound, Unavailable
 from openmaas.recipes.chat import ROLES
 from openmaas.recipes.generative import CausalLM
+from openmaas.runtime.adapters import AdapterPredictor
 from openmaas.runtime.batching import BatchQueueClosed, QueueFull
 from openmaas.runtime.constraints import OutputFormat, TokenConstraint, UnsupportedFormat, grammar_for, token_table
 from openmaas.runtime.generation import (
@@ -258,7 +259,8 @@ class GenerationService:
         # the completion's, which nobody knows yet, when the generation ends.
         reservation = await self.limiter.reserve_tokens(principal, len(prompt_ids))
         try:
-            generation = await self._submit(version, queue, prompt_ids, params, constraint, table)
+            adapter = predictor.adapter if isinstance(predictor, AdapterPredictor) else None
+            generation = await self._submit(version, queue, prompt_ids, params, constraint, table, adapter)
         except BaseException:
             await self.limiter.refund_failed(reservation)
             raise
@@ -286,12 +288,13 @@ class GenerationService:
         params: SamplingParams,
         constraint: TokenConstraint | None = None,
         table: TokenTable | None = None,
+        adapter: str | None = None,
     ) -> Generation:
         """Queue the generation. A queue closed meanwhile (the model unloaded, or its decoding thread stopped,
         which drops it from the pool) is the pool's to replace: the version is acquired once more."""
         for attempt in range(2):
             try:
-                return queue.submit(prompt_ids, params, constraint, table)
+                return queue.submit(prompt_ids, params, constraint, table, adapter)
             except QueueFull as error:
                 raise at_capacity(version, error, "generations waiting") from None
             except BatchQueueClosed:
