@@ -419,11 +419,12 @@ class GenerationQueue:
                 slot.generator.manual_seed(params.seed)
             else:
                 slot.generator.seed()
-            logits, cache = self.model.prefill(generation.prompt_ids, generation.adapter)
+            # The adapter is named only when there is one: a model with no adapters need not take the argument.
+            adapter = {"adapter": generation.adapter} if generation.adapter is not None else {}
+            logits, cache = self.model.prefill(generation.prompt_ids, **adapter)
             if self._take(slot, logits):
                 return batch
-            row = self.model.start_batch(cache, len(generation.prompt_ids), generation.adapter)
-            joined = self.model.join(batch, row)
+            joined = self.model.join(batch, self.model.start_batch(cache, len(generation.prompt_ids), **adapter))
         except Exception as error:
             log.exception("generation failed on %s", self.name)
             self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))
