@@ -86,6 +86,14 @@ def test_an_enum_schema_constrains_even_a_random_model(oai: openai.OpenAI, tiny:
         text = answer.choices[0].message.content or ""
         jsonschema.validate(json.loads(text), MOOD)
         assert answer.choices[0].finish_reason == "stop"  # the grammar ends the text when the value closes
+    completion = oai.completions.create(
+        model=tiny,
+        prompt="Users",
+        max_tokens=40,
+        temperature=0,
+        extra_body={"response_format": schema_format("mood", MOOD)},  # openai's completions do not name it
+    )
+    jsonschema.validate(json.loads(completion.choices[0].text), MOOD)
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,8 @@ class SharedBases:
 
     def __init__(self) -> None:
         self.bases: dict[BaseKey, SharedBase] = {}
-        self._lock = threading.Lock()  # one load or release at a time: they change `bases` and the models
+        self._lock = threading.Lock()  # guards `bases` and the adapter lists; held briefly (the event loop reads)
+        self._loading = threading.Lock()  # one load at a time, on the pool's loading threads only
 
     @property
     def memory_bytes(self) -> int:
@@ -97,20 +98,21 @@ class SharedBases:
     def load(self, version: ModelVersion, directory: Path, device: str) -> AdapterPredictor:
         """Add the version's adapter to its base, loading the base first if no loaded version shares it."""
         key, name = base_key(version), adapter_name(version)
-        with self._lock:
-            shared = self.bases.get(key)
+        with self._loading:
+            with self._lock:
+                shared = self.bases.get(key)
             if shared is None:
                 model = load_causal_lm(directory, device, adapter_name=name)
-                base_bytes = _parameter_bytes(model.model, lambda n: "lora_" not in n)
-                shared = SharedBase(key, model, base_bytes)
-                self.bases[key] = shared
+                shared = SharedBase(key, model, _parameter_bytes(model.model, lambda n: "lora_" not in n))
             elif name not in shared.adapter_bytes:
+                peft_model = shared.model.model
                 with shared.model.lock:
-                    shared.model.model.load_adapter(
-                        directory / ADAPTER_DIRECTORY, adapter_name=name, is_trainable=False
-                    )
-                    shared.model.model.eval()
-            shared.adapter_bytes[name] = _parameter_bytes(shared.model.model, lambda n: f".{name}." in n)
+                    peft_model.load_adapter(directory / ADAPTER_DIRECTORY, adapter_name=name, is_trainable=False)
+                    peft_model.eval()
+            adapter_bytes = _parameter_bytes(shared.model.model, lambda n: f".{name}." in n)
+            with self._lock:
+                shared.adapter_bytes[name] = adapter_bytes
+                self.bases[key] = shared  # again, should its last version have been released meanwhile
         log.info("adapter %s of %s:%s on base %s", name, version.model, version.version, key[:12])
         return AdapterPredictor(version, shared, name)
 
