@@ -50,9 +50,9 @@ def lora_pair(server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple
     base = build_tiny_causal_lm(root / "base", seed=7)
     with server.http() as http:
         for name, seed in (("lora-one", 1), ("lora-two", 2)):
-            answer = http.post(
-                "/v1/models/import", json={"path": str(lora_version(base, root / name, seed)), "name": name}
-            )
+            directory = lora_version(base, root / name, seed)
+            # an import loads the model once: slow on a busy machine
+            answer = http.post("/v1/models/import", json={"path": str(directory), "name": name}, timeout=300)
             assert answer.status_code == 201, answer.text
     return "lora-one", "lora-two"
 
@@ -61,9 +61,9 @@ def test_two_lora_versions_load_one_base_and_batch_together(server: Server, lora
     one, two = lora_pair
     with server.http() as http:
         before = pool_bytes(http)
-        first = http.post(f"/v1/models/{one}/load").json()
+        first = http.post(f"/v1/models/{one}/load", timeout=300).json()
         with_one = pool_bytes(http)
-        second = http.post(f"/v1/models/{two}/load").json()
+        second = http.post(f"/v1/models/{two}/load", timeout=300).json()
         with_two = pool_bytes(http)
         base = with_one - before - first["memory_bytes"]
         assert first["memory_bytes"] == second["memory_bytes"] > 0  # each version's own: its adapter
@@ -83,3 +83,23 @@ def test_two_lora_versions_load_one_base_and_batch_together(server: Server, lora
         assert http.post(f"/v1/models/{two}/unload").status_code == 200
         assert pool_bytes(http) == before  # the last version took the base with it
         assert complete(http, one, PROMPTS[1]) == alone[(one, PROMPTS[1])]  # loads afresh on demand
+
+
+def test_unloading_one_lora_version_mid_stream_ends_only_its_generations(
+    server: Server, lora_pair: tuple[str, str]
+) -> None:
+    one, two = lora_pair
+    with server.http() as http:
+        alone = complete(http, two, PROMPTS[2])
+        for model in lora_pair:
+            assert http.post(f"/v1/models/{model}/load", timeout=300).status_code == 200
+        body = {"model": one, "prompt": PROMPTS[0], "max_tokens": 480, "temperature": 0, "stream": True}
+        with ThreadPoolExecutor(1) as pool, http.stream("POST", "/v1/completions", json=body, timeout=120) as stream:
+            lines = stream.iter_lines()
+            assert next(line for line in lines if line.startswith("data: "))  # one's generation runs
+            other = pool.submit(complete, http, two, PROMPTS[2])  # joins the batch beside it
+            assert http.post(f"/v1/models/{one}/unload").status_code == 200
+            rest = [line for line in lines if line.startswith("data: ")]
+        assert rest[-1] == "data: [DONE]" or '"model_unloaded"' in rest[-1], rest[-3:]  # ended, never hung
+        assert other.result(timeout=120) == alone  # the other adapter's generation went on, unchanged
+        assert complete(http, one, PROMPTS[0])  # the unloaded version loads again on its next request

@@ -68,7 +68,7 @@ def schema_format(name: str, schema: dict) -> dict:
 def tiny(server: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
     directory = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-structured") / "model")
     with server.http() as http:
-        answer = http.post("/v1/models/import", json={"path": str(directory), "name": TINY})
+        answer = http.post("/v1/models/import", json={"path": str(directory), "name": TINY}, timeout=300)
     assert answer.status_code == 201, answer.text
     return TINY
 

@@ -319,13 +319,12 @@ class GenerationQueue:
         with self._condition:
             waiting = [g for g in self._pending if g.adapter == adapter]
             self._pending = collections.deque(g for g in self._pending if g.adapter != adapter)
-            for slot in self._active:
-                if slot.generation.adapter == adapter:
-                    slot.generation.cancel()
+            running = [slot.generation for slot in self._active if slot.generation.adapter == adapter]
             self._retiring.append((adapter, release))
             self._condition.notify()
-        for generation in waiting:
-            generation.end(BatchQueueClosed(self.name))
+        for generation in waiting + running:
+            generation.end(BatchQueueClosed(self.name))  # its reader learns the version was unloaded
+            generation.cancel()  # and the worker drops its row at the next step
 
     def _release_retired(self) -> None:
         with self._condition:
