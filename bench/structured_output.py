@@ -69,7 +69,8 @@ async def main() -> None:
         for i in range(args.sequences)
     ]
     queue = GenerationQueue(model, max_queue_size=64, max_batch_size=args.sequences, name="bench")
-    await run(queue, model, prompts[:1], 4, "json")  # warm-up: the token table and first-call costs
+    for mode in ("plain", "json", "logprobs"):  # warm-up: the token table and first-call costs of each batch size
+        await run(queue, model, prompts, 8, mode)
     rates: dict[str, list[float]] = {}
     for mode in ("plain", "json", "logprobs", "plain"):  # plain twice: before and after, for the machine's drift
         tokens, seconds = await run(queue, model, prompts, args.max_tokens, mode)
