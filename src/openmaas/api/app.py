@@ -201,6 +201,7 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
             **({"loader": serve_loader} if serve_loader is not None else {}),
         )
         backend: InferenceBackend = LocalBackend(pool)
+        metrics.watch_pool(lambda: pool.memory_bytes)
         if serve_loader is not None:
             from openmaas.runtime.ray_serve import RayServeBackend
 

@@ -127,6 +127,14 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_pool(self, memory_bytes: Callable[[], int]) -> None:
+        """The pool's memory, read at scrape time: every loaded version, a base shared by LoRA versions once."""
+        Gauge(
+            "openmaas_pool_memory_bytes",
+            "Memory of all loaded models; a base shared by several LoRA versions counts once",
+            registry=self.registry,
+        ).set_function(lambda: float(memory_bytes()))
+
     def watch_jobs(self, count_by_status: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_JobStates(count_by_status))
 

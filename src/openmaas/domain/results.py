@@ -52,10 +52,29 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
+class TokenChoice:
+    """A token as OpenAI's logprobs show it: its text, its bytes and its log-probability."""
+
+    token: str
+    bytes: bytes
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The token taken and, most likely first, the `logprobs` most likely tokens at that position."""
+
+    chosen: TokenChoice
+    top: tuple[TokenChoice, ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
     """The next piece of a generation's text, safe to send (no half character, no part of a stop string)."""
 
     text: str
+    # The tokens this piece completes (a token whose text was held back comes with the piece that sends it).
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """Causal language models for serving: checks a Hugging Face directory, loads it (with a LoRA adapter from
 `adapter/` on top when there is one) and exposes the two forward passes generation needs: prefill and decode.
+Several named LoRA adapters may share one loaded base: each row of a decoding batch names its adapter (peft's
+mixed-adapter batches), and a lock keeps adapters from being added or removed during a forward pass.
 
 Never `trust_remote_code`, never pickled weights: safetensors only."""
 
@@ -8,14 +10,16 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from openmaas.recipes.chat import render_chat
 
 ADAPTER_DIRECTORY = "adapter"
+BASE_ROW = "__base__"  # peft's name for a row of a mixed batch that runs without an adapter
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -67,6 +71,7 @@ class DecodeBatch:
 
     cache: Any
     mask: Any
+    adapters: list[str] | None = None  # each row's LoRA adapter, on a base that holds several
 
     @property
     def rows(self) -> int:
@@ -85,6 +90,8 @@ class CausalLM:
     device: str
     labels: tuple[str, ...] = ()
     cache_argument: str = "past_key_values"  # renamed `cache` in transformers 5.x
+    # Held for each forward pass and while adapters are added or removed (they change the model's modules).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         return render_chat(self.tokenizer, messages, add_generation_prompt=True)
@@ -94,6 +101,11 @@ class CausalLM:
         # tokenizer's usual ones (a BOS token for Llama-style models), as vLLM does.
         ids: list[int] = self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
         return ids or [self.start_token_id]
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the output layer: the length of a logits row (at least the tokenizer's vocabulary)."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
 
     @property
     def start_token_id(self) -> int:
@@ -109,11 +121,13 @@ class CausalLM:
         text: str = self.tokenizer.decode(list(ids), skip_special_tokens=True)
         return text
 
-    def prefill(self, ids: Sequence[int]) -> tuple[Any, Any]:
-        """The prompt's forward pass: (logits for the next token, the KV cache)."""
+    def prefill(self, ids: Sequence[int], adapter: str | None = None) -> tuple[Any, Any]:
+        """The prompt's forward pass (through LoRA `adapter` of a shared base): (next-token logits, KV cache)."""
         import torch
 
-        output = self.model(input_ids=torch.tensor([list(ids)], device=self.device), use_cache=True)
+        named = {"adapter_names": [adapter]} if adapter is not None else {}
+        with self.lock:
+            output = self.model(input_ids=torch.tensor([list(ids)], device=self.device), use_cache=True, **named)
         return output.logits[0, -1], output[self.cache_argument]
 
     def step(self, tokens: Sequence[int], batch: DecodeBatch) -> Any:
@@ -125,21 +139,25 @@ class CausalLM:
         mask = torch.cat([batch.mask, ones], dim=1)
         # Each row's position is its own count of real tokens: rows are left-padded to a common length.
         positions = (batch.mask.sum(dim=1, keepdim=True)).to(torch.long)
-        output = self.model(
-            input_ids=torch.tensor([[t] for t in tokens], device=self.device),
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **{self.cache_argument: batch.cache},
-        )
+        named = {"adapter_names": list(batch.adapters)} if batch.adapters is not None else {}
+        with self.lock:
+            output = self.model(
+                input_ids=torch.tensor([[t] for t in tokens], device=self.device),
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **{self.cache_argument: batch.cache},
+                **named,
+            )
         batch.cache, batch.mask = output[self.cache_argument], mask
         return output.logits[:, -1]
 
-    def start_batch(self, cache: Any, length: int) -> DecodeBatch:
+    def start_batch(self, cache: Any, length: int, adapter: str | None = None) -> DecodeBatch:
         """A one-row batch from a prefilled prompt's cache."""
         import torch
 
-        return DecodeBatch(cache, torch.ones((1, length), dtype=torch.long, device=self.device))
+        mask = torch.ones((1, length), dtype=torch.long, device=self.device)
+        return DecodeBatch(cache, mask, [adapter] if adapter is not None else None)
 
     def join(self, batch: DecodeBatch | None, other: DecodeBatch) -> DecodeBatch:
         """Rows of both batches in one, the shorter side left-padded (masked out) to the longer's length."""
@@ -165,7 +183,10 @@ class CausalLM:
             )
             for a, b in zip(batch.cache.layers, other.cache.layers, strict=True)
         ]
-        return DecodeBatch(DynamicCache(layers), torch.cat([pad(batch.mask, 1), pad(other.mask, 1)]))
+        adapters = None
+        if batch.adapters is not None or other.adapters is not None:
+            adapters = (batch.adapters or [BASE_ROW] * batch.rows) + (other.adapters or [BASE_ROW] * other.rows)
+        return DecodeBatch(DynamicCache(layers), torch.cat([pad(batch.mask, 1), pad(other.mask, 1)]), adapters)
 
     def keep_rows(self, batch: DecodeBatch, rows: Sequence[int]) -> DecodeBatch:
         """Only `rows` of the batch, and none of the padding columns no remaining row needs."""
@@ -180,7 +201,8 @@ class CausalLM:
             (layer.keys.index_select(0, index)[:, :, start:], layer.values.index_select(0, index)[:, :, start:])
             for layer in batch.cache.layers
         ]
-        return DecodeBatch(DynamicCache(layers), mask[:, start:])
+        adapters = [batch.adapters[row] for row in rows] if batch.adapters is not None else None
+        return DecodeBatch(DynamicCache(layers), mask[:, start:], adapters)
 
 
 def _eos_ids(tokenizer: Any, *configs: Any) -> frozenset[int]:
@@ -203,7 +225,7 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_causal_lm(directory: Path, device: str) -> CausalLM:
+def load_causal_lm(directory: Path, device: str, adapter_name: str = "default") -> CausalLM:
     quiet_transformers()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -216,7 +238,7 @@ def load_causal_lm(directory: Path, device: str) -> CausalLM:
     if (adapter / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+        model = PeftModel.from_pretrained(model, adapter, adapter_name=adapter_name, is_trainable=False)
     model.eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
     max_context = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)

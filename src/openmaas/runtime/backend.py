@@ -7,7 +7,8 @@ in (`generate`), text pieces and one end event come out of a `TokenStream`. What
 here, another engine later) is the backend's business.
 
 Backends raise the runtime's own exceptions (`ModelLoadError`, `QueueFull`, `RequestTimedOut`, `RequestTooLarge`,
-`BatchQueueClosed`, `InputTooLong`, `GenerationFailed`, `PromptRefused`); each service turns them into its errors.
+`BatchQueueClosed`, `InputTooLong`, `GenerationFailed`, `PromptRefused`, `UnsupportedFormat`); each service
+turns them into its errors.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from openmaas.domain.entities import ModelVersion
 from openmaas.domain.results import Classification, Embeddings
 from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
+from openmaas.runtime.constraints import OutputFormat, UnsupportedFormat, grammar_for
 from openmaas.runtime.generation import GenerationFailed, PromptRefused, SamplingParams, TokenStream
 from openmaas.runtime.pool import BatchSettings, ModelLoadError
 
@@ -96,10 +98,13 @@ __all__ = [
     "InputTooLong",
     "LoadedModel",
     "ModelLoadError",
+    "OutputFormat",
     "PromptRefused",
     "QueueFull",
     "RequestTimedOut",
     "RequestTooLarge",
     "SamplingParams",
     "TokenStream",
+    "UnsupportedFormat",
+    "grammar_for",
 ]

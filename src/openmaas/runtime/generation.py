@@ -1,6 +1,7 @@
 """Generation serving: a bounded queue per causal LM whose worker thread decodes the running generations
 together, token by token on a KV cache (continuous batching), and hands each new piece of text to the waiting
-coroutine as soon as it is decoded.
+coroutine as soon as it is decoded. Each sequence may carry its own token constraint (runtime/constraints.py:
+structured output masks that row's logits) and ask for the log-probabilities of its tokens.
 
 Nothing one request does can stop the worker: everything done for one generation (its sampler, its prompt's
 forward pass, its sampling and decoding) fails that generation only, and an unexpected failure of the loop
@@ -19,8 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from openmaas.domain.results import GenerationDone, TextDelta
+from openmaas.domain.results import GenerationDone, TextDelta, TokenChoice, TokenLogprob
 from openmaas.runtime.batching import BatchQueueClosed, BatchStats, QueueFull
+from openmaas.runtime.constraints import OutputFormat
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,9 @@ class LanguageModel(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
-    def prefill(self, ids: Sequence[int]) -> tuple[Any, Any]: ...
+    def prefill(self, ids: Sequence[int], adapter: str | None = None) -> tuple[Any, Any]: ...
 
-    def start_batch(self, cache: Any, length: int) -> Any: ...
+    def start_batch(self, cache: Any, length: int, adapter: str | None = None) -> Any: ...
 
     def join(self, batch: Any, other: Any) -> Any: ...
 
@@ -52,6 +54,8 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: int | None = None  # None: none; k: each token's log-probability and the k most likely (0..20)
+    output: OutputFormat | None = None  # structured output: the checked response_format the text must satisfy
 
 
 __all__ = [
@@ -62,6 +66,8 @@ __all__ = [
     "PromptRefused",
     "SamplingParams",
     "TextDelta",
+    "TokenChoice",
+    "TokenLogprob",
     "TokenStream",
 ]
 
@@ -160,13 +166,59 @@ def sample(logits: Any, params: SamplingParams, generator: Any) -> int:
     return int(torch.multinomial(probabilities, 1, generator=generator))
 
 
+class TokenConstraint(Protocol):
+    """One sequence's grammar (runtime/constraints.TokenConstraint): masks its row, follows its tokens."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def mask(self, logits: Any) -> Any: ...
+
+    def accept(self, token: int) -> None: ...
+
+
+class TokenTable(Protocol):
+    """Each token's bytes (an llguidance tokenizer: runtime/constraints.token_table)."""
+
+    def decode_bytes(self, tokens: list[int]) -> bytes: ...
+
+
+def token_logprob(logits: Any, token: int, top: int, table: TokenTable) -> TokenLogprob:
+    """The log-probability of `token` under the row's logits (after any constraint's mask, before temperature:
+    the model's own distribution over what it may write) and the `top` most likely tokens."""
+    import torch
+
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+
+    def choice(token_id: int, value: float) -> TokenChoice:
+        raw = table.decode_bytes([token_id])
+        return TokenChoice(raw.decode("utf-8", errors="replace"), raw, value)
+
+    best: list[TokenChoice] = []
+    if top:
+        values, ids = torch.topk(logprobs, min(top, logprobs.shape[-1]))
+        best = [choice(int(i), float(v)) for v, i in zip(values, ids, strict=True) if torch.isfinite(v)]
+    return TokenLogprob(choice(token, float(logprobs[token])), tuple(best))
+
+
 class Generation:
     """One request's handle: iterate it for events; `cancel()` stops the generation within one token."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_ids: list[int], params: SamplingParams) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        constraint: TokenConstraint | None = None,
+        token_table: TokenTable | None = None,
+        adapter: str | None = None,
+    ) -> None:
         self.loop = loop
+        self.adapter = adapter  # the LoRA adapter it decodes through, on a base that holds several
         self.prompt_ids = prompt_ids
         self.params = params
+        self.constraint = constraint
+        self.token_table = token_table  # needed when params.logprobs is set
         self.cancelled = threading.Event()
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.completion_tokens = 0  # written by the worker as tokens come: what a cancelled request used
@@ -210,6 +262,7 @@ class _Slot:
     started: float
     produced: list[int] = field(default_factory=list)
     stopped_by_string: bool = False
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of the tokens whose text is not sent yet
 
 
 class GenerationQueue:
@@ -242,6 +295,7 @@ class GenerationQueue:
         self._closed = False
         self._active: list[_Slot] = []
         self._admitted: list[Generation] = []  # taken from the queue in this round, being started
+        self._retiring: list[tuple[str, Callable[[], None]]] = []  # adapters to release once no row uses them
         self._seconds_per_request = 1.0  # a running estimate for Retry-After
         self.cancelled = 0  # generations stopped by their callers before they finished
         self._thread = threading.Thread(target=self._work, name=f"generate-{name}", daemon=True)
@@ -261,8 +315,17 @@ class GenerationQueue:
         """The worker thread decodes (or waits for work): false once it has stopped, asked or not."""
         return self._thread.is_alive() and not self._closed
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
-        generation = Generation(asyncio.get_running_loop(), prompt_ids, params)
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        constraint: TokenConstraint | None = None,
+        token_table: TokenTable | None = None,
+        adapter: str | None = None,
+    ) -> Generation:
+        if params.logprobs is not None and token_table is None:
+            raise ValueError("logprobs need the model's token table")
+        generation = Generation(asyncio.get_running_loop(), prompt_ids, params, constraint, token_table, adapter)
         with self._condition:
             if self._closed:
                 raise BatchQueueClosed(self.name)
@@ -273,6 +336,31 @@ class GenerationQueue:
             self._pending.append(generation)
             self._condition.notify()
         return generation
+
+    def retire(self, adapter: str, release: Callable[[], None]) -> None:
+        """Stop serving one LoRA adapter of a shared base: its waiting generations fail (as an unloaded model's
+        do), its running ones stop within one token, and `release` runs on the worker thread once no row of
+        the batch uses the adapter (it may then remove it from the model)."""
+        with self._condition:
+            waiting = [g for g in self._pending if g.adapter == adapter]
+            self._pending = collections.deque(g for g in self._pending if g.adapter != adapter)
+            running = [slot.generation for slot in self._active if slot.generation.adapter == adapter]
+            self._retiring.append((adapter, release))
+            self._condition.notify()
+        for generation in waiting + running:
+            generation.end(BatchQueueClosed(self.name))  # its reader learns the version was unloaded
+            generation.cancel()  # and the worker drops its row at the next step
+
+    def _release_retired(self) -> None:
+        with self._condition:
+            used = {slot.generation.adapter for slot in self._active}
+            ready = [entry for entry in self._retiring if entry[0] not in used]
+            self._retiring = [entry for entry in self._retiring if entry[0] in used]
+        for adapter, release in ready:
+            try:
+                release()
+            except Exception:  # the adapter stays in memory; serving goes on
+                log.exception("releasing adapter %s of %s failed", adapter, self.name)
 
     async def close(self) -> None:
         with self._condition:
@@ -288,7 +376,7 @@ class GenerationQueue:
     def _admit(self) -> list[Generation] | None:
         """Generations to start now: waits only when nothing is running. None once the queue is closed."""
         with self._condition:
-            while not self._pending and not self._active and not self._closed:
+            while not self._pending and not self._active and not self._closed and not self._retiring:
                 self._condition.wait()
             if self._closed:
                 return None
@@ -313,6 +401,8 @@ class GenerationQueue:
                         batch = self._start(generation, batch)
                     if self._active:
                         batch = self._step(batch)
+                    if self._retiring:
+                        self._release_retired()
                 except Exception as error:  # a bug of the loop's own: fail what it concerns, keep serving
                     log.exception("the decoding loop failed on %s", self.name)
                     failure = GenerationFailed(f"{type(error).__name__}: {error}")
@@ -354,10 +444,12 @@ class GenerationQueue:
                 slot.generator.manual_seed(params.seed)
             else:
                 slot.generator.seed()
-            logits, cache = self.model.prefill(generation.prompt_ids)
-            if self._accept(slot, sample(logits, params, slot.generator)):
+            # The adapter is named only when there is one: a model with no adapters need not take the argument.
+            adapter = {"adapter": generation.adapter} if generation.adapter is not None else {}
+            logits, cache = self.model.prefill(generation.prompt_ids, **adapter)
+            if self._take(slot, logits):
                 return batch
-            joined = self.model.join(batch, self.model.start_batch(cache, len(generation.prompt_ids)))
+            joined = self.model.join(batch, self.model.start_batch(cache, len(generation.prompt_ids), **adapter))
         except Exception as error:
             log.exception("generation failed on %s", self.name)
             self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))
@@ -393,11 +485,25 @@ class GenerationQueue:
             self._end(slot, None)
             return True
         try:
-            return self._accept(slot, sample(logits, slot.generation.params, slot.generator))
+            return self._take(slot, logits)
         except Exception as error:
             log.exception("generation failed on %s", self.name)
             self._end(slot, GenerationFailed(f"{type(error).__name__}: {error}"))
             return True
+
+    def _take(self, slot: _Slot, logits: Any) -> bool:
+        """Sample one row's next token (within its constraint's mask) and take it. True when finished."""
+        generation = slot.generation
+        if generation.constraint is not None:
+            logits = generation.constraint.mask(logits)
+        token = sample(logits, generation.params, slot.generator)
+        top = generation.params.logprobs
+        if top is not None and token not in self.model.eos_token_ids:  # OpenAI lists no end-of-text token
+            assert generation.token_table is not None
+            slot.logprobs.append(token_logprob(logits, token, top, generation.token_table))
+        if generation.constraint is not None:
+            generation.constraint.accept(token)
+        return self._accept(slot, token)
 
     def _accept(self, slot: _Slot, token: int) -> bool:
         """Take a sampled token: send the text it completes. True when the generation is finished."""
@@ -410,8 +516,11 @@ class GenerationQueue:
             return self._finish(slot, "stop")
         piece, slot.stopped_by_string = slot.matcher.feed(model.decode(slot.produced))
         if piece:
-            generation.emit(TextDelta(piece))
+            generation.emit(TextDelta(piece, tuple(slot.logprobs)))
+            slot.logprobs.clear()
         if slot.stopped_by_string:
+            return self._finish(slot, "stop")
+        if generation.constraint is not None and generation.constraint.done:  # the grammar has nothing left
             return self._finish(slot, "stop")
         if len(slot.produced) >= params.max_tokens:
             return self._finish(slot, "length")
@@ -420,8 +529,9 @@ class GenerationQueue:
     def _finish(self, slot: _Slot, reason: str) -> bool:
         if not slot.stopped_by_string:  # what was held back as a possible stop string's start is text after all
             rest = slot.matcher.flush(self.model.decode(slot.produced).rstrip("\ufffd"))
-            if rest:
-                slot.generation.emit(TextDelta(rest))
+            if rest or slot.logprobs:
+                slot.generation.emit(TextDelta(rest, tuple(slot.logprobs)))
+                slot.logprobs.clear()
         prompt = len(slot.generation.prompt_ids)
         self._end(slot, GenerationDone(reason, prompt, len(slot.produced)))
         return True

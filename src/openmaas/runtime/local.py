@@ -11,11 +11,13 @@ import numpy as np
 
 from openmaas.domain.entities import ModelVersion
 from openmaas.domain.results import Classification, Embeddings
+from openmaas.runtime.adapters import AdapterPredictor
 from openmaas.runtime.backend import LoadedModel
 from openmaas.runtime.batching import BatchQueue, BatchQueueClosed
-from openmaas.runtime.generation import Generations, SamplingParams, TokenStream
+from openmaas.runtime.constraints import row_constraint
+from openmaas.runtime.generation import GenerationQueue, Generations, SamplingParams, TokenStream
 from openmaas.runtime.pool import BatchSettings, ModelPool, ServedModel
-from openmaas.runtime.predictors import EmbeddingPredictor, ImageToEmbed
+from openmaas.runtime.predictors import EmbeddingPredictor, GenerativePredictor, ImageToEmbed
 
 
 def described(served: ServedModel) -> LoadedModel:
@@ -111,9 +113,23 @@ class LocalBackend:
         """Start the generation. A queue closed meanwhile (the model unloaded, or its decoding thread stopped,
         which drops it from the pool) is the pool's to replace: the version is acquired once more."""
         try:
-            return (await self._generations(version)).submit(prompt_ids, params)
+            return await self._submit(version, prompt_ids, params)
         except BatchQueueClosed:
-            return (await self._generations(version)).submit(prompt_ids, params)
+            return await self._submit(version, prompt_ids, params)
+
+    async def _submit(self, version: ModelVersion, prompt_ids: list[int], params: SamplingParams) -> TokenStream:
+        served = await self._served(version)
+        queue = served.queue
+        assert not isinstance(queue, BatchQueue)  # the services check the task first
+        if not isinstance(queue, GenerationQueue):  # decoded elsewhere (a Serve replica), which constrains its own
+            return queue.submit(prompt_ids, params)
+        predictor = served.predictor
+        assert isinstance(predictor, GenerativePredictor)
+        constraint, table = None, None
+        if params.output is not None or params.logprobs is not None:
+            constraint, table = await asyncio.to_thread(row_constraint, predictor.model, params.output)
+        adapter = predictor.adapter if isinstance(predictor, AdapterPredictor) else None
+        return queue.submit(prompt_ids, params, constraint, table, adapter)
 
     async def _generations(self, version: ModelVersion) -> Generations:
         queue = (await self._served(version)).queue

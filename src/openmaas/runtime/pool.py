@@ -1,6 +1,7 @@
 """The model pool: loads versions on first use (one load shared by concurrent callers), gives each its batch
 queue, and evicts the least recently used under a memory budget. A version whose queue stopped serving (its
-decoding thread ended unasked) is dropped at once, so the next request loads it afresh."""
+decoding thread ended unasked) is dropped at once, so the next request loads it afresh. LoRA versions of one
+base share one loaded copy of it and one generation queue (runtime/adapters.py); the base counts once."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from openmaas.domain.entities import ModelVersion
+from openmaas.recipes.base import resolve_device
+from openmaas.runtime.adapters import AdapterPredictor, SharedBases, is_adapter_version
 from openmaas.runtime.batching import BatchQueue, BatchStats
 from openmaas.runtime.generation import GenerationQueue, Generations
 from openmaas.runtime.predictors import GenerativePredictor, Predictor, load_predictor
@@ -102,6 +105,9 @@ class ModelPool:
         self.generation_queue_size = generation_queue_size
         self.generation_batch_size = generation_batch_size
         self.loaded: OrderedDict[PoolKey, ServedModel] = OrderedDict()
+        # LoRA versions share their base where this process loads the models itself (not behind Ray Serve).
+        self.shared_bases = SharedBases()
+        self.share_bases = loader is load_predictor
         self._lock = threading.Lock()  # versions may be dropped from a worker thread (a delete route)
         self._loading: dict[PoolKey, asyncio.Future[ServedModel]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +115,8 @@ class ModelPool:
     @property
     def memory_bytes(self) -> int:
         with self._lock:
-            return sum(served.predictor.memory_bytes for served in self.loaded.values())
+            versions = sum(served.predictor.memory_bytes for served in self.loaded.values())
+        return versions + self.shared_bases.memory_bytes
 
     def get(self, version: ModelVersion) -> ServedModel | None:
         return self.loaded.get(key_of(version))
@@ -144,6 +151,8 @@ class ModelPool:
             remote: Generations | None = getattr(predictor, "generations", None)
             if remote is not None:  # a deployment elsewhere decodes (Ray Serve): it queues its own generations
                 queue = remote
+            elif isinstance(predictor, AdapterPredictor):
+                queue = self._shared_queue(predictor, settings)
             elif isinstance(predictor, GenerativePredictor):
                 queue = GenerationQueue(
                     predictor.model,
@@ -182,6 +191,30 @@ class ModelPool:
         finally:
             del self._loading[key]
 
+    def _shared_queue(self, predictor: AdapterPredictor, settings: BatchSettings) -> GenerationQueue:
+        """The queue of the version's base, started by its first version (whose settings it keeps)."""
+        shared = predictor.shared
+        if shared.queue is None or not shared.queue.alive:
+            shared.queue = GenerationQueue(
+                shared.model,
+                max_queue_size=settings.max_queue_size,
+                max_batch_size=settings.max_batch_size,
+                name=f"lora-base-{shared.key[:12]}",
+                on_stopped=lambda: self._drop_stopped_base(shared.key),
+            )
+        return shared.queue
+
+    def _drop_stopped_base(self, base: str) -> None:
+        """A shared base's queue stopped unasked: every version on it reloads on its next request."""
+        with self._lock:
+            keys = [
+                key
+                for key, served in self.loaded.items()
+                if isinstance(served.predictor, AdapterPredictor) and served.predictor.shared.key == base
+            ]
+        for key in keys:
+            self._drop_stopped(key)
+
     def _drop_stopped(self, key: PoolKey) -> None:
         """From the worker thread of a queue that stopped unasked: unload the version, if it is still that one."""
         with self._lock:
@@ -211,7 +244,11 @@ class ModelPool:
         try:
             # Re-linked from verified blobs on every load; files derived from them (an ONNX export) stay.
             self.artifacts.materialize(version.files, directory)
-            predictor = self.loader(version, directory, self.device)
+            predictor: Predictor
+            if self.share_bases and is_adapter_version(version):
+                predictor = self.shared_bases.load(version, directory, resolve_device(self.device))
+            else:
+                predictor = self.loader(version, directory, self.device)
             # First-call costs (allocations, graph set-up) before traffic; an image model warms up on an image.
             predictor.run_batch([getattr(predictor, "warm_up_input", "warm-up")])
         except Exception as error:
@@ -238,6 +275,14 @@ class ModelPool:
             return False
         for hook in self.hooks.on_unload:
             hook(served)
+        predictor = served.predictor
+        if isinstance(predictor, AdapterPredictor) and not self.shared_bases.release(predictor):
+            # Other versions still decode on the base: only this adapter's generations end, and its weights go
+            # once no row of the batch uses them.
+            assert isinstance(served.queue, GenerationQueue)
+            served.queue.retire(predictor.adapter, lambda: predictor.shared.remove(predictor.adapter))
+            log.info("unloaded %s:%s (its base stays for other versions)", key[1], key[2])
+            return True
         if self._loop is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(served.queue.close()))
         log.info("unloaded %s:%s", key[1], key[2])
@@ -250,5 +295,5 @@ class ModelPool:
         with self._lock:
             served_models = list(self.loaded.values())
             self.loaded.clear()
-        for served in served_models:
-            await served.queue.close()
+        for queue in {id(served.queue): served.queue for served in served_models}.values():
+            await queue.close()

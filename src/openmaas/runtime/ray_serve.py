@@ -22,6 +22,7 @@ from openmaas.domain.entities import ModelVersion
 from openmaas.domain.results import GenerationDone, TextDelta
 from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueueClosed, QueueFull
+from openmaas.runtime.constraints import row_constraint
 from openmaas.runtime.generation import GenerationFailed, GenerationQueue, PromptRefused, SamplingParams
 from openmaas.runtime.local import LocalBackend
 from openmaas.runtime.pool import ModelPool
@@ -87,9 +88,12 @@ class ModelReplica:
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[tuple[Any, int]]:
         """The generation's events, each with the tokens produced so far; failures as values ("full", "closed",
         "failed"). Serve cancels this generator when its caller cancels the stream: the generation stops."""
-        assert self.generations is not None
+        assert self.generations is not None and isinstance(self.predictor, GenerativePredictor)
+        constraint, table = None, None
+        if params.output is not None or params.logprobs is not None:  # the grammar over this replica's tokenizer
+            constraint, table = await asyncio.to_thread(row_constraint, self.predictor.model, params.output)
         try:
-            generation = self.generations.submit(prompt_ids, params)
+            generation = self.generations.submit(prompt_ids, params, constraint, table)
         except QueueFull as error:
             yield ("full", error.queued, error.capacity, error.retry_after), 0
             return

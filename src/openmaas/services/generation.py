@@ -1,5 +1,6 @@
-"""Generation use cases (chat and completions): validate messages and sampling options, resolve a causal LM,
-queue the generation and meter prompt and completion tokens, whether the answer streams or not."""
+"""Generation use cases (chat and completions): validate messages, sampling options and the output format,
+resolve a causal LM, queue the generation (with its grammar and logprobs when asked) and meter prompt and
+completion tokens, whether the answer streams or not."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from openmaas.runtime.backend import (
     BatchQueueClosed,
     GenerationFailed,
     ModelLoadError,
+    OutputFormat,
     PromptRefused,
     QueueFull,
     SamplingParams,
     TokenStream,
+    UnsupportedFormat,
+    grammar_for,
 )
 from openmaas.services.inference import InferenceService, at_capacity, load_failed
 from openmaas.services.limits import RateLimiter
@@ -37,6 +41,16 @@ class GenerationOptions:
     top_p: float = 1.0
     stop: str | list[str] | None = None
     seed: int | None = None
+    response_format: Any = None  # OpenAI's response_format, as sent: checked here (runtime/constraints.py)
+    logprobs: int | None = None  # None: no logprobs; k: each token's and the k most likely at its position
+
+
+def check_response_format(response_format: Any) -> OutputFormat | None:
+    """The grammar a response_format asks for, or a 400 naming the part that cannot be honoured."""
+    try:
+        return grammar_for(response_format)
+    except UnsupportedFormat as error:
+        raise InvalidRequest(error.message, param=error.param, code="unsupported_response_format") from None
 
 
 @dataclass
@@ -199,6 +213,7 @@ class GenerationService:
         prompt: str | None = None,
     ) -> GenerationStream:
         stops = check_stop(options.stop)
+        output = check_response_format(options.response_format)
         try:
             version = await self.inference.resolve(principal, ref)
         except NotFound:
@@ -236,7 +251,9 @@ class GenerationService:
                 param="max_tokens",
                 code="context_length_exceeded",
             )
-        params = SamplingParams(max_tokens, options.temperature, options.top_p, stops, options.seed)
+        params = SamplingParams(
+            max_tokens, options.temperature, options.top_p, stops, options.seed, options.logprobs, output
+        )
         # The prompt's tokens are counted before it runs (429 if they do not fit in what is left of the budget);
         # the completion's, which nobody knows yet, when the generation ends.
         reservation = await self.limiter.reserve_tokens(principal, len(prompt_ids))
@@ -257,6 +274,8 @@ class GenerationService:
             raise load_failed(version, error) from None
         except QueueFull as error:
             raise at_capacity(version, error, "generations waiting") from None
+        except UnsupportedFormat as error:  # the grammar compiled for this model's vocabulary, and failed
+            raise InvalidRequest(error.message, param=error.param, code="unsupported_response_format") from None
         except BatchQueueClosed:
             raise Unavailable(
                 f"model {version.model}:{version.version} is being unloaded", code="model_unloaded"

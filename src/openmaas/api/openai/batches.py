@@ -14,14 +14,13 @@ from openmaas.api.deps import Inferrer, Reader, Services, Svc
 from openmaas.api.errors import AUTHENTICATED, error_responses
 from openmaas.api.native.models import predictions_of, top_k_of
 from openmaas.api.openai.embeddings import embeddings_body
-from openmaas.api.openai.generation import whole_answer
+from openmaas.api.openai.generation import generation_options, whole_answer
 from openmaas.domain.entities import Batch as StoredBatch
 from openmaas.domain.entities import Principal
 from openmaas.errors import InvalidRequest, OpenMaaSError, status_and_type
 from openmaas.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ListOf
 from openmaas.protocol.openai.batches import Batch, BatchCreate, BatchError, BatchRequestCounts, Errors
 from openmaas.services.batches import Execute, WaitIdle
-from openmaas.services.generation import GenerationOptions
 
 # The endpoints whose body names the model (predict's path does). A batch request waits for the model's queue
 # to be empty before it goes in: online requests first (InferenceService.until_idle).
@@ -89,10 +88,7 @@ def executor(services: Services) -> Execute:
                 request = (ChatCompletionRequest if chat else CompletionRequest).model_validate(body)
                 if request.stream:
                     raise InvalidRequest("a batch request cannot stream", param="stream")
-                max_tokens = request.max_tokens
-                if isinstance(request, ChatCompletionRequest):
-                    max_tokens = request.max_completion_tokens or request.max_tokens
-                options = GenerationOptions(max_tokens, request.temperature, request.top_p, request.stop, request.seed)
+                options = generation_options(request)
                 if isinstance(request, ChatCompletionRequest):
                     stream = await services.generation.chat(
                         principal, request.model, request.messages, options, protocol="batch"
@@ -101,7 +97,7 @@ def executor(services: Services) -> Execute:
                     stream = await services.generation.complete(
                         principal, request.model, request.prompt, options, protocol="batch"
                     )
-                return 200, await whole_answer(stream, chat, request.model)
+                return 200, await whole_answer(stream, chat, request.model, options.logprobs is not None)
             if "inputs" not in body:
                 raise InvalidRequest('the body must be a JSON object {"inputs": ["text", ...]}', param="inputs")
             top_k = top_k_of(body.get("top_k"))

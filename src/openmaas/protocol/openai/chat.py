@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from openmaas.protocol.openai.common import CheckedByService, CompletionUsage, FinishReason, GenerationRequest, JSONInt
+from openmaas.protocol.openai.common import (
+    CheckedByService,
+    CompletionUsage,
+    FinishReason,
+    GenerationRequest,
+    JSONInt,
+    ResponseFormat,
+)
 
 # The roles the services accept (recipes/chat.py ROLES, which a unit test keeps equal to these).
 Role = Literal["system", "user", "assistant", "tool", "developer"]
@@ -34,7 +41,13 @@ class ChatCompletionRequest(GenerationRequest):
     )
     max_tokens: JSONInt | None = Field(None, ge=1)
     max_completion_tokens: JSONInt | None = Field(None, ge=1)
-    logprobs: Literal[False] = Field(False, description="Not supported.")
+    logprobs: bool = Field(False, description="Return each output token's log-probability.")
+    top_logprobs: JSONInt | None = Field(
+        None, ge=0, le=20, description="With logprobs: the most likely tokens at each position, up to 20."
+    )
+    response_format: ResponseFormat = Field(
+        None, description='{"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {...}}.'
+    )
 
 
 class ChatCompletionMessage(BaseModel):
@@ -43,10 +56,28 @@ class ChatCompletionMessage(BaseModel):
     refusal: str | None = None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatCompletionTokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[ChatCompletionTokenLogprob] | None
+    refusal: list[ChatCompletionTokenLogprob] | None = None
+
+
 class Choice(BaseModel):
     index: int
     message: ChatCompletionMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason
 
 
@@ -68,7 +99,7 @@ class ChoiceDelta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int
     delta: ChoiceDelta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 

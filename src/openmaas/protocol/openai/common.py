@@ -99,6 +99,36 @@ class GenerationRequest(BaseModel):
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
+class ResponseFormatText(BaseModel):
+    type: Literal["text"]
+
+
+class ResponseFormatJSONObject(BaseModel):
+    """Any JSON object."""
+
+    type: Literal["json_object"]
+
+
+class JSONSchemaFormat(BaseModel):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="A JSON Schema the text must satisfy.")
+    strict: bool | None = None
+
+
+class ResponseFormatJSONSchema(BaseModel):
+    """Text that parses as JSON and validates against `json_schema.schema` (constrained decoding)."""
+
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+# Checked by the service (runtime/constraints.py), which names the unsupported part in its 400.
+ResponseFormat = Annotated[
+    Any, CheckedByService(ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJSONSchema | None)
+]
+
+
 class CompletionUsage(BaseModel):
     prompt_tokens: int
     completion_tokens: int

@@ -6,7 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from openmaas.protocol.openai.common import CheckedByService, CompletionUsage, FinishReason, GenerationRequest, JSONInt
+from openmaas.protocol.openai.common import (
+    CheckedByService,
+    CompletionUsage,
+    FinishReason,
+    GenerationRequest,
+    JSONInt,
+    ResponseFormat,
+)
 
 
 class CompletionRequest(GenerationRequest):
@@ -15,15 +22,25 @@ class CompletionRequest(GenerationRequest):
     )
     max_tokens: JSONInt | None = Field(16, ge=1, description="OpenAI's default is 16.")
     echo: Literal[False] = Field(False, description="Not supported.")
-    logprobs: None = Field(None, description="Not supported.")
+    logprobs: JSONInt | None = Field(
+        None, ge=0, le=5, description="Each token's log-probability and the `logprobs` most likely tokens (up to 5)."
+    )
+    response_format: ResponseFormat = Field(None, description="As chat's: JSON output, constrained by a schema.")
     suffix: None = Field(None, description="Not supported.")
     best_of: Literal[1] | None = None
+
+
+class Logprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
 
 
 class CompletionChoice(BaseModel):
     text: str
     index: int
-    logprobs: None = None
+    logprobs: Logprobs | None = None
     finish_reason: FinishReason | None
 
 
