@@ -16,7 +16,7 @@ from typing import Any
 
 from openmaas.domain.entities import ModelVersion
 from openmaas.runtime.batching import BatchQueue, BatchStats
-from openmaas.runtime.generation import GenerationQueue
+from openmaas.runtime.engines import GenerationEngine
 from openmaas.runtime.predictors import GenerativePredictor, Predictor, load_predictor
 from openmaas.storage.artifacts import ArtifactStore
 
@@ -51,10 +51,10 @@ class BatchSettings:
 
 @dataclass
 class ServedModel:
-    """A loaded version and the queue in front of it: a batch queue, or a generation queue for causal LMs."""
+    """A loaded version and the queue in front of it: a batch queue, or a generation engine for causal LMs."""
 
     predictor: Predictor
-    queue: BatchQueue[Any, Any] | GenerationQueue
+    queue: BatchQueue[Any, Any] | GenerationEngine
     settings: BatchSettings
     load_seconds: float
     last_used: float = field(default_factory=time.monotonic)
@@ -65,8 +65,8 @@ class ServedModel:
 
     @property
     def alive(self) -> bool:
-        """Its queue serves (a batch queue's lanes always do; a generation queue's thread may have stopped)."""
-        return not isinstance(self.queue, GenerationQueue) or self.queue.alive
+        """Its queue serves (a batch queue's lanes always do; a generation engine's thread may have stopped)."""
+        return isinstance(self.queue, BatchQueue) or self.queue.alive
 
 
 @dataclass
@@ -140,10 +140,9 @@ class ModelPool:
             settings = settings or self._default_settings(predictor)
             stats = self.hooks.batch_stats(version) if self.hooks.batch_stats else None
             name = f"{version.model}:{version.version}"
-            queue: BatchQueue[Any, Any] | GenerationQueue
-            if isinstance(predictor, GenerativePredictor):
-                queue = GenerationQueue(
-                    predictor.model,
+            queue: BatchQueue[Any, Any] | GenerationEngine
+            if isinstance(predictor, GenerativePredictor):  # the predictor starts its own engine
+                queue = predictor.start_engine(
                     max_queue_size=settings.max_queue_size,
                     max_batch_size=settings.max_batch_size,
                     name=name,

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
-
-from filelock import FileLock
 
 from openmaas.domain.entities import SYSTEM_TENANT
 from openmaas.recipes.foundation import (
@@ -23,32 +15,11 @@ from openmaas.recipes.foundation import (
     foundation_directory,
     foundation_gguf,
 )
+from openmaas.recipes.gguf import GGUF_FILE, read_gguf
 from openmaas.storage.artifacts import ArtifactStore, manifest_sha256
 from openmaas.storage.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
-
-CONVERTER = "openmaas.recipes.foundation_convert"
-
-
-class ConversionFailed(RuntimeError):
-    pass
-
-
-def working_prefix(name: str) -> str:
-    """The name prefix of a conversion's working directory in the cache."""
-    return f".{name}.converting-"
-
-
-def remove_abandoned_conversions(cache_dir: Path, name: str) -> None:
-    """Delete the working directories that conversions of `name` left when their process died (a server
-    stopped mid-conversion leaves one, a few hundred MB). The caller holds the model's conversion lock, so
-    none of them belongs to a live conversion. `.{name}-xxxxxxxx` is where an earlier release worked."""
-    earlier = re.compile(rf"\.{re.escape(name)}-[a-z0-9_]{{8}}")
-    for leftover in sorted(cache_dir.iterdir()):
-        if leftover.is_dir() and (leftover.name.startswith(working_prefix(name)) or earlier.fullmatch(leftover.name)):
-            shutil.rmtree(leftover, ignore_errors=True)
-            log.info("removed %s, left by a conversion that did not finish", leftover)
 
 
 def model_files(directory: Path) -> list[Path]:
@@ -110,10 +81,22 @@ def _register(store: MetadataStore, artifacts: ArtifactStore, name: str, directo
     log.info("registered foundation model %s", name)
 
 
+def _register_gguf(store: MetadataStore, artifacts: ArtifactStore, name: str, gguf_file: Path) -> None:
+    """A GGUF foundation model is registered as its one file, served as it is by the OpenVINO engine."""
+    from openmaas.services.gguf_models import gguf_version_spec
+
+    spec = FOUNDATION_MODELS[name]
+    info = read_gguf(gguf_file)
+    files = {GGUF_FILE: artifacts.put_file(gguf_file)}
+    hyperparameters = {"description": spec.description, "package": spec.package}
+    store.models.register_version(gguf_version_spec(SYSTEM_TENANT, name, info, files, hyperparameters))
+    log.info("registered foundation model %s from %s", name, gguf_file.name)
+
+
 class FoundationModels:
     """Registers the shipped models named in the settings. Ready directories register at once; a GGUF file is
-    converted the first time (tens of seconds), into a cache that later starts reuse, by a child process that a
-    background thread waits for: the conversion's ~770 MB of tensors, torch and transformers leave with it."""
+    registered as it is (the OpenVINO engine serves it), by a background thread: hashing and reading it take
+    seconds that the server's start does not wait for."""
 
     def __init__(self, store: MetadataStore, artifacts: ArtifactStore, cache_dir: Path) -> None:
         self.store = store
@@ -145,50 +128,12 @@ class FoundationModels:
 
     def _prepare(self, name: str) -> None:
         try:
-            directory = self.cache_dir / name
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            # One conversion of a model at a time, across the processes that share the cache (every data
-            # directory of the machine): a second one waits, then finds the model converted. The lock is the
-            # kernel's (filelock's flock on Unix), released however its holder ends.
-            with FileLock(self.cache_dir / f".{name}.lock"):
-                remove_abandoned_conversions(self.cache_dir, name)
-                if not (directory / "config.json").is_file():
-                    log.info("converting foundation model %s from GGUF (once; it is cached in %s)", name, directory)
-                    with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=working_prefix(name)) as temporary:
-                        self._convert(foundation_gguf(name), Path(temporary))
-                        # config.json comes with the rename: a crash never leaves a half directory in place
-                        os.replace(Path(temporary) / "model", directory)
-            _register(self.store, self.artifacts, name, directory)
+            _register_gguf(self.store, self.artifacts, name, foundation_gguf(name))
         except Exception as error:  # noqa: BLE001 (a missing package or a bad file only loses this model)
             log.exception("foundation model %s could not be prepared", name)
             self.failed[name] = f"{type(error).__name__}: {error}"
         finally:
             self.preparing.discard(name)
-
-    def _convert(self, gguf_file: Path, work: Path) -> None:
-        """Converts into work/model in a child process; its stderr (work/convert.log) explains a failure.
-
-        The child holds the read end of a pipe whose write end only this process has: when this process ends,
-        however it ends (a stopping server, kill -9), the child reads end-of-file and leaves with it."""
-        stderr_path = work / "convert.log"
-        with stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", CONVERTER, str(gguf_file), str(work / "model")],
-                env={**os.environ, "TQDM_DISABLE": "1"},  # the GGUF reader's progress bar, else in the error's tail
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        log.info("converting %s in child pid %s", gguf_file.name, process.pid)
-        try:
-            code = process.wait()
-        finally:
-            assert process.stdin is not None
-            process.stdin.close()
-        if code != 0:
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            tail = stderr_path.read_text(errors="replace")[-2000:].strip()
-            raise ConversionFailed(f"the conversion process {how}; its stderr ends with:\n{tail}")
 
     def wait(self, timeout: float | None = None) -> None:
         for thread in self._threads:

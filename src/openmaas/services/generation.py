@@ -11,13 +11,12 @@ from typing import Any
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.errors import InvalidRequest, NotFound, Unavailable
 from openmaas.recipes.chat import ROLES
-from openmaas.recipes.generative import CausalLM
 from openmaas.runtime.batching import BatchQueueClosed, QueueFull
+from openmaas.runtime.engines import GenerationEngine, TextModel
 from openmaas.runtime.generation import (
     Generation,
     GenerationDone,
     GenerationFailed,
-    GenerationQueue,
     SamplingParams,
     TextDelta,
 )
@@ -216,7 +215,7 @@ class GenerationService:
         started = time.perf_counter()
         served = await self.inference.acquire(version)
         predictor, queue = served.predictor, served.queue
-        assert isinstance(predictor, GenerativePredictor) and isinstance(queue, GenerationQueue)
+        assert isinstance(predictor, GenerativePredictor) and isinstance(queue, GenerationEngine)
         model = predictor.model
         prompt_ids = await asyncio.to_thread(self._tokenize, model, chat, prompt)
         room = model.max_context - len(prompt_ids)
@@ -249,7 +248,7 @@ class GenerationService:
         )
 
     async def _submit(
-        self, version: ModelVersion, queue: GenerationQueue, prompt_ids: list[int], params: SamplingParams
+        self, version: ModelVersion, queue: GenerationEngine, prompt_ids: list[int], params: SamplingParams
     ) -> Generation:
         """Queue the generation. A queue closed meanwhile (the model unloaded, or its decoding thread stopped,
         which drops it from the pool) is the pool's to replace: the version is acquired once more."""
@@ -261,12 +260,12 @@ class GenerationService:
             except BatchQueueClosed:
                 if attempt == 0:
                     served = await self.inference.acquire(version)
-                    assert isinstance(served.queue, GenerationQueue)
+                    assert isinstance(served.queue, GenerationEngine)
                     queue = served.queue
         raise Unavailable(f"model {version.model}:{version.version} is being unloaded", code="model_unloaded")
 
     @staticmethod
-    def _tokenize(model: CausalLM, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int]:
+    def _tokenize(model: TextModel, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int]:
         if chat is None:
             assert prompt is not None
             return model.encode(prompt, chat=False)
