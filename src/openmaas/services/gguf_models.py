@@ -36,8 +36,7 @@ def check_gguf_loads(path: Path) -> None:
     from openmaas.runtime.openvino_engine import load_openvino_model
 
     try:
-        model = load_openvino_model(path)
-        model.warm_up()
+        load_openvino_model(path)  # builds and compiles the model: an unknown architecture fails here
     except Exception as error:  # whatever the file holds, the answer is "the engine cannot serve it"
         raise Unprocessable(
             f"the OpenVINO engine cannot load {path.name}: {type(error).__name__}: {error}",
