@@ -293,17 +293,23 @@ def main() -> None:
         "The load generator shares the cores with the server.\n",
         flush=True,
     )
-    rows: dict[str, list[Result]] = {}
-    rows["served OpenMaaS, openvino engine (GGUF)"] = serve_openmaas(args, levels, None)
-    rows["served OpenMaaS, torch engine (float32)"] = serve_openmaas(args, levels, directory)
-    if llama:
-        rows["served llama-cpp-python server (GGUF)"] = serve_llama(args, levels)
-    rows["offline openvino pipeline"] = offline_openvino(args.requests, args.max_tokens, levels)
-    rows["offline torch generate"] = offline_torch(directory, args.requests, args.max_tokens, levels)
-    if llama:
-        rows["offline llama.cpp (one sequence at a time)"] = offline_llama(
+    phases: dict[str, Any] = {
+        "served OpenMaaS, openvino engine (GGUF)": lambda: serve_openmaas(args, levels, None),
+        "served OpenMaaS, torch engine (float32)": lambda: serve_openmaas(args, levels, directory),
+        "served llama-cpp-python server (GGUF)": lambda: serve_llama(args, levels),
+        "offline openvino pipeline": lambda: offline_openvino(args.requests, args.max_tokens, levels),
+        "offline torch generate": lambda: offline_torch(directory, args.requests, args.max_tokens, levels),
+        "offline llama.cpp (one sequence at a time)": lambda: offline_llama(
             args.requests, args.max_tokens, levels, args.llama_threads
-        )
+        ),
+    }
+    rows: dict[str, list[Result]] = {}
+    for label, phase in phases.items():
+        if "llama" in label and not llama:
+            continue
+        started = time.perf_counter()
+        rows[label] = phase()
+        print(f"{label}: measured in {time.perf_counter() - started:.0f} s", flush=True)
     width = max(map(len, rows)) + 8
     for index, level in enumerate(levels):
         print(f"\nconcurrency / sequences {level}")
