@@ -159,11 +159,13 @@ class Settings(BaseSettings):
     generation_batch_size: int = Field(default=8, ge=1, description="Generations decoded together per model.")
     foundation_models: list[str] = Field(
         default=["all-minilm-l6-v2", "smollm2-135m-instruct", "efficientnet-lite0"],
-        description="The shipped models to offer (a JSON list); the first start converts GGUF ones (and the image "
-        "model's weights) once.",
+        description="The shipped models to offer (a JSON list); GGUF ones are served as they are, the image "
+        "model's weights are converted once on the first start.",
     )
     foundation_cache_dir: Path | None = Field(
-        default=None, description="Where converted foundation models are kept; cache_dir/foundation if unset."
+        default=None,
+        description="Where converted foundation models were kept (none is converted since the OpenVINO engine "
+        "serves GGUF files; kept so that configurations that set it still start); cache_dir/foundation if unset.",
     )
     cache_dir: Path = Field(
         default_factory=lambda: user_cache_dir(),

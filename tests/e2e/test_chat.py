@@ -1,5 +1,6 @@
 """Chat and completions through the official `openai` client (sync and async, whole and streamed), every
-stream chunk checked against a JSON schema, on a tiny random Llama imported into the shared server."""
+stream chunk checked against a JSON schema, on each engine: the torch engine (a tiny random Llama imported as a
+Hugging Face directory) and the OpenVINO engine (the shipped SmolLM2 GGUF file imported as it is)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,22 @@ import jsonschema
 import openai
 import pytest
 
+from openmaas.recipes.foundation import foundation_gguf
 from tests.conftest import ADMIN_KEY, Server
 from tests.tiny_llm import build_tiny_causal_lm
 
 MODEL = "tiny-chat"
+GGUF_MODEL = "gguf-chat"
 HELLO = [{"role": "user", "content": "Say something."}]
+# A request that runs to its max_tokens on each engine's model: the tiny random Llama rarely draws its EOS
+# token; SmolLM2 counts on (to 332 tokens, greedy).
+LONG = {
+    MODEL: {"messages": HELLO, "max_tokens": 460},
+    GGUF_MODEL: {
+        "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+        "max_tokens": 300,
+    },
+}
 
 CHUNK_SCHEMA = {
     "type": "object",
@@ -60,14 +72,18 @@ CHUNK_SCHEMA = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_model(server: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
-    directory = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llm") / "model")
-    with server.http() as http:
-        answer = http.post("/v1/models/import", json={"path": str(directory), "name": MODEL})
+@pytest.fixture(scope="module", params=["torch", "openvino"])
+def tiny_model(request: pytest.FixtureRequest, server: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The model each test runs on, by engine (the same suite answers on both)."""
+    if request.param == "torch":
+        path, name = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llm") / "model"), MODEL
+    else:
+        path, name = foundation_gguf("smollm2-135m-instruct"), GGUF_MODEL
+    with server.http() as http:  # a GGUF import loads the model once: seconds, more on a busy machine
+        answer = http.post("/v1/models/import", json={"path": str(path), "name": name}, timeout=300)
     assert answer.status_code == 201, answer.text
-    assert answer.json()["task"] == "text-generation"
-    return MODEL
+    assert answer.json()["task"] == "text-generation" and answer.json()["runtime"] == request.param
+    return name
 
 
 @pytest.fixture
@@ -219,23 +235,24 @@ def test_the_wrong_kind_of_model_or_no_model_is_refused(http: httpx.Client, tiny
     assert embedding.status_code == 400 and embedding.json()["error"]["code"] == "wrong_task"
     missing = http.post("/v1/completions", json={"model": "no-such-model", "prompt": "hi"})
     assert missing.status_code == 404
-    too_long = http.post("/v1/completions", json={"model": tiny_model, "prompt": "Users upload " * 400})
+    too_long = http.post("/v1/completions", json={"model": tiny_model, "prompt": "Users upload " * 5000})
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
     two = http.post("/v1/completions", json={"model": tiny_model, "prompt": ["a", "b"]})
     assert two.status_code == 400 and two.json()["error"]["param"] == "prompt"
 
 
-def generated_tokens(http: httpx.Client) -> float:
+def generated_tokens(http: httpx.Client, model: str) -> float:
     for line in http.get("/metrics").text.splitlines():
-        if line.startswith(f'openmaas_generated_tokens_total{{model="{MODEL}"}}'):
+        if line.startswith(f'openmaas_generated_tokens_total{{model="{model}"}}'):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
 def test_a_client_that_disconnects_stops_its_generation(server: Server, http: httpx.Client, tiny_model: str) -> None:
-    body = {"model": tiny_model, "messages": HELLO, "max_tokens": 460, "temperature": 0}
-    assert http.post("/v1/chat/completions", json=body).json()["usage"]["completion_tokens"] == 460  # no early EOS
-    before = generated_tokens(http)
+    body = {"model": tiny_model, **LONG[tiny_model], "temperature": 0}
+    limit = body["max_tokens"]
+    assert http.post("/v1/chat/completions", json=body).json()["usage"]["completion_tokens"] == limit  # no early EOS
+    before = generated_tokens(http, tiny_model)
     body["stream"] = True
     with (
         httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as client,
@@ -243,14 +260,14 @@ def test_a_client_that_disconnects_stops_its_generation(server: Server, http: ht
     ):
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")  # the role chunk: generation has begun
-    # The generation ends soon after the hang-up; an uncancelled one would count all 460 tokens.
+    # The generation ends soon after the hang-up; an uncancelled one would count all its tokens.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and generated_tokens(http) == before:
+    while time.monotonic() < deadline and generated_tokens(http, tiny_model) == before:
         time.sleep(0.2)
-    used = generated_tokens(http) - before
-    assert 0 < used < 460
+    used = generated_tokens(http, tiny_model) - before
+    assert 0 < used < limit
     usage = http.get("/v1/usage", params={"group_by": "model"}).json()["data"]
-    row = next(r for r in usage if r["model"] == MODEL and r["kind"] == "inference")
+    row = next(r for r in usage if r["model"] == tiny_model and r["kind"] == "inference")
     assert row["completion_tokens"] > 0
 
 

@@ -1,21 +1,28 @@
-"""The shipped chat model: SmolLM2-135M-Instruct, converted once from its GGUF file in a child process of the
-server, answers through the official `openai` client."""
+"""The shipped chat model, SmolLM2-135M-Instruct, served straight from its GGUF file by the OpenVINO engine
+(nothing converted), through the official `openai` client: alone and in a batch, and imported as a GGUF file."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
+from openmaas.recipes.foundation import foundation_gguf
 from tests.conftest import ADMIN_KEY, Server
 
 MODEL = "smollm2-135m-instruct"
-# Converted inside the server, the dequantised tensors, torch and transformers left it at ~870 MB resident (idle:
-# ~105 MB, and again ~105 MB once the conversion runs in a child process); half-way between is the limit.
-MAX_RSS_AFTER_CONVERSION_MB = 450
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+PROMPTS = [
+    "The capital of France is",
+    "Water boils at",
+    "A list of three fruits:",
+    "Once upon a time",
+]
 
 
 def resident_mb(pid: int) -> float:
@@ -25,23 +32,17 @@ def resident_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def children(pid: int) -> list[int]:
-    return [
-        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
-    ]
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (a container's init may never reap an orphan)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
-
-
 def env_for(cache: Path) -> dict[str, str]:
     return {"OPENMAAS_FOUNDATION_MODELS": f'["{MODEL}"]', "OPENMAAS_FOUNDATION_CACHE_DIR": str(cache)}
+
+
+def wait_registered(server: Server, model: str, seconds: float = 120) -> dict:
+    deadline = time.monotonic() + seconds
+    with server.http() as http:
+        while (shown := http.get(f"/v1/models/{model}")).status_code == 404:
+            assert time.monotonic() < deadline, f"{model} was not registered within {seconds} s: {server.log()}"
+            time.sleep(0.5)
+    return shown.json()
 
 
 @pytest.fixture(scope="module")
@@ -52,79 +53,95 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.mark.slow
-def test_smollm2_is_converted_once_and_chats(llm_server: Server) -> None:
+def test_smollm2_is_served_from_its_gguf_and_chats(llm_server: Server) -> None:
+    registered = wait_registered(llm_server, MODEL)
+    version = registered["versions"][0]
+    assert version["task"] == "text-generation" and version["runtime"] == "openvino"
+    assert version["parameter_count"] > 100_000_000
+    assert not any(Path(llm_server.data_dir).rglob("*.safetensors"))  # no float32 copy anywhere
     client = openai.OpenAI(base_url=f"{llm_server.url}/v1", api_key=ADMIN_KEY, max_retries=0)
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
-    # the first start converts the GGUF file in a child process; until it is registered: 503 + Retry-After
-    with pytest.raises(openai.APIStatusError) as preparing:
-        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=20, temperature=0)
-    assert preparing.value.status_code == 503, preparing.value.response.text
-    assert preparing.value.response.json()["error"]["code"] == "model_preparing"
-    assert preparing.value.response.headers["retry-after"]
-    deadline = time.monotonic() + 300
-    with llm_server.http() as http:
-        while http.get(f"/v1/models/{MODEL}").status_code == 404:
-            assert time.monotonic() < deadline, f"SmolLM2 was not ready within 300 s: {llm_server.log()}"
-            time.sleep(1)
-    assert llm_server.process is not None
-    assert resident_mb(llm_server.process.pid) < MAX_RSS_AFTER_CONVERSION_MB  # the conversion's memory left with it
-
-    answer = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=20, temperature=0)
+    answer = client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=20, temperature=0)
     assert "Paris" in (answer.choices[0].message.content or "")
     assert answer.choices[0].finish_reason == "stop"  # <|im_end|> ends the turn
+    assert answer.usage is not None and 0 < answer.usage.completion_tokens <= 20
 
     with client.chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=20, temperature=0, stream=True
+        model=MODEL, messages=FRANCE, max_tokens=20, temperature=0, stream=True
     ) as stream:
         streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert streamed == answer.choices[0].message.content
+    assert llm_server.process is not None
+    # The torch path held ~870 MB while converting, and the float32 model (~540 MB of weights) once loaded.
+    assert resident_mb(llm_server.process.pid) < 700
 
-    with llm_server.http() as http:
-        registered = http.get(f"/v1/models/{MODEL}").json()
-    assert registered["versions"][0]["task"] == "text-generation"
-
-    llm_server.stop()  # registered once: after a restart it answers at once, with nothing to convert
+    llm_server.stop()  # registered once: after a restart it answers at once
     llm_server.start()
     again = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0)
     assert again.choices[0].text
 
 
-def conversion_children(server: Server) -> list[int]:
-    assert server.process is not None
-    deadline = time.monotonic() + 60
-    while not (converting := children(server.process.pid)):
-        assert time.monotonic() < deadline, f"no conversion process started: {server.log()}"
-        time.sleep(0.1)
-    return converting
+@pytest.mark.slow
+def test_greedy_answers_are_the_same_alone_and_in_a_batch_of_four(llm_server: Server) -> None:
+    wait_registered(llm_server, MODEL)
+
+    async def ask(client: openai.AsyncOpenAI, prompt: str) -> str:
+        answer = await client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0)
+        return answer.choices[0].text
+
+    async def run() -> tuple[list[str], list[str]]:
+        async with openai.AsyncOpenAI(base_url=f"{llm_server.url}/v1", api_key=ADMIN_KEY, max_retries=0) as client:
+            alone = [await ask(client, prompt) for prompt in PROMPTS]
+            together = await asyncio.gather(*(ask(client, prompt) for prompt in PROMPTS))
+            return alone, list(together)
+
+    alone, together = asyncio.run(run())
+    assert all(alone)
+    assert together == alone
 
 
 @pytest.mark.slow
-def test_stopping_the_server_mid_conversion_ends_the_conversion(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    server = Server(tmp_path / "server", env_for(cache))
-    server.data_dir.mkdir()
-    server.start()
-    converting = conversion_children(server)
-    server.stop()
-    deadline = time.monotonic() + 20
-    while any(running(pid) for pid in converting):
-        assert time.monotonic() < deadline, f"the conversion process {converting} outlived the server"
-        time.sleep(0.1)
-    assert not (cache / MODEL).exists()  # nothing half-converted is taken for the model at the next start
+def test_one_bad_request_never_stalls_the_others(llm_server: Server) -> None:
+    wait_registered(llm_server, MODEL)
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
-    # The stopped conversion's working directory is left behind; the next start removes it before converting
-    # again, and keeps the directory of the conversion it runs itself.
-    abandoned = list(cache.glob(f".{MODEL}.converting-*"))
-    assert len(abandoned) == 1, abandoned
-    earlier = cache / f".{MODEL}-ab12cd_9"  # where an earlier release worked
-    (earlier / "model").mkdir(parents=True)
-    unrelated = cache / f".{MODEL}-v2-notes"
-    unrelated.mkdir()
-    server.start()
-    try:
-        conversion_children(server)
-        now = list(cache.glob(f".{MODEL}.converting-*"))
-        assert not abandoned[0].exists() and not earlier.exists() and len(now) == 1, now
-        assert unrelated.is_dir()  # not a working directory's name: left alone
-    finally:
-        server.stop()
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=llm_server.url, headers=headers, timeout=120) as http:
+            good = {"model": MODEL, "prompt": "Water boils at", "max_tokens": 16, "temperature": 0}
+            bad = [
+                {**good, "max_tokens": 100_000},
+                {**good, "temperature": -1},
+                {**good, "prompt": ["a", "b"]},
+            ]
+            return list(await asyncio.gather(*(http.post("/v1/completions", json=body) for body in [good, *bad, good])))
+
+    first, *bad, last = asyncio.run(run())
+    assert first.status_code == 200 and last.status_code == 200, (first.text, last.text)
+    assert first.json()["choices"][0]["text"] == last.json()["choices"][0]["text"]
+    assert all(answer.status_code == 400 and answer.json()["error"]["param"] for answer in bad)
+
+
+@pytest.mark.slow
+def test_the_shipped_gguf_imports_and_chats(llm_server: Server, tmp_path: Path) -> None:
+    with llm_server.http() as http:
+        imported = http.post("/v1/models/import", json={"path": str(foundation_gguf(MODEL)), "name": "my-smol"})
+        assert imported.status_code == 201, imported.text
+        version = imported.json()
+        assert version["runtime"] == "openvino" and version["task"] == "text-generation"
+        assert version["metrics"]["context_length"] == 8192
+        assert version["metrics"]["architecture"] == "llama"
+        assert version["metrics"]["chat_template"] == "own"
+
+        truncated = tmp_path / "cut.gguf"
+        truncated.write_bytes(foundation_gguf(MODEL).read_bytes()[:5_000_000])
+        not_gguf = tmp_path / "notes.gguf"
+        not_gguf.write_text("hello")
+        for path, code in ((truncated, "invalid_gguf"), (not_gguf, "invalid_gguf"), (tmp_path / "none.gguf", None)):
+            refused = http.post("/v1/models/import", json={"path": str(path), "name": "broken"})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"]["param"] == "path"
+            if code:
+                assert refused.json()["error"]["code"] == code
+        assert http.get("/v1/models/broken").status_code == 404
+    client = openai.OpenAI(base_url=f"{llm_server.url}/v1", api_key=ADMIN_KEY, max_retries=0)
+    answer = client.chat.completions.create(model="my-smol", messages=FRANCE, max_tokens=20, temperature=0)
+    assert "Paris" in (answer.choices[0].message.content or "")

@@ -64,7 +64,7 @@ def show(name: str, url: UrlOption = None, api_key: KeyOption = None, as_json: J
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="A Hugging Face directory on the server's disk.")],
+    path: Annotated[Path, typer.Argument(help="A Hugging Face directory or a .gguf file on the server's disk.")],
     name: Annotated[str, typer.Option(help="Registry name.")],
     runtime: Annotated[
         str | None, typer.Option(help="An encoder's runtime: onnx (default) or onnx-int8 (int8 weights, faster).")
@@ -74,7 +74,7 @@ def import_(
     as_json: JsonOption = False,
 ) -> None:
     """Register a local Hugging Face model directory (config.json, *.safetensors, and tokenizer.json, or an image
-    classifier's preprocessor_config.json)."""
+    classifier's preprocessor_config.json) or a GGUF file."""
     version = client(url, api_key).import_model(path, name, runtime=runtime)
     if as_json:
         print_json(version)

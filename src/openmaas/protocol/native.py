@@ -135,13 +135,16 @@ class ModelOut(Model):
 class ModelImport(BaseModel):
     model_config = REQUEST
 
-    path: str = Field(description="Absolute path, on the server, of a Hugging Face model directory.")
+    path: str = Field(
+        description="Absolute path, on the server, of a Hugging Face model directory or of a .gguf file (served "
+        "by the OpenVINO engine)."
+    )
     name: str = Field(description="Registry name for the imported version.")
     runtime: Literal["onnx", "onnx-int8"] | None = Field(
         None,
         description="For an encoder: float weights (the default) or the linear layers' weights in int8 (about "
-        "twice the throughput on a CPU; embeddings move slightly). A causal LM and an image classifier are served "
-        "with PyTorch.",
+        "twice the throughput on a CPU; embeddings move slightly). A causal LM directory and an image classifier "
+        "are served with PyTorch, a GGUF file by the OpenVINO engine.",
     )
 
 

@@ -77,8 +77,8 @@ class AdapterPredictor(GenerativePredictor):
         out = []
         with torch.inference_mode():
             for text in items:
-                logits, _ = self.model.prefill(self.model.encode(text, chat=False), self.adapter)
-                out.append(self.model.decode([int(torch.argmax(logits))]))
+                logits, _ = self.causal_lm.prefill(self.causal_lm.encode(text, chat=False), self.adapter)
+                out.append(self.causal_lm.decode([int(torch.argmax(logits))]))
         return out
 
 

@@ -127,7 +127,7 @@ class LocalBackend:
         assert isinstance(predictor, GenerativePredictor)
         constraint, table = None, None
         if params.output is not None or params.logprobs is not None:
-            constraint, table = await asyncio.to_thread(row_constraint, predictor.model, params.output)
+            constraint, table = await asyncio.to_thread(row_constraint, predictor.causal_lm, params.output)
         adapter = predictor.adapter if isinstance(predictor, AdapterPredictor) else None
         return queue.submit(prompt_ids, params, constraint, table, adapter)
 

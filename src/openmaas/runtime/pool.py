@@ -153,9 +153,8 @@ class ModelPool:
                 queue = remote
             elif isinstance(predictor, AdapterPredictor):
                 queue = self._shared_queue(predictor, settings)
-            elif isinstance(predictor, GenerativePredictor):
-                queue = GenerationQueue(
-                    predictor.model,
+            elif isinstance(predictor, GenerativePredictor):  # the predictor starts its own engine
+                queue = predictor.start_engine(
                     max_queue_size=settings.max_queue_size,
                     max_batch_size=settings.max_batch_size,
                     name=name,

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -15,8 +15,13 @@ from openmaas.domain.entities import ModelVersion
 from openmaas.recipes import get_loader
 from openmaas.recipes.base import resolve_device
 from openmaas.recipes.generative import CausalLM, load_causal_lm
-from openmaas.runtime.batching import Deliver
-from openmaas.runtime.generation import PromptRefused
+from openmaas.recipes.gguf import GGUF_FILE
+from openmaas.runtime.batching import BatchStats, Deliver
+from openmaas.runtime.engines import OPENVINO, GenerationEngine, TextModel
+from openmaas.runtime.generation import GenerationQueue, PromptRefused
+
+if TYPE_CHECKING:  # imported when a version is served by it: openvino loads ~100 MB of libraries
+    from openmaas.runtime.openvino_engine import OpenVinoModel
 
 
 class Predictor(Protocol):
@@ -119,12 +124,13 @@ class EmbeddingPredictor:
 
 
 class GenerativePredictor:
-    """A causal language model. It is served by a GenerationQueue; `run_batch` (one greedy token per prompt)
-    is only the pool's warm-up."""
+    """A causal language model on the torch engine. It is served by a GenerationQueue (`start_engine`);
+    `run_batch` (one greedy token per prompt) is only the pool's warm-up."""
 
     def __init__(self, version: ModelVersion, model: CausalLM) -> None:
         self.version = version
-        self.model = model
+        self.model: TextModel = model
+        self.causal_lm = model
         self.memory_bytes: int = model.memory_bytes
         self.max_context: int = model.max_context
         self.labels: tuple[str, ...] = ()
@@ -139,19 +145,77 @@ class GenerativePredictor:
             raise PromptRefused(str(error)) from None
         return self.model.encode(text, chat=True)
 
+    def start_engine(
+        self,
+        *,
+        max_queue_size: int,
+        max_batch_size: int,
+        name: str,
+        stats: BatchStats | None,
+        on_stopped: Callable[[], None] | None,
+    ) -> GenerationEngine:
+        return GenerationQueue(
+            self.causal_lm,
+            max_queue_size=max_queue_size,
+            max_batch_size=max_batch_size,
+            name=name,
+            stats=stats,
+            on_stopped=on_stopped,
+        )
+
     def run_batch(self, items: list[Any]) -> list[Any]:
         import torch
 
         out = []
         with torch.inference_mode():
             for text in items:
-                logits, _ = self.model.prefill(self.model.encode(text, chat=False))
-                out.append(self.model.decode([int(torch.argmax(logits))]))
+                logits, _ = self.causal_lm.prefill(self.causal_lm.encode(text, chat=False))
+                out.append(self.causal_lm.decode([int(torch.argmax(logits))]))
         return out
 
 
+class OpenVinoPredictor(GenerativePredictor):
+    """A GGUF causal LM on the OpenVINO engine (continuous batching in the library's pipeline)."""
+
+    def __init__(self, version: ModelVersion, model: OpenVinoModel) -> None:
+        self.version = version
+        self.model = model
+        self.openvino_model = model
+        self.memory_bytes = model.memory_bytes
+        self.max_context = model.max_context
+        self.labels = ()
+        self.run_parts = None
+
+    def start_engine(
+        self,
+        *,
+        max_queue_size: int,
+        max_batch_size: int,
+        name: str,
+        stats: BatchStats | None,
+        on_stopped: Callable[[], None] | None,
+    ) -> GenerationEngine:
+        from openmaas.runtime.openvino_engine import OpenVinoEngine
+
+        return OpenVinoEngine(
+            self.openvino_model,
+            max_queue_size=max_queue_size,
+            max_batch_size=max_batch_size,
+            name=name,
+            stats=stats,
+            on_stopped=on_stopped,
+        )
+
+    def run_batch(self, items: list[Any]) -> list[Any]:
+        return [self.openvino_model.warm_up() for _ in items]
+
+
 def load_predictor(version: ModelVersion, directory: Path, device: str) -> Predictor:
-    if version.task == "text-generation":  # every causal LM, whatever made it, is one Hugging Face directory
+    if version.task == "text-generation":  # the version's runtime names its engine (runtime/engines.py)
+        if version.runtime == OPENVINO:
+            from openmaas.runtime.openvino_engine import load_openvino_model
+
+            return OpenVinoPredictor(version, load_openvino_model(directory / GGUF_FILE))
         return GenerativePredictor(version, load_causal_lm(directory, resolve_device(device)))
     model = get_loader(version.recipe).load(directory, resolve_device(device), version.runtime)
     if version.task == "embeddings":

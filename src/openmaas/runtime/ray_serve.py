@@ -23,7 +23,14 @@ from openmaas.domain.results import GenerationDone, TextDelta
 from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueueClosed, QueueFull
 from openmaas.runtime.constraints import row_constraint
-from openmaas.runtime.generation import GenerationFailed, GenerationQueue, PromptRefused, SamplingParams
+from openmaas.runtime.generation import (
+    GenerationFailed,
+    GenerationQueue,
+    Generations,
+    PromptRefused,
+    SamplingParams,
+    TokenStream,
+)
 from openmaas.runtime.local import LocalBackend
 from openmaas.runtime.pool import ModelPool
 from openmaas.runtime.predictors import EmbeddingPredictor, GenerativePredictor, Predictor, load_predictor
@@ -56,13 +63,14 @@ class ModelReplica:
         directory = artifacts.materialize(version.files, Path(self.scratch.name) / "model")
         self.predictor = load_predictor(version, directory, device)
         self.predictor.run_batch([getattr(self.predictor, "warm_up_input", "warm-up")])  # an image for image models
-        self.generations: GenerationQueue | None = None
+        self.generations: Generations | None = None
         if isinstance(self.predictor, GenerativePredictor):  # decoded here, continuous batching across callers
-            self.generations = GenerationQueue(
-                self.predictor.model,
+            self.generations = self.predictor.start_engine(
                 max_queue_size=settings.max_queued_generations,
                 max_batch_size=settings.generation_batch_size,
                 name=f"{version.model}:{version.version}",
+                stats=None,
+                on_stopped=None,
             )
 
     def describe(self) -> dict[str, Any]:
@@ -74,7 +82,11 @@ class ModelReplica:
             found.update(max_context=self.predictor.max_context)
         if self.generations is not None:
             generations = self.generations
-            found.update(generating=generations.running, waiting=generations.depth, cancelled=generations.cancelled)
+            found.update(
+                generating=getattr(generations, "running", 0),
+                waiting=generations.depth,
+                cancelled=getattr(generations, "cancelled", 0),
+            )
         return found
 
     def encode_prompt(self, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int] | str:
@@ -89,11 +101,15 @@ class ModelReplica:
         """The generation's events, each with the tokens produced so far; failures as values ("full", "closed",
         "failed"). Serve cancels this generator when its caller cancels the stream: the generation stops."""
         assert self.generations is not None and isinstance(self.predictor, GenerativePredictor)
-        constraint, table = None, None
-        if params.output is not None or params.logprobs is not None:  # the grammar over this replica's tokenizer
-            constraint, table = await asyncio.to_thread(row_constraint, self.predictor.model, params.output)
+        generation: TokenStream
         try:
-            generation = self.generations.submit(prompt_ids, params, constraint, table)
+            if isinstance(self.generations, GenerationQueue):  # the torch engine: the grammar over its tokenizer
+                constraint, table = None, None
+                if params.output is not None or params.logprobs is not None:
+                    constraint, table = await asyncio.to_thread(row_constraint, self.predictor.causal_lm, params.output)
+                generation = self.generations.submit(prompt_ids, params, constraint, table)
+            else:
+                generation = self.generations.submit(prompt_ids, params)
         except QueueFull as error:
             yield ("full", error.queued, error.capacity, error.retry_after), 0
             return

@@ -40,6 +40,13 @@ class ArtifactService:
 
             target = self.cache_dir / f"{version.artifact_sha256}.{version.runtime}.onnx"
             return version, await asyncio.to_thread(single_file, Path(path), target)
+        if not any(name.endswith(".safetensors") for name in version.files):
+            raise InvalidRequest(
+                f"{version.model}:{version.version} has no safetensors weights: it is served from "
+                f"{', '.join(sorted(version.files))} ({version.runtime} engine)",
+                param="format",
+                code="safetensors_unavailable",
+            )
         return version, await asyncio.to_thread(self._safetensors, version)
 
     def _safetensors(self, version: ModelVersion) -> Path:

@@ -17,7 +17,13 @@ from typing import Any
 from filelock import FileLock
 
 from openmaas.domain.entities import SYSTEM_TENANT
-from openmaas.recipes.foundation import FOUNDATION_MODELS, FoundationModelMissing, foundation_directory
+from openmaas.recipes.foundation import (
+    FOUNDATION_MODELS,
+    FoundationModelMissing,
+    foundation_directory,
+    foundation_gguf,
+)
+from openmaas.recipes.gguf import GGUF_FILE, read_gguf
 from openmaas.storage.artifacts import ArtifactStore, manifest_sha256
 from openmaas.storage.metadata import MetadataStore
 
@@ -108,11 +114,23 @@ def _register(store: MetadataStore, artifacts: ArtifactStore, name: str, directo
     log.info("registered foundation model %s", name)
 
 
+def _register_gguf(store: MetadataStore, artifacts: ArtifactStore, name: str, gguf_file: Path) -> None:
+    """A GGUF foundation model is registered as its one file, served as it is by the OpenVINO engine."""
+    from openmaas.services.gguf_models import gguf_version_spec
+
+    spec = FOUNDATION_MODELS[name]
+    info = read_gguf(gguf_file)
+    files = {GGUF_FILE: artifacts.put_file(gguf_file)}
+    hyperparameters = {"description": spec.description, "package": spec.package}
+    store.models.register_version(gguf_version_spec(SYSTEM_TENANT, name, info, files, hyperparameters))
+    log.info("registered foundation model %s from %s", name, gguf_file.name)
+
+
 class FoundationModels:
-    """Registers the shipped models named in the settings. Ready directories register at once; the others (a
-    GGUF file, image weights) are converted the first time (tens of seconds for a GGUF file, seconds for the
-    image model), into a cache that later starts reuse, by a child process that a background thread waits for:
-    the conversion's tensors, torch and transformers (~770 MB of them for SmolLM2) leave with it."""
+    """Registers the shipped models named in the settings, each by a background thread. Ready directories
+    register at once; a GGUF file is registered as it is (the OpenVINO engine serves it; hashing and reading it
+    take seconds that the server's start does not wait for); the image model's weights are converted the first
+    time (seconds), into a cache that later starts reuse, by a child process that the thread waits for."""
 
     def __init__(self, store: MetadataStore, artifacts: ArtifactStore, cache_dir: Path) -> None:
         self.store = store
@@ -144,6 +162,9 @@ class FoundationModels:
 
     def _prepare(self, name: str) -> None:
         try:
+            if FOUNDATION_MODELS[name].gguf is not None:  # served as it is: nothing to convert
+                _register_gguf(self.store, self.artifacts, name, foundation_gguf(name))
+                return
             directory = self.cache_dir / name
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             # One conversion of a model at a time, across the processes that share the cache (every data

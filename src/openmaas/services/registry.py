@@ -24,7 +24,9 @@ from openmaas.errors import InvalidRequest, NotFound, PermissionDenied, Unproces
 from openmaas.recipes import get_loader
 from openmaas.recipes.foundation import FOUNDATION_MODELS
 from openmaas.recipes.generative import NotACausalLM, inspect_causal_lm, is_causal_lm, load_causal_lm
+from openmaas.recipes.gguf import GGUF_FILE
 from openmaas.services.foundation import safetensors_parameters, store_files
+from openmaas.services.gguf_models import check_gguf, check_gguf_loads, gguf_version_spec, is_gguf_path
 from openmaas.storage.artifacts import ArtifactStore, manifest_sha256
 from openmaas.storage.metadata import MetadataStore
 
@@ -195,6 +197,8 @@ class RegistryService:
             raise InvalidRequest(f"invalid or reserved model name {name!r}", param="name", code="invalid_model_name")
         if not Path(path).is_absolute():
             refuse_relative(path)  # as written: Path("./x") would read as "x", a Hub id's shape
+        if is_gguf_path(Path(path)):
+            return self._import_gguf(principal, Path(path), name, runtime)
         directory = Path(path)
         task = check_importable(directory)
         if task != "embeddings" and runtime is not None:
@@ -233,6 +237,25 @@ class RegistryService:
                 "files": files,
             }
         )
+        self._changed()
+        return registered
+
+    def _import_gguf(self, principal: Principal, path: Path, name: str, runtime: str | None) -> ModelVersion:
+        """A `.gguf` file, as `ollama create` takes one: its metadata read, loaded once by the OpenVINO engine,
+        and registered as a text-generation version served from the file as it is."""
+        if runtime is not None:
+            raise InvalidRequest(
+                f"a GGUF model is served by the OpenVINO engine; runtime {runtime!r} is for encoders",
+                param="runtime",
+                code="invalid_runtime",
+            )
+        info = check_gguf(path)
+        with tempfile.TemporaryDirectory(dir=self.artifacts.scratch) as scratch:
+            files = {GGUF_FILE: self.artifacts.put_file(path)}
+            staged = self.artifacts.materialize(files, Path(scratch) / "model")
+            check_gguf_loads(staged / GGUF_FILE)
+        spec = gguf_version_spec(principal.tenant_id, name, info, files, {"imported_from": str(path)})
+        registered = self.store.models.register_version(spec)
         self._changed()
         return registered
 

@@ -20,9 +20,7 @@ def check_limits(limits: dict[str, Any], allowed: tuple[str, ...] = LIMITS) -> d
         if name not in allowed:
             raise InvalidRequest(f"unknown limit {name!r}; known: {', '.join(allowed)}", param=f"limits.{name}")
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= DB_INT_MAX:
-            raise InvalidRequest(
-                f"limit {name!r} must be an integer from 0 to {DB_INT_MAX}", param=f"limits.{name}"
-            )
+            raise InvalidRequest(f"limit {name!r} must be an integer from 0 to {DB_INT_MAX}", param=f"limits.{name}")
     return dict(limits)
 
 

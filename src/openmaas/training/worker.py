@@ -40,6 +40,7 @@ from openmaas.recipes.base import (
     TrainingPlan,
     resolve_device,
 )
+from openmaas.recipes.gguf import gguf_in
 from openmaas.storage.artifacts import ArtifactStore, manifest_sha256, open_artifact_store
 from openmaas.storage.metadata import MetadataStore, open_store
 from openmaas.storage.metadata.leases import AttemptClaim
@@ -178,7 +179,14 @@ def materialize_base(
             f"base model {pin.owner}/{pin.model}:{pin.version} was deleted or stopped being shared after the job "
             "was created"
         )
-    return artifacts.materialize(version.files, scratch / "base"), pin
+    base = artifacts.materialize(version.files, scratch / "base")
+    gguf_file = gguf_in(base)
+    if gguf_file is not None:  # a GGUF version (served by an engine): training needs its float32 torch form
+        from openmaas.recipes.foundation import convert_gguf
+
+        convert_gguf(gguf_file, scratch / "base-torch")
+        base = scratch / "base-torch"
+    return base, pin
 
 
 def prepare_text(
