@@ -146,3 +146,29 @@ def test_a_chat_model_the_cluster_cannot_place_answers_503_with_retry_after(
         if server is not None:
             server.stop()
         next(urls, None)
+
+
+def test_a_lora_job_trains_on_the_cluster_and_its_version_streams_a_chat_from_serve(
+    cluster_server: Server, ray_cluster: RayHead, llm_on_ray: str, tmp_path: Path
+) -> None:
+    from tests.cluster.test_ray_cluster import ray_logs_mention
+
+    rows = ["Users upload datasets, train models, and call them over HTTP."] * 8
+    (tmp_path / "lines.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    options = {"max_tokens": 8, "temperature": 0}
+    with cluster_server.client() as client:
+        dataset = client.upload_dataset(tmp_path / "lines.txt", kind="text")["id"]
+        hyperparameters = {"base_model": llm_on_ray, "r": 4, "learning_rate": 5e-2, "max_steps": 6, "batch_size": 4}
+        job = client.create_job(dataset, "lora-chat", recipe="lora", hyperparameters=hyperparameters)
+        final = client.wait_for_job(job["id"], timeout=240)
+        assert final["status"] == "succeeded", (final, cluster_server.log())
+        assert ray_logs_mention(ray_cluster, f"openmaas-job-{job['id']}")  # it trained as a Ray task
+        whole = client.chat("lora-chat", HELLO, **options)
+        chunks = list(client.chat_stream("lora-chat", HELLO, **options))
+        base = client.chat(llm_on_ray, HELLO, **options)["choices"][0]["message"]["content"]
+    content = whole["choices"][0]["message"]["content"]
+    pieces = [delta_text(chunk) for chunk in chunks if chunk["choices"]]
+    assert len([piece for piece in pieces if piece]) > 2 and "".join(pieces) == content  # streamed piece by piece
+    assert content != base  # the adapter changed the answers
+    app = app_of(cluster_server, "lora-chat")  # decoded by a Serve replica, not in the API process
+    assert app["replicas"].get("RUNNING") == 1, app
