@@ -20,6 +20,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -139,7 +140,8 @@ class OpenVinoModel:
             except Exception as error:  # a failed step leaves the pipeline unusable: the next check loads another
                 self._probe = None
                 where = "response_format.json_schema.schema"
-                message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                # xgrammar's message, without the source path and line of its build ("...converter.cc:75: ")
+                message = re.sub(r"^.*\.(cc|cpp|hpp|h):\d+:\s*", "", str(error).strip().splitlines()[-1])
                 raise UnsupportedFormat(f"{where} is not supported by the OpenVINO engine: {message}", where) from None
             self._compiled.add(key)
 
