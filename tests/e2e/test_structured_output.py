@@ -9,6 +9,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import jsonschema
@@ -284,3 +285,30 @@ def test_smollm2_logprobs_are_openais(smollm2: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:  # no alternatives to list: refused, not invented
         smollm2.chat.completions.create(model=SMOLLM2, messages=ask, max_tokens=5, logprobs=True, top_logprobs=2)
     assert refused.value.response.json()["error"]["param"] == "top_logprobs"
+
+
+@pytest.mark.slow
+def test_smollm2_constrained_and_free_generations_decode_together(smollm2: openai.OpenAI) -> None:
+    # Each row of the pipeline's batch has its own grammar, or none: JSON where asked, free text beside it.
+    asks = [
+        {"response_format": schema_format("person", PERSON), "content": "Invent a person: give a name and an age."},
+        {"response_format": schema_format("mood", MOOD), "content": "I won the lottery today! How do I feel?"},
+        {"content": "What is the capital of France?", "logprobs": True},
+        {"response_format": schema_format("cities", CITIES), "content": "Name two capital cities and countries."},
+    ]
+
+    def answer(ask: dict) -> OpenAIChatCompletion:
+        extra = {k: v for k, v in ask.items() if k != "content"}
+        messages = [{"role": "user", "content": ask["content"]}]
+        return smollm2.chat.completions.create(
+            model=SMOLLM2, messages=messages, max_tokens=60, temperature=0, **extra  # type: ignore[arg-type]
+        )
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        person, mood, free, cities = [done.choices[0] for done in pool.map(answer, asks)]
+    for choice, schema in ((person, PERSON), (mood, MOOD), (cities, CITIES)):
+        jsonschema.validate(json.loads(choice.message.content or ""), schema)
+        assert choice.finish_reason == "stop" and choice.logprobs is None
+    assert "Paris" in (free.message.content or "") and not (free.message.content or "").startswith("{")
+    tokens = free.logprobs.content if free.logprobs else None
+    assert tokens and b"".join(bytes(t.bytes or []) for t in tokens).decode() == free.message.content

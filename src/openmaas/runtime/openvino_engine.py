@@ -147,6 +147,8 @@ class OpenVinoModel:
 
     def token_table(self) -> Any:
         """Each token's bytes, for logprobs: the GGUF's tokenizer read by transformers (seconds, once)."""
+        if self._table is not None:
+            return self._table
         with self._lock:
             if self._table is None:
                 from transformers import AutoTokenizer
@@ -154,6 +156,13 @@ class OpenVinoModel:
                 hf = AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
                 self._table = token_table(hf, len(hf))
             return self._table
+
+    def prepared(self, params: SamplingParams) -> bool:
+        """Whether `prepare` has nothing left to do (read without the lock, which a probe may hold for seconds)."""
+        import json
+
+        schema_ready = params.output is None or json.dumps(params.output.schema, sort_keys=True) in self._compiled
+        return schema_ready and (params.logprobs is None or self._table is not None)
 
     def prepare(self, params: SamplingParams) -> None:
         """What a generation with these parameters needs before it joins the pipeline (off the event loop)."""
@@ -328,7 +337,8 @@ class OpenVinoEngine:
             return
         params = generation.params
         try:  # a caller that did not prepare (a Serve replica) pays for it here; a refused schema fails alone
-            self.model.prepare(params)
+            if not self.model.prepared(params):
+                self.model.prepare(params)
         except UnsupportedFormat as error:
             generation.end(GenerationFailed(error.message))
             return
