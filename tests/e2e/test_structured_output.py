@@ -285,6 +285,9 @@ def test_smollm2_logprobs_are_openais(smollm2: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:  # no alternatives to list: refused, not invented
         smollm2.chat.completions.create(model=SMOLLM2, messages=ask, max_tokens=5, logprobs=True, top_logprobs=2)
     assert refused.value.response.json()["error"]["param"] == "top_logprobs"
+    with pytest.raises(openai.BadRequestError) as refused:
+        smollm2.completions.create(model=SMOLLM2, prompt="The capital of France is", max_tokens=5, logprobs=2)
+    assert refused.value.response.json()["error"]["param"] == "logprobs"
 
 
 @pytest.mark.slow
