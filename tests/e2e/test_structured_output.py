@@ -1,6 +1,7 @@
 """Structured output (`response_format`) and logprobs through the official `openai` client: JSON that validates
 against the schema from the shipped SmolLM2, a 400 naming the unsupported part, and logprobs shaped exactly as
-OpenAI's types, whole and streamed, on the tiny random Llama of the shared server."""
+OpenAI's types, whole and streamed, on the tiny random Llama of the shared server; and on SmolLM2, which the
+OpenVINO engine serves, the log-probabilities of the tokens taken (the library gives no alternatives)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import jsonschema
@@ -226,3 +228,90 @@ def test_smollm2_json_object_mode_answers_an_object(smollm2: openai.OpenAI) -> N
     ) as stream:
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert isinstance(json.loads(text), dict), text
+
+
+@pytest.mark.slow
+def test_smollm2_refuses_a_schema_its_engine_cannot_compile_and_goes_on(smollm2: openai.OpenAI) -> None:
+    # llguidance (the check every engine shares) takes \p{L}; OpenVINO's xgrammar does not: a 400, no harm done
+    letters = {"type": "object", "properties": {"word": {"type": "string", "pattern": "^\\p{L}+$"}}}
+    ask = [{"role": "user", "content": "Give me a word."}]
+    for _ in range(2):  # refused again, from a fresh probe pipeline
+        with pytest.raises(openai.BadRequestError) as refused:
+            smollm2.chat.completions.create(
+                model=SMOLLM2, messages=ask, max_tokens=10, response_format=schema_format("w", letters)  # type: ignore[arg-type]
+            )
+        error = refused.value.response.json()["error"]
+        assert error["param"] == "response_format.json_schema.schema", error
+        assert "Unicode character class" in error["message"] and ".cc:" not in error["message"], error
+    answer = smollm2.chat.completions.create(
+        model=SMOLLM2, messages=ask, max_tokens=30, temperature=0, response_format=schema_format("mood", MOOD)  # type: ignore[arg-type]
+    )
+    jsonschema.validate(json.loads(answer.choices[0].message.content or ""), MOOD)
+
+
+@pytest.mark.slow
+def test_smollm2_logprobs_are_openais(smollm2: openai.OpenAI) -> None:
+    ask = [{"role": "user", "content": "What is the capital of France?"}]
+    answer = smollm2.chat.completions.create(model=SMOLLM2, messages=ask, max_tokens=20, temperature=0, logprobs=True)
+    OpenAIChatCompletion.model_validate(answer.model_dump(), strict=True)
+    content = answer.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and answer.usage is not None
+    # <|im_end|> ends the turn and is counted, but OpenAI lists no end-of-text token
+    ended = answer.choices[0].finish_reason == "stop"
+    assert len(content) == answer.usage.completion_tokens - ended
+    assert b"".join(bytes(t.bytes or []) for t in content).decode() == answer.choices[0].message.content
+    assert all(t.logprob <= 0 and t.top_logprobs == [] for t in content)
+    assert any(t.logprob < -1e-3 for t in content)  # real values: the library reports 0.0 when it computes none
+
+    with smollm2.chat.completions.create(
+        model=SMOLLM2, messages=ask, max_tokens=20, temperature=0, logprobs=True, stream=True
+    ) as stream:
+        chunks = list(stream)
+    for chunk in chunks:
+        OpenAIChunk.model_validate(chunk.model_dump(), strict=True)
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []]
+    assert [t.token for t in streamed] == [t.token for t in content]
+    assert [t.logprob for t in streamed] == pytest.approx([t.logprob for t in content], abs=1e-4)
+
+    completion = smollm2.completions.create(
+        model=SMOLLM2, prompt="The capital of France is", max_tokens=5, temperature=0, logprobs=0
+    )
+    OpenAICompletion.model_validate(completion.model_dump(), strict=True)
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens and logprobs.token_logprobs
+    assert "".join(logprobs.tokens) == completion.choices[0].text
+    assert len(logprobs.token_logprobs) == len(logprobs.tokens) and all(v <= 0 for v in logprobs.token_logprobs)
+
+    with pytest.raises(openai.BadRequestError) as refused:  # no alternatives to list: refused, not invented
+        smollm2.chat.completions.create(model=SMOLLM2, messages=ask, max_tokens=5, logprobs=True, top_logprobs=2)
+    assert refused.value.response.json()["error"]["param"] == "top_logprobs"
+    with pytest.raises(openai.BadRequestError) as refused:
+        smollm2.completions.create(model=SMOLLM2, prompt="The capital of France is", max_tokens=5, logprobs=2)
+    assert refused.value.response.json()["error"]["param"] == "logprobs"
+
+
+@pytest.mark.slow
+def test_smollm2_constrained_and_free_generations_decode_together(smollm2: openai.OpenAI) -> None:
+    # Each row of the pipeline's batch has its own grammar, or none: JSON where asked, free text beside it.
+    asks = [
+        {"response_format": schema_format("person", PERSON), "content": "Invent a person: give a name and an age."},
+        {"response_format": schema_format("mood", MOOD), "content": "I won the lottery today! How do I feel?"},
+        {"content": "What is the capital of France?", "logprobs": True},
+        {"response_format": schema_format("cities", CITIES), "content": "Name two capital cities and countries."},
+    ]
+
+    def answer(ask: dict) -> OpenAIChatCompletion:
+        extra = {k: v for k, v in ask.items() if k != "content"}
+        messages = [{"role": "user", "content": ask["content"]}]
+        return smollm2.chat.completions.create(
+            model=SMOLLM2, messages=messages, max_tokens=60, temperature=0, **extra  # type: ignore[arg-type]
+        )
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        person, mood, free, cities = [done.choices[0] for done in pool.map(answer, asks)]
+    for choice, schema in ((person, PERSON), (mood, MOOD), (cities, CITIES)):
+        jsonschema.validate(json.loads(choice.message.content or ""), schema)
+        assert choice.finish_reason == "stop" and choice.logprobs is None
+    assert "Paris" in (free.message.content or "") and not (free.message.content or "").startswith("{")
+    tokens = free.logprobs.content if free.logprobs else None
+    assert tokens and b"".join(bytes(t.bytes or []) for t in tokens).decode() == free.message.content

@@ -16,6 +16,7 @@ from openmaas.runtime.backend import LoadedModel
 from openmaas.runtime.batching import BatchQueue, BatchQueueClosed
 from openmaas.runtime.constraints import row_constraint
 from openmaas.runtime.generation import GenerationQueue, Generations, SamplingParams, TokenStream
+from openmaas.runtime.openvino_engine import OpenVinoEngine
 from openmaas.runtime.pool import BatchSettings, ModelPool, ServedModel
 from openmaas.runtime.predictors import EmbeddingPredictor, GenerativePredictor, ImageToEmbed
 
@@ -121,6 +122,8 @@ class LocalBackend:
         served = await self._served(version)
         queue = served.queue
         assert not isinstance(queue, BatchQueue)  # the services check the task first
+        if isinstance(queue, OpenVinoEngine):  # its schema compiled and token table built off the event loop
+            await asyncio.to_thread(queue.model.prepare, params)
         if not isinstance(queue, GenerationQueue):  # decoded elsewhere (a Serve replica), which constrains its own
             return queue.submit(prompt_ids, params)
         predictor = served.predictor

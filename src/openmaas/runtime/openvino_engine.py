@@ -5,7 +5,14 @@ for all of them (paged KV cache, one forward pass), and each handle's new tokens
 
 As in the torch engine (runtime/generation.py), nothing one request does can stop the others: a request the
 pipeline refuses fails alone, a cancelled one is dropped before the next step, and should a step itself fail,
-the generations of that step fail while the thread goes on."""
+the generations of that step fail while the thread goes on.
+
+Structured output is the library's own (xgrammar inside OpenVINO GenAI): a JSON schema goes to the request's
+StructuredOutputConfig. A schema the library cannot compile fails the whole `step()` and leaves the pipeline
+unusable, so each new schema is first compiled on a small probe pipeline of its own (`OpenVinoModel.check_output`,
+cached per schema) and refused with a 400 there. Logprobs are the library's too: it reports the log-probability
+of each token taken, and no alternatives, so `top_logprobs` above 0 is refused; the tokens' bytes come from the
+GGUF's tokenizer read by transformers (llguidance's token table, as on the torch engine)."""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +30,7 @@ from typing import Any
 
 from openmaas.recipes.gguf import read_gguf
 from openmaas.runtime.batching import BatchQueueClosed, BatchStats, QueueFull
-from openmaas.runtime.constraints import UnsupportedFormat
+from openmaas.runtime.constraints import ANY_OBJECT, OutputFormat, UnsupportedFormat, token_table
 from openmaas.runtime.generation import (
     Generation,
     GenerationDone,
@@ -30,6 +38,8 @@ from openmaas.runtime.generation import (
     SamplingParams,
     StopMatcher,
     TextDelta,
+    TokenChoice,
+    TokenLogprob,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,28 @@ log = logging.getLogger(__name__)
 # The KV cache is a pool of blocks the pipeline shares among its sequences; this is its size in GB when the
 # pool's accounting has nothing better (SmolLM2-135M keeps ~23 KB per token: 1 GB holds ~45,000 tokens).
 KV_CACHE_GB = 1
+# KV blocks of the probe pipeline that compiles new schemas (a one-token prompt, one new token).
+PROBE_KV_BLOCKS = 8
+# `{"type": "json_object"}`: any JSON object, compact (no free whitespace) as on the torch engine. The library's
+# JSON-schema grammar lets whitespace run free, and a small model asked for "any object" pads and rambles there.
+JSON_OBJECT_GRAMMAR = r"""root ::= object
+value ::= object | array | string | number | "true" | "false" | "null"
+object ::= "{" (string ": " value (", " string ": " value)*)? "}"
+array ::= "[" (value (", " value)*)? "]"
+string ::= "\"" ([^"\\\x00-\x1f] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F]))* "\""
+number ::= "-"? ("0" | [1-9] [0-9]*) ("." [0-9]+)? ([eE] [+-]? [0-9]+)?
+"""
+
+
+def structured_output(output: OutputFormat) -> Any:
+    """The library's StructuredOutputConfig for a checked response_format."""
+    import json
+
+    import openvino_genai
+
+    if output.schema == ANY_OBJECT:
+        return openvino_genai.StructuredOutputConfig(grammar=JSON_OBJECT_GRAMMAR)
+    return openvino_genai.StructuredOutputConfig(json_schema=json.dumps(output.schema, sort_keys=True))
 
 
 @dataclass
@@ -48,6 +80,11 @@ class OpenVinoModel:
     max_context: int
     memory_bytes: int
     path: Path
+    threads: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _probe: Any = None
+    _compiled: set[str] = field(default_factory=set)
+    _table: Any = None
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         text: str = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
@@ -74,6 +111,66 @@ class OpenVinoModel:
         results = self.pipeline.generate(["warm-up"], [config])
         return str(results[0].m_generation_ids[0]) if results else ""
 
+    def check_output(self, output: OutputFormat) -> None:
+        """Compile the format's grammar on the probe pipeline (once per schema); UnsupportedFormat if the
+        library refuses it. Loads the probe pipeline the first time (seconds): call it off the event loop."""
+        import json
+
+        import numpy as np
+        import openvino
+        import openvino_genai
+
+        config = openvino_genai.GenerationConfig()
+        config.max_new_tokens = 1
+        config.structured_output_config = structured_output(output)
+        key = json.dumps(output.schema, sort_keys=True)
+        with self._lock:
+            if key in self._compiled:
+                return
+            if self._probe is None:
+                scheduler = openvino_genai.SchedulerConfig()
+                scheduler.num_kv_blocks = PROBE_KV_BLOCKS
+                properties = {"INFERENCE_NUM_THREADS": 1}
+                self._probe = openvino_genai.ContinuousBatchingPipeline(str(self.path), scheduler, "CPU", properties)
+            prompt = openvino.Tensor(np.array([self.encode("{", chat=False)], dtype=np.int64))
+            try:
+                handle = self._probe.add_request(0, prompt, config)
+                while handle.get_status() == openvino_genai.GenerationStatus.RUNNING:
+                    self._probe.step()
+            except Exception as error:  # a failed step leaves the pipeline unusable: the next check loads another
+                self._probe = None
+                where = "response_format.json_schema.schema"
+                # xgrammar's message, without the source path and line of its build ("...converter.cc:75: ")
+                message = re.sub(r"^.*\.(cc|cpp|hpp|h):\d+:\s*", "", str(error).strip().splitlines()[-1])
+                raise UnsupportedFormat(f"{where} is not supported by the OpenVINO engine: {message}", where) from None
+            self._compiled.add(key)
+
+    def token_table(self) -> Any:
+        """Each token's bytes, for logprobs: the GGUF's tokenizer read by transformers (seconds, once)."""
+        if self._table is not None:
+            return self._table
+        with self._lock:
+            if self._table is None:
+                from transformers import AutoTokenizer
+
+                hf = AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
+                self._table = token_table(hf, len(hf))
+            return self._table
+
+    def prepared(self, params: SamplingParams) -> bool:
+        """Whether `prepare` has nothing left to do (read without the lock, which a probe may hold for seconds)."""
+        import json
+
+        schema_ready = params.output is None or json.dumps(params.output.schema, sort_keys=True) in self._compiled
+        return schema_ready and (params.logprobs is None or self._table is not None)
+
+    def prepare(self, params: SamplingParams) -> None:
+        """What a generation with these parameters needs before it joins the pipeline (off the event loop)."""
+        if params.output is not None:
+            self.check_output(params.output)
+        if params.logprobs is not None:
+            self.token_table()
+
 
 def load_openvino_model(gguf_file: Path, threads: int | None = None) -> OpenVinoModel:
     """Read the GGUF file (OpenVINO GenAI builds the model from it directly, dequantising nothing to disk)."""
@@ -92,6 +189,7 @@ def load_openvino_model(gguf_file: Path, threads: int | None = None) -> OpenVino
         max_context=info.context_length,
         memory_bytes=gguf_file.stat().st_size + KV_CACHE_GB * 1024**3,
         path=gguf_file,
+        threads=threads,
     )
 
 
@@ -111,6 +209,10 @@ def generation_config(params: SamplingParams) -> Any:
             config.rng_seed = params.seed
     else:
         config.do_sample = False
+    if params.output is not None:
+        config.structured_output_config = structured_output(params.output)
+    if params.logprobs is not None:
+        config.logprobs = 1  # the library's most: the log-probability of the token taken
     return config
 
 
@@ -121,6 +223,7 @@ class _Running:
     matcher: StopMatcher
     started: float
     produced: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of the tokens whose text is not sent yet
 
 
 class OpenVinoEngine:
@@ -163,17 +266,11 @@ class OpenVinoEngine:
         return self._thread.is_alive() and not self._closed
 
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
-        if params.output is not None:
+        if params.logprobs:
             raise UnsupportedFormat(
-                f"{self.name} runs on the OpenVINO engine, which does not constrain its output here; "
-                "response_format needs a model on the torch engine",
-                "response_format",
-            )
-        if params.logprobs is not None:
-            raise UnsupportedFormat(
-                f"{self.name} runs on the OpenVINO engine, which gives no logprobs here; ask a model on the torch "
-                "engine",
-                "logprobs",
+                f"{self.name} runs on the OpenVINO engine, which gives the log-probability of each token taken "
+                "and no alternatives: top_logprobs must be 0 (completions: logprobs 0)",
+                "top_logprobs",
             )
         generation = Generation(asyncio.get_running_loop(), prompt_ids, params)
         with self._condition:
@@ -239,6 +336,12 @@ class OpenVinoEngine:
             generation.ended = True
             return
         params = generation.params
+        try:  # a caller that did not prepare (a Serve replica) pays for it here; a refused schema fails alone
+            if not self.model.prepared(params):
+                self.model.prepare(params)
+        except UnsupportedFormat as error:
+            generation.end(GenerationFailed(error.message))
+            return
         try:
             prompt = openvino.Tensor(np.array([generation.prompt_ids], dtype=np.int64))
             handle = self.model.pipeline.add_request(next(self._ids), prompt, generation_config(params))
@@ -292,6 +395,8 @@ class OpenVinoEngine:
         if item.handle.can_read():
             for output in item.handle.read().values():
                 item.produced.extend(output.generated_ids)
+                if generation.params.logprobs is not None:
+                    self._logprobs(item, output.generated_ids, output.generated_log_probs)
                 if output.finish_reason == genai.GenerationFinishReason.LENGTH:
                     finished = "length"
                 elif output.finish_reason != genai.GenerationFinishReason.NONE:
@@ -310,7 +415,8 @@ class OpenVinoEngine:
         text = model.decode(item.produced)
         piece, stopped = item.matcher.feed(text)
         if piece:
-            generation.emit(TextDelta(piece))
+            generation.emit(TextDelta(piece, tuple(item.logprobs)))
+            item.logprobs.clear()
         if stopped:
             item.handle.cancel()  # a stop string is ours to see: the pipeline drops the sequence before its next step
             return self._finish(item, "stop", flush=False)
@@ -318,11 +424,23 @@ class OpenVinoEngine:
             finished = "length"
         return finished is not None and self._finish(item, finished)
 
+    def _logprobs(self, item: _Running, ids: Sequence[int], values: Sequence[float]) -> None:
+        """The taken tokens' log-probabilities, as the library computed them (the model's distribution, before
+        any grammar's mask); OpenAI lists no end-of-text token."""
+        table = self.model.token_table()
+        eos = self.model.tokenizer.get_eos_token_id()
+        for token, value in zip(ids, values, strict=True):
+            if token == eos:
+                continue
+            raw = table.decode_bytes([token])
+            item.logprobs.append(TokenLogprob(TokenChoice(raw.decode("utf-8", errors="replace"), raw, value), ()))
+
     def _finish(self, item: _Running, reason: str, *, flush: bool = True) -> bool:
         if flush:  # what was held back as a possible stop string's start is text after all
             rest = item.matcher.flush(self.model.decode(item.produced).rstrip("\ufffd"))
-            if rest:
-                item.generation.emit(TextDelta(rest))
+            if rest or item.logprobs:
+                item.generation.emit(TextDelta(rest, tuple(item.logprobs)))
+                item.logprobs.clear()
         prompt = len(item.generation.prompt_ids)
         self._end(item, GenerationDone(reason, prompt, len(item.produced)))
         return True

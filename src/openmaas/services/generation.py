@@ -258,7 +258,7 @@ class GenerationService:
         # the completion's, which nobody knows yet, when the generation ends.
         reservation = await self.limiter.reserve_tokens(principal, len(prompt_ids))
         try:
-            generation = await self._submit(version, prompt_ids, params)
+            generation = await self._submit(version, prompt_ids, params, chat=chat is not None)
         except BaseException:
             await self.limiter.refund_failed(reservation)
             raise
@@ -267,7 +267,9 @@ class GenerationService:
             model_name, version, len(prompt_ids), reservation.headers, generation, self, principal, started
         )
 
-    async def _submit(self, version: ModelVersion, prompt_ids: list[int], params: SamplingParams) -> TokenStream:
+    async def _submit(
+        self, version: ModelVersion, prompt_ids: list[int], params: SamplingParams, *, chat: bool
+    ) -> TokenStream:
         try:
             return await self.inference.backend.generate(version, prompt_ids, params)
         except ModelLoadError as error:
@@ -275,7 +277,9 @@ class GenerationService:
         except QueueFull as error:
             raise at_capacity(version, error, "generations waiting") from None
         except UnsupportedFormat as error:  # the grammar compiled for this model's vocabulary, and failed
-            raise InvalidRequest(error.message, param=error.param, code="unsupported_response_format") from None
+            # how many alternatives to list is chat's `top_logprobs`, and completions' `logprobs`
+            param = "logprobs" if error.param == "top_logprobs" and not chat else error.param
+            raise InvalidRequest(error.message, param=param, code="unsupported_response_format") from None
         except BatchQueueClosed:
             raise Unavailable(
                 f"model {version.model}:{version.version} is being unloaded", code="model_unloaded"
