@@ -110,11 +110,18 @@ def _concrete(path: str, a: dict[str, Any]) -> str:
     return path
 
 
+# A valid 1×1 PNG: an image body for the image routes.
+ONE_PIXEL_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
+
+
 def _body(path: str, method: str, a: dict[str, Any]) -> dict[str, Any] | None:
     """A valid body for every route that takes one, naming the first tenant's resources where it can."""
     bodies = {
         ("post", "/v1/jobs"): {"dataset": a["dataset"], "model": "stolen"},
         ("post", "/v1/models/{ref}/predict"): {"inputs": ["hello"]},
+        ("post", "/v1/models/{ref}/embed"): {"inputs": [{"image": ONE_PIXEL_PNG}]},
         ("post", "/v1/embeddings"): {"model": a["model"], "input": "hello"},
         ("post", "/v1/chat/completions"): {"model": a["model"], "messages": [{"role": "user", "content": "hello"}]},
         ("post", "/v1/completions"): {"model": a["model"], "prompt": "hello"},

@@ -46,7 +46,14 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def _streamed(chunk: type[ChatCompletionChunk | Completion]) -> dict[int | str, dict[str, Any]]:
     # `stream: true` answers Server-Sent Events, each `data:` one chunk (then `data: [DONE]`).
-    events = {"schema": {"type": "string", "description": f"`data: <{chunk.__name__}>` events, then `data: [DONE]`"}}
+    # OpenAPI before 3.2 has `schema` describe each event of a stream (its fields: data, event, id, retry).
+    event = {
+        "type": "object",
+        "description": f"one Server-Sent Event: `data: <{chunk.__name__}>` events, then `data: [DONE]`",
+        "properties": {"data": {"type": "string", "description": f"a {chunk.__name__} as JSON, or [DONE]"}},
+        "required": ["data"],
+    }
+    events = {"schema": event}
     return {200: {"content": {"text/event-stream": events}}}
 
 
