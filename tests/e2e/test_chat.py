@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import httpx
 import jsonschema
@@ -273,7 +274,9 @@ def test_a_client_that_disconnects_stops_its_generation(server: Server, http: ht
 
 def test_tokens_per_minute_counts_prompt_and_completion_tokens(server: Server, tiny_model: str) -> None:
     with server.http() as admin:
-        tenant = admin.post("/v1/tenants", json={"name": "chatty", "limits": {"tokens_per_minute": 30}}).json()
+        # A tenant of its own per engine: the parameterised runs share the session's server.
+        name = f"chatty-{uuid.uuid4().hex[:8]}"
+        tenant = admin.post("/v1/tenants", json={"name": name, "limits": {"tokens_per_minute": 30}}).json()
         key = admin.post(f"/v1/tenants/{tenant['id']}/keys", json={"scopes": ["infer", "read"]}).json()["key"]
         assert admin.patch(f"/v1/models/{tiny_model}", json={"public": True}).status_code == 200
     try:
