@@ -17,11 +17,13 @@ from tests.conftest import ADMIN_KEY, Server
 
 MODEL = "smollm2-135m-instruct"
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
-PROMPTS = [
-    "The capital of France is",
-    "Water boils at",
-    "A list of three fruits:",
-    "Once upon a time",
+# Chats whose greedy answers moved beside others under the CPU plugin's default precision (see
+# runtime/openvino_engine.py BATCH_INVARIANT): this test failed with those defaults.
+QUESTIONS = [
+    "What is the capital of France?",
+    "List three fruits.",
+    "Explain gravity to a child.",
+    "Why is the sky blue?",
 ]
 
 
@@ -84,14 +86,16 @@ def test_smollm2_is_served_from_its_gguf_and_chats(llm_server: Server) -> None:
 def test_greedy_answers_are_the_same_alone_and_in_a_batch_of_four(llm_server: Server) -> None:
     wait_registered(llm_server, MODEL)
 
-    async def ask(client: openai.AsyncOpenAI, prompt: str) -> str:
-        answer = await client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0)
-        return answer.choices[0].text
+    async def ask(client: openai.AsyncOpenAI, question: str, after: float = 0.0) -> str:
+        await asyncio.sleep(after)  # the later ones join a batch that is already decoding
+        messages = [{"role": "user", "content": question}]
+        answer = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=48, temperature=0)
+        return answer.choices[0].message.content or ""
 
     async def run() -> tuple[list[str], list[str]]:
         async with openai.AsyncOpenAI(base_url=f"{llm_server.url}/v1", api_key=ADMIN_KEY, max_retries=0) as client:
-            alone = [await ask(client, prompt) for prompt in PROMPTS]
-            together = await asyncio.gather(*(ask(client, prompt) for prompt in PROMPTS))
+            alone = [await ask(client, question) for question in QUESTIONS]
+            together = await asyncio.gather(*(ask(client, q, 0.3 * i) for i, q in enumerate(QUESTIONS)))
             return alone, list(together)
 
     alone, together = asyncio.run(run())

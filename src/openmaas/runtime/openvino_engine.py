@@ -8,9 +8,10 @@ pipeline refuses fails alone, a cancelled one is dropped before the next step, a
 the generations of that step fail while the thread goes on.
 
 Structured output is the library's own (xgrammar inside OpenVINO GenAI): a JSON schema goes to the request's
-StructuredOutputConfig. A schema the library cannot compile fails the whole `step()` and leaves the pipeline
-unusable, so each new schema is first compiled on a small probe pipeline of its own (`OpenVinoModel.check_output`,
-cached per schema) and refused with a 400 there. Logprobs are the library's too: it reports the log-probability
+StructuredOutputConfig, as a compact grammar (runtime/json_grammar.py) where it can be lowered to one. A schema
+the library cannot compile fails the whole `step()` and leaves the pipeline unusable, so each new schema is first
+compiled on a small probe pipeline of its own (`OpenVinoModel.check_output`, cached per schema) and refused with
+a 400 there. Logprobs are the library's too: it reports the log-probability
 of each token taken, and no alternatives, so `top_logprobs` above 0 is refused; the tokens' bytes come from the
 GGUF's tokenizer read by transformers (llguidance's token table, as on the torch engine)."""
 
@@ -30,7 +31,7 @@ from typing import Any
 
 from openmaas.recipes.gguf import read_gguf
 from openmaas.runtime.batching import BatchQueueClosed, BatchStats, QueueFull
-from openmaas.runtime.constraints import ANY_OBJECT, OutputFormat, UnsupportedFormat, token_table
+from openmaas.runtime.constraints import OutputFormat, UnsupportedFormat, token_table
 from openmaas.runtime.generation import (
     Generation,
     GenerationDone,
@@ -41,23 +42,25 @@ from openmaas.runtime.generation import (
     TokenChoice,
     TokenLogprob,
 )
+from openmaas.runtime.json_grammar import lower_schema
 
 log = logging.getLogger(__name__)
 
 # The KV cache is a pool of blocks the pipeline shares among its sequences; this is its size in GB when the
-# pool's accounting has nothing better (SmolLM2-135M keeps ~23 KB per token: 1 GB holds ~45,000 tokens).
+# pool's accounting has nothing better (SmolLM2-135M keeps 46 KB per token in float32: 1 GB holds ~23,000 tokens).
 KV_CACHE_GB = 1
+# What makes a sequence's greedy tokens the same alone and beside others. The CPU plugin's defaults are not:
+# bf16 inference where the CPU has it, activations quantised on the fly for the int4/int8 weights, and a u8 KV
+# cache each change a row's numbers with what shares its step. Measured on SmolLM2 (12 chats, 64 tokens each,
+# joining a running batch at random steps): 7-8 of 12 differed from alone with the defaults, 1-2 with only the
+# first two changed, none in 9 trials with all three; tokens/s offline at 1 and 4 sequences stayed within noise.
+BATCH_INVARIANT = {
+    "INFERENCE_PRECISION_HINT": "f32",
+    "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
+    "KV_CACHE_PRECISION": "f32",
+}
 # KV blocks of the probe pipeline that compiles new schemas (a one-token prompt, one new token).
 PROBE_KV_BLOCKS = 8
-# `{"type": "json_object"}`: any JSON object, compact (no free whitespace) as on the torch engine. The library's
-# JSON-schema grammar lets whitespace run free, and a small model asked for "any object" pads and rambles there.
-JSON_OBJECT_GRAMMAR = r"""root ::= object
-value ::= object | array | string | number | "true" | "false" | "null"
-object ::= "{" (string ": " value (", " string ": " value)*)? "}"
-array ::= "[" (value (", " value)*)? "]"
-string ::= "\"" ([^"\\\x00-\x1f] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F]))* "\""
-number ::= "-"? ("0" | [1-9] [0-9]*) ("." [0-9]+)? ([eE] [+-]? [0-9]+)?
-"""
 
 
 def structured_output(output: OutputFormat) -> Any:
@@ -66,8 +69,9 @@ def structured_output(output: OutputFormat) -> Any:
 
     import openvino_genai
 
-    if output.schema == ANY_OBJECT:
-        return openvino_genai.StructuredOutputConfig(grammar=JSON_OBJECT_GRAMMAR)
+    grammar = lower_schema(output.schema)
+    if grammar is not None:
+        return openvino_genai.StructuredOutputConfig(grammar=grammar)
     return openvino_genai.StructuredOutputConfig(json_schema=json.dumps(output.schema, sort_keys=True))
 
 
@@ -179,7 +183,7 @@ def load_openvino_model(gguf_file: Path, threads: int | None = None) -> OpenVino
     info = read_gguf(gguf_file)
     scheduler = openvino_genai.SchedulerConfig()
     scheduler.cache_size = KV_CACHE_GB
-    properties: dict[str, Any] = {}
+    properties: dict[str, Any] = dict(BATCH_INVARIANT)
     if threads:
         properties["INFERENCE_NUM_THREADS"] = threads
     pipeline = openvino_genai.ContinuousBatchingPipeline(str(gguf_file), scheduler, "CPU", properties)
