@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from openmaas.cli.output import when
-from openmaas.cli.watch import describe_epoch, describe_step
+from openmaas.cli.watch import follow_epochs
 from openmaas.sdk import Client
 
 BATCH_ENDED = ("completed", "failed", "cancelled", "expired")
@@ -85,25 +85,8 @@ def watch_fine_tune(client: Client, job_id: str, console: Console) -> dict[str, 
     """A bar of the job's epochs with the live loss, from its progress events, until it ends."""
     job = client.get_fine_tuning_job(job_id)
     if job["status"] not in FINE_TUNE_ENDED:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            console=console,
-        ) as progress:
-            bar = progress.add_task(job["status"], total=int(job["hyperparameters"]["n_epochs"]), metrics="")
-            for event in client.stream_job_events(job_id):
-                kind, data = event["type"], event["data"]
-                if kind in ("started", "resumed"):
-                    progress.update(bar, description="training")
-                elif kind == "epoch":
-                    progress.update(bar, completed=data["epoch"], metrics=describe_epoch(data))
-                elif kind == "step":
-                    progress.update(bar, metrics=describe_step(data))
-                elif kind in FINE_TUNE_ENDED:
-                    progress.update(bar, description=kind)
+        epochs = int(job["hyperparameters"]["n_epochs"])
+        follow_epochs(client, job_id, console, job["status"], epochs, details=False)
     return client.get_fine_tuning_job(job_id)
 
 

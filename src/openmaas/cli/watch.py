@@ -1,4 +1,5 @@
-"""Following a job: its progress events as a Rich progress bar with the live loss, or as JSON lines."""
+"""Following a job (a native one, or the one behind a fine-tune): its progress events as a Rich progress bar with the
+live loss, or as JSON lines."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ def describe_step(data: dict[str, Any]) -> str:
     return f"step {data['step']}  loss {data['loss']:.4f}  {rate}"
 
 
-def watch_job(client: Client, job_id: str, console: Console) -> dict[str, Any]:
-    job = client.get_job(job_id)
-    total = int(job["hyperparameters"].get("epochs", 1))
+def follow_epochs(
+    client: Client, job_id: str, console: Console, status: str, epochs: int, *, details: bool = True
+) -> None:
+    """A bar of the job's epochs with the live loss, from its progress events, until it ends. With `details`, a
+    resumed job is named so and its notes, retries and interruptions are printed above the bar."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -39,21 +42,27 @@ def watch_job(client: Client, job_id: str, console: Console) -> dict[str, Any]:
         TextColumn("{task.fields[metrics]}"),
         console=console,
     ) as progress:
-        bar = progress.add_task(job["status"], total=total, metrics="")  # running: a base model may be loading
+        bar = progress.add_task(status, total=epochs, metrics="")  # running: a base model may be loading
         for event in client.stream_job_events(job_id):
             kind, data = event["type"], event["data"]
             if kind in ("started", "resumed"):
-                progress.update(bar, description="training" if kind == "started" else "resumed")
-                if note := data.get("note"):
+                progress.update(bar, description="resumed" if details and kind == "resumed" else "training")
+                if details and (note := data.get("note")):
                     progress.console.print(f"[yellow]note:[/yellow] {note}")
             elif kind == "epoch":
                 progress.update(bar, completed=data["epoch"], metrics=describe_epoch(data))
             elif kind == "step":
                 progress.update(bar, metrics=describe_step(data))
             elif kind in ("retrying", "interrupted"):
-                progress.console.print(f"[yellow]{kind}:[/yellow] {data.get('reason')}")
+                if details:
+                    progress.console.print(f"[yellow]{kind}:[/yellow] {data.get('reason')}")
             elif kind in ("succeeded", "failed", "cancelled"):
                 progress.update(bar, description=kind)
+
+
+def watch_job(client: Client, job_id: str, console: Console) -> dict[str, Any]:
+    job = client.get_job(job_id)
+    follow_epochs(client, job_id, console, job["status"], int(job["hyperparameters"].get("epochs", 1)))
     final = client.get_job(job_id)
     if final["status"] == "succeeded":
         console.print(

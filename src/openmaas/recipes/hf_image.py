@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from openmaas.recipes.image_onnx import ONNX_FILE, OnnxImageSession, serves_onnx
+from openmaas.recipes.image_onnx import ONNX_FILE, load_served_graph
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
 MAX_SIDE = 1024
@@ -216,13 +216,12 @@ class HuggingFaceImageInference:
 
     def __init__(self, directory: Path, device: str, runtime: str = "torch") -> None:
         self.preprocessing = ImagePreprocessing.read(directory / PREPROCESSOR_FILE)
-        self.onnx: OnnxImageSession | None = None
-        self.onnx_path: Path | None = None
-        if serves_onnx(runtime, device) and (directory / ONNX_FILE).is_file():
+        has_graph = (directory / ONNX_FILE).is_file()  # one imported as it is has none: PyTorch serves it
+        self.onnx = load_served_graph(directory, runtime, device) if has_graph else None
+        self.onnx_path = self.onnx.path if self.onnx is not None else None
+        if self.onnx is not None:
             self.labels = tuple(labels_of_config(directory))
             self.device = "cpu"
-            self.onnx_path = directory / ONNX_FILE
-            self.onnx = OnnxImageSession(self.onnx_path)
             self.memory_bytes = self.onnx.memory_bytes
             return
         model = load_image_classifier(directory)

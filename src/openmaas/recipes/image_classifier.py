@@ -48,10 +48,9 @@ from openmaas.recipes.hf_image import pooled_features as hf_pooled_features
 from openmaas.recipes.image_onnx import (
     ONNX_FILE,
     PARITY_IMAGES,
-    OnnxImageSession,
     Probabilities,
     export_checked,
-    serves_onnx,
+    load_served_graph,
 )
 
 FEATURE_BATCH = 32
@@ -284,12 +283,10 @@ class ImageClassifierInference:
         self.model.load_state_dict(load_file(str(directory / "model.safetensors")))
         self.model.to(device).eval()
         self.memory_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        self.onnx: OnnxImageSession | None = None
-        self.onnx_path: Path | None = None
-        if serves_onnx(runtime, device):
-            # The network stays loaded for `embed`; predictions go through the checked graph.
-            self.onnx_path = directory / ONNX_FILE
-            self.onnx = OnnxImageSession(self.onnx_path)
+        # The network stays loaded for `embed`; predictions go through the checked graph where it serves.
+        self.onnx = load_served_graph(directory, runtime, device)
+        self.onnx_path = self.onnx.path if self.onnx is not None else None
+        if self.onnx is not None:
             self.memory_bytes += self.onnx.memory_bytes
 
     @torch.inference_mode()

@@ -25,10 +25,9 @@ from openmaas.recipes.bow_mlp import parameter_count
 from openmaas.recipes.image_onnx import (
     ONNX_FILE,
     PARITY_IMAGES,
-    OnnxImageSession,
     Probabilities,
     export_checked,
-    serves_onnx,
+    load_served_graph,
 )
 
 
@@ -212,12 +211,10 @@ class ImageCnnInference:
         self.labels = tuple(config["labels"])
         pre = config["preprocessing"]
         self.preprocessing = Preprocessing(pre["image_size"], pre["mean"], pre["std"])
-        self.onnx: OnnxImageSession | None = None
-        self.onnx_path: Path | None = None
-        if serves_onnx(runtime, device):
+        self.onnx = load_served_graph(directory, runtime, device)
+        self.onnx_path = self.onnx.path if self.onnx is not None else None
+        if self.onnx is not None:
             self.device = "cpu"
-            self.onnx_path = directory / ONNX_FILE
-            self.onnx = OnnxImageSession(self.onnx_path)
             self.memory_bytes = self.onnx.memory_bytes
             return
         self.device = device

@@ -93,6 +93,7 @@ class OnnxImageSession:
         # Idle threads sleep instead of spinning: in a server the spinning steals the cores that decode images.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session: Any = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path = path
         self.memory_bytes = path.stat().st_size
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
@@ -103,3 +104,11 @@ class OnnxImageSession:
 def serves_onnx(runtime: str, device: str) -> bool:
     """ONNX Runtime here is its CPU build: a version trained with `runtime: onnx` is served by PyTorch on a GPU."""
     return runtime == "onnx" and device == "cpu"
+
+
+def load_served_graph(directory: Path, runtime: str, device: str) -> OnnxImageSession | None:
+    """The session on the version's checked graph where ONNX Runtime serves it (`serves_onnx`); None where PyTorch
+    does. Its `path` is the graph served (the inference's `onnx_path`, a download of the version's graph)."""
+    if not serves_onnx(runtime, device):
+        return None
+    return OnnxImageSession(directory / ONNX_FILE)

@@ -253,16 +253,57 @@ class Generation:
 
 
 @dataclass
-class _Slot:
-    """A generation being decoded: its sampler, what it produced and the token to feed next."""
+class Decoding:
+    """A generation being decoded, as both engines keep it (this queue and runtime/openvino_engine.py): the
+    tokens it produced, its stop matcher, and the log-probabilities of tokens whose text is not sent yet. It
+    sends the text pieces and the last events, so that both engines hold back, flush and end alike."""
 
     generation: Generation
-    generator: Any
     matcher: StopMatcher
     started: float
     produced: list[int] = field(default_factory=list)
-    stopped_by_string: bool = False
     logprobs: list[TokenLogprob] = field(default_factory=list)  # of the tokens whose text is not sent yet
+
+    def send(self, text: str) -> bool:
+        """Send the new piece of the decoded `text` that no stop string can claim; True when a stop string
+        ended it."""
+        piece, stopped = self.matcher.feed(text)
+        if piece:
+            self.generation.emit(TextDelta(piece, tuple(self.logprobs)))
+            self.logprobs.clear()
+        return stopped
+
+    def done(self, reason: str, text: str | None) -> GenerationDone:
+        """The last event of a finished generation. `text` is all it decoded: what was held back as a possible
+        stop string's start is text after all, and is sent first (None: a stop string ended it, nothing to send)."""
+        if text is not None:
+            rest = self.matcher.flush(text.rstrip("\ufffd"))
+            if rest or self.logprobs:
+                self.generation.emit(TextDelta(rest, tuple(self.logprobs)))
+                self.logprobs.clear()
+        return GenerationDone(reason, len(self.generation.prompt_ids), len(self.produced))
+
+    def end(self, event: GenerationDone | GenerationFailed | None, stats: BatchStats | None) -> float:
+        """Send the last event (None: it was cancelled, nobody reads it any more) and report the generation to
+        `stats`; the seconds it took."""
+        if event is not None:
+            self.generation.end(event)
+        else:
+            self.generation.ended = True
+        elapsed = time.perf_counter() - self.started
+        if stats is not None:
+            first = (self.generation.first_token_at or time.perf_counter()) - self.started
+            for observe in stats.on_generation:
+                observe(self.generation.completion_tokens, first, elapsed)
+        return elapsed
+
+
+@dataclass
+class _Slot(Decoding):
+    """A generation being decoded by this queue: its sampler too, and the token to feed next (its last)."""
+
+    generator: Any = None
+    stopped_by_string: bool = False
 
 
 class GenerationQueue:
@@ -437,7 +478,7 @@ class GenerationQueue:
             self.cancelled += 1
             return batch
         params = generation.params
-        slot = _Slot(generation, None, StopMatcher(params.stop), time.perf_counter())
+        slot = _Slot(generation, StopMatcher(params.stop), time.perf_counter())
         try:  # everything of this generation's own: a failure here ends it, never the worker or the batch
             slot.generator = torch.Generator()
             if params.seed is not None:
@@ -514,10 +555,7 @@ class GenerationQueue:
             generation.first_token_at = time.perf_counter()
         if token in model.eos_token_ids:
             return self._finish(slot, "stop")
-        piece, slot.stopped_by_string = slot.matcher.feed(model.decode(slot.produced))
-        if piece:
-            generation.emit(TextDelta(piece, tuple(slot.logprobs)))
-            slot.logprobs.clear()
+        slot.stopped_by_string = slot.send(model.decode(slot.produced))
         if slot.stopped_by_string:
             return self._finish(slot, "stop")
         if generation.constraint is not None and generation.constraint.done:  # the grammar has nothing left
@@ -527,24 +565,12 @@ class GenerationQueue:
         return False
 
     def _finish(self, slot: _Slot, reason: str) -> bool:
-        if not slot.stopped_by_string:  # what was held back as a possible stop string's start is text after all
-            rest = slot.matcher.flush(self.model.decode(slot.produced).rstrip("\ufffd"))
-            if rest or slot.logprobs:
-                slot.generation.emit(TextDelta(rest, tuple(slot.logprobs)))
-                slot.logprobs.clear()
-        prompt = len(slot.generation.prompt_ids)
-        self._end(slot, GenerationDone(reason, prompt, len(slot.produced)))
+        text = None if slot.stopped_by_string else self.model.decode(slot.produced)
+        self._end(slot, slot.done(reason, text))
         return True
 
     def _end(self, slot: _Slot, event: GenerationDone | GenerationFailed | None) -> None:
-        if event is not None:
-            slot.generation.end(event)
-        else:
-            slot.generation.ended = True  # cancelled: nobody reads it any more
+        if event is None:
             self.cancelled += 1
-        elapsed = time.perf_counter() - slot.started
+        elapsed = slot.end(event, self.stats)
         self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * elapsed
-        if self.stats is not None:
-            first = (slot.generation.first_token_at or time.perf_counter()) - slot.started
-            for observe in self.stats.on_generation:
-                observe(slot.generation.completion_tokens, first, elapsed)

@@ -33,12 +33,12 @@ from openmaas.recipes.gguf import read_gguf
 from openmaas.runtime.batching import BatchQueueClosed, BatchStats, QueueFull
 from openmaas.runtime.constraints import OutputFormat, UnsupportedFormat, token_table
 from openmaas.runtime.generation import (
+    Decoding,
     Generation,
     GenerationDone,
     GenerationFailed,
     SamplingParams,
     StopMatcher,
-    TextDelta,
     TokenChoice,
     TokenLogprob,
 )
@@ -221,13 +221,10 @@ def generation_config(params: SamplingParams) -> Any:
 
 
 @dataclass
-class _Running:
-    generation: Generation
-    handle: Any
-    matcher: StopMatcher
-    started: float
-    produced: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] = field(default_factory=list)  # of the tokens whose text is not sent yet
+class _Running(Decoding):
+    """A generation being decoded by the engine: its request's handle in the pipeline too."""
+
+    handle: Any = field(kw_only=True)
 
 
 class OpenVinoEngine:
@@ -354,7 +351,7 @@ class OpenVinoEngine:
             generation.end(GenerationFailed(f"{type(error).__name__}: {error}"))
             return
         with self._condition:
-            self._running.append(_Running(generation, handle, StopMatcher(params.stop), time.perf_counter()))
+            self._running.append(_Running(generation, StopMatcher(params.stop), time.perf_counter(), handle=handle))
 
     def _step(self) -> None:
         """One token for every running generation; those that finish, fail or were cancelled leave."""
@@ -416,12 +413,7 @@ class OpenVinoEngine:
         generation.completion_tokens = len(item.produced)
         if generation.first_token_at is None:
             generation.first_token_at = time.perf_counter()
-        text = model.decode(item.produced)
-        piece, stopped = item.matcher.feed(text)
-        if piece:
-            generation.emit(TextDelta(piece, tuple(item.logprobs)))
-            item.logprobs.clear()
-        if stopped:
+        if item.send(model.decode(item.produced)):
             item.handle.cancel()  # a stop string is ours to see: the pipeline drops the sequence before its next step
             return self._finish(item, "stop", flush=False)
         if finished is None and len(item.produced) >= generation.params.max_tokens:
@@ -440,23 +432,9 @@ class OpenVinoEngine:
             item.logprobs.append(TokenLogprob(TokenChoice(raw.decode("utf-8", errors="replace"), raw, value), ()))
 
     def _finish(self, item: _Running, reason: str, *, flush: bool = True) -> bool:
-        if flush:  # what was held back as a possible stop string's start is text after all
-            rest = item.matcher.flush(self.model.decode(item.produced).rstrip("\ufffd"))
-            if rest or item.logprobs:
-                item.generation.emit(TextDelta(rest, tuple(item.logprobs)))
-                item.logprobs.clear()
-        prompt = len(item.generation.prompt_ids)
-        self._end(item, GenerationDone(reason, prompt, len(item.produced)))
+        self._end(item, item.done(reason, self.model.decode(item.produced) if flush else None))
         return True
 
     def _end(self, item: _Running, event: GenerationDone | GenerationFailed | None) -> None:
-        if event is not None:
-            item.generation.end(event)
-        else:
-            item.generation.ended = True
-        elapsed = time.perf_counter() - item.started
+        elapsed = item.end(event, self.stats)
         self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * elapsed
-        if self.stats is not None:
-            first = (item.generation.first_token_at or time.perf_counter()) - item.started
-            for observe in self.stats.on_generation:
-                observe(item.generation.completion_tokens, first, elapsed)

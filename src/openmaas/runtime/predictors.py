@@ -145,6 +145,10 @@ class GenerativePredictor:
             raise PromptRefused(str(error)) from None
         return self.model.encode(text, chat=True)
 
+    def _engine(self) -> tuple[Callable[..., GenerationEngine], Any]:
+        """The engine that decodes for this predictor and the model it is given: here, the torch engine."""
+        return GenerationQueue, self.causal_lm
+
     def start_engine(
         self,
         *,
@@ -154,8 +158,9 @@ class GenerativePredictor:
         stats: BatchStats | None,
         on_stopped: Callable[[], None] | None,
     ) -> GenerationEngine:
-        return GenerationQueue(
-            self.causal_lm,
+        engine, model = self._engine()
+        return engine(
+            model,
             max_queue_size=max_queue_size,
             max_batch_size=max_batch_size,
             name=name,
@@ -186,25 +191,10 @@ class OpenVinoPredictor(GenerativePredictor):
         self.labels = ()
         self.run_parts = None
 
-    def start_engine(
-        self,
-        *,
-        max_queue_size: int,
-        max_batch_size: int,
-        name: str,
-        stats: BatchStats | None,
-        on_stopped: Callable[[], None] | None,
-    ) -> GenerationEngine:
+    def _engine(self) -> tuple[Callable[..., GenerationEngine], Any]:
         from openmaas.runtime.openvino_engine import OpenVinoEngine
 
-        return OpenVinoEngine(
-            self.openvino_model,
-            max_queue_size=max_queue_size,
-            max_batch_size=max_batch_size,
-            name=name,
-            stats=stats,
-            on_stopped=on_stopped,
-        )
+        return OpenVinoEngine, self.openvino_model
 
     def run_batch(self, items: list[Any]) -> list[Any]:
         return [self.openvino_model.warm_up() for _ in items]
