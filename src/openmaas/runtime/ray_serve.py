@@ -15,13 +15,16 @@ import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from openmaas.domain.entities import ModelVersion
 from openmaas.domain.results import GenerationDone, TextDelta
+from openmaas.domain.scaling import Scaling
 from openmaas.recipes.base import InputTooLong
-from openmaas.runtime.batching import BatchQueueClosed, QueueFull
+from openmaas.runtime.backend import LoadedModel
+from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull
 from openmaas.runtime.constraints import row_constraint
 from openmaas.runtime.generation import (
     GenerationFailed,
@@ -31,8 +34,8 @@ from openmaas.runtime.generation import (
     SamplingParams,
     TokenStream,
 )
-from openmaas.runtime.local import LocalBackend
-from openmaas.runtime.pool import ModelPool
+from openmaas.runtime.local import LocalBackend, described
+from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool
 from openmaas.runtime.predictors import EmbeddingPredictor, GenerativePredictor, Predictor, load_predictor
 
 log = logging.getLogger(__name__)
@@ -154,6 +157,7 @@ class RemotePredictor:
     run_parts = None
     inline_seconds = 0.0  # a remote call never runs on the event loop (a handle's `result()` must not)
     preferred_concurrency = 1
+    scaling = Scaling()
 
     def __init__(self, version: ModelVersion, handle: Any, described: dict[str, Any], timeout_s: float) -> None:
         self.version = version
@@ -173,6 +177,7 @@ class RemoteEmbeddings(EmbeddingPredictor):
     run_parts = None  # type: ignore[assignment]
     inline_seconds = 0.0
     preferred_concurrency = 1
+    scaling = Scaling()
 
     def __init__(self, version: ModelVersion, handle: Any, described: dict[str, Any], timeout_s: float) -> None:
         self.version = version
@@ -268,6 +273,8 @@ class RemoteGenerator:
 
     run_parts = None
     inline_seconds = 0.0
+    preferred_concurrency = 1
+    scaling = Scaling()
 
     def __init__(self, version: ModelVersion, handle: Any, described: dict[str, Any], timeout_s: float) -> None:
         self.version = version
@@ -288,13 +295,27 @@ class RemoteGenerator:
         return list(found)
 
 
+Remote = RemotePredictor | RemoteEmbeddings | RemoteGenerator
+
+
+def follow(remote: Remote, scaling: Scaling) -> None:
+    """The remote predictor as its replicas now are: the pool's queue keeps a batch in flight per replica (the
+    most that may run, under autoscaling)."""
+    remote.scaling = scaling
+    remote.preferred_concurrency = scaling.most
+
+
 def app_name(version: ModelVersion) -> str:
     return f"om-{version.artifact_sha256[:16]}-{version.tenant_id}-{version.model}-{version.version}"[:120]
 
 
 class ServeLoader:
     """The pool's loader in cluster mode: deploys a version on Ray Serve (or finds it deployed by another API
-    process) and answers with a predictor that calls it. `env` reaches the replicas (the stores' settings)."""
+    process) and answers with a predictor that calls it. `env` reaches the replicas (the stores' settings).
+
+    A version deploys with the scaling its load asked for (`requested`, set by the backend for that load) or
+    `replicas`; `rescale` deploys a served version again with another: the deployment keeps its version, so
+    Serve adds or stops replicas and leaves the running ones serving."""
 
     def __init__(
         self,
@@ -312,6 +333,7 @@ class ServeLoader:
         self.cpus_per_replica = cpus_per_replica
         self.deploy_timeout_s = deploy_timeout_s
         self.request_timeout_s = request_timeout_s
+        self.requested: dict[str, Scaling] = {}  # app name -> the scaling a load in progress asked for
         self.started = False
 
     def __call__(self, version: ModelVersion, directory: Path, device: str) -> Predictor:
@@ -321,28 +343,57 @@ class ServeLoader:
             serve.start(proxy_location="Disabled")  # handles only: the API process is the HTTP front
             self.started = True
         name = app_name(version)
-        if not self._running(name):
-            deployment: Any = serve.deployment(
-                ModelReplica,
-                name="model",
-                num_replicas=self.replicas,
-                # A causal LM's replica queues its generations itself (429 when full): Serve lets them all in.
-                max_ongoing_requests=self.max_streams if version.task == "text-generation" else 5,
-                ray_actor_options={"num_cpus": self.cpus_per_replica, "runtime_env": {"env_vars": self.env}},
-            )
-            serve._run(deployment.bind(version, device), name=name, route_prefix=None, _blocking=False)
-            self._wait_running(name)
+        asked = self.requested.get(name)
+        scaling = asked or Scaling(self.replicas)
+        # Deployed by another API process (or still by this one): kept as it runs, unless this load asks.
+        if asked is not None or not self._running(name):
+            self._deploy(version, device, scaling)
+            try:
+                self._wait_running(name)
+            except ReplicaNotPlaced:
+                serve.delete(name, _blocking=False)  # not left waiting for room: the next request tries again
+                raise
         handle = serve.get_app_handle(name)
         described = handle.describe.remote().result(timeout_s=self.request_timeout_s)
+        remote: Remote
         if version.task == "text-generation":
-            return RemoteGenerator(version, handle, described, self.request_timeout_s)
-        remote: RemotePredictor | RemoteEmbeddings
-        if version.task == "embeddings":
+            remote = RemoteGenerator(version, handle, described, self.request_timeout_s)
+        elif version.task == "embeddings":
             remote = RemoteEmbeddings(version, handle, described, self.request_timeout_s)
         else:
             remote = RemotePredictor(version, handle, described, self.request_timeout_s)
-        remote.preferred_concurrency = self.replicas  # a batch in flight per replica
+        follow(remote, scaling)
         return remote
+
+    def rescale(self, version: ModelVersion, device: str, scaling: Scaling, previous: Scaling) -> None:
+        """Deploy the served version again with `scaling`; replicas the cluster cannot place in time leave it
+        running as `previous` (ReplicaNotPlaced)."""
+        self._deploy(version, device, scaling)
+        try:
+            self._wait_running(app_name(version))
+        except ReplicaNotPlaced as error:
+            self._deploy(version, device, previous)  # the replicas it has go on serving
+            raise ReplicaNotPlaced(f"{error} (it goes on with {previous.describe()})", error.retry_after) from None
+
+    def _deploy(self, version: ModelVersion, device: str, scaling: Scaling) -> None:
+        from ray import serve
+
+        deployment: Any = serve.deployment(
+            ModelReplica,
+            name="model",
+            # A causal LM's replica queues its generations itself (429 when full): Serve lets them all in.
+            max_ongoing_requests=self.max_streams if version.task == "text-generation" else 5,
+            ray_actor_options={"num_cpus": self.cpus_per_replica, "runtime_env": {"env_vars": self.env}},
+        )
+        if scaling.autoscaling is None:
+            deployment = deployment.options(num_replicas=scaling.replicas)
+        else:
+            deployment = deployment.options(autoscaling_config=asdict(scaling.autoscaling))
+        # A version Serve keeps across deployments of the same model version (the artifact's digest is in the
+        # name): one of another scaling is a configuration change, not new code, and does not restart replicas.
+        # Serve's public API no longer takes one (it would pick a random one: every replica restarted).
+        deployment = deployment.options(version=f"{app_name(version)}-{device}", _internal=True)
+        serve._run(deployment.bind(version, device), name=app_name(version), route_prefix=None, _blocking=False)
 
     def _running(self, name: str) -> bool:
         from ray import serve
@@ -368,7 +419,6 @@ class ServeLoader:
         app = serve.status().applications.get(name)
         # Serve's own word, once it has one (after 30 s): waiting to be scheduled, or slow to initialise.
         said = next((d.message for d in app.deployments.values() if d.message), "") if app is not None else ""
-        serve.delete(name, _blocking=False)  # not left waiting for room: the next request tries again
         free = ray.available_resources().get("CPU", 0.0)
         raise ReplicaNotPlaced(
             f"its replica ({self.cpus_per_replica:g} CPU) was not placed and started on the cluster within "
@@ -390,9 +440,38 @@ class ServeLoader:
 
 class RayServeBackend(LocalBackend):
     """The cluster backend: the local backend's pool and queues, whose versions run on Ray Serve replicas
-    (`pool` loads through `loader`); an unloaded version's Serve application is deleted."""
+    (`pool` loads through `loader`); an unloaded version's Serve application is deleted. A load that asks for
+    other replicas than a served version has re-scales its deployment in place."""
 
     def __init__(self, pool: ModelPool, loader: ServeLoader) -> None:
         super().__init__(pool)
         self.loader = loader
+        self._scaling = asyncio.Lock()  # one scaling load at a time: each sees the replicas the last one left
         pool.hooks.on_unload.append(lambda served: loader.unload(served.version))
+
+    async def load(
+        self, version: ModelVersion, settings: BatchSettings | None = None, scaling: Scaling | None = None
+    ) -> LoadedModel:
+        if scaling is None:
+            return await super().load(version, settings)
+        name = app_name(version)
+        async with self._scaling:
+            self.loader.requested[name] = scaling  # deployed so, if the pool loads it now
+            try:
+                await super().load(version, settings)
+            finally:
+                self.loader.requested.pop(name, None)
+            served = self.pool.get(version)
+            if served is None:  # evicted at once (a budget smaller than the version)
+                raise ModelLoadError("it was unloaded as soon as it was loaded")
+            remote = served.predictor
+            assert isinstance(remote, RemotePredictor | RemoteEmbeddings | RemoteGenerator)
+            if remote.scaling != scaling:  # served already, with other replicas
+                try:
+                    await asyncio.to_thread(self.loader.rescale, version, self.pool.device, scaling, remote.scaling)
+                except ReplicaNotPlaced as error:
+                    raise ModelLoadError(str(error), error.retry_after) from error
+                follow(remote, scaling)
+                if isinstance(served.queue, BatchQueue):
+                    served.queue.set_concurrency(remote.preferred_concurrency)
+            return described(served)
