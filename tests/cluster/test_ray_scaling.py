@@ -1,5 +1,6 @@
 """A model's Ray Serve replicas set through the load API: a fixed count, re-scaled in place (up, then down) while
-the version stays loaded, and an autoscaling config that Serve runs with (GET /v1/cluster shows both)."""
+the version stays loaded, more than the cluster can place refused with the version left as it was, and an
+autoscaling config that Serve runs with (GET /v1/cluster shows both)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_replicas_set_through_the_load_api_rescale_the_served_version_in_place(
         # Re-scaled, not reloaded: the pool kept the version (its load time) and its batch settings.
         assert two["load_seconds"] == first["load_seconds"] and two["max_batch_size"] == 8, (first, two)
         app = deployment_when(cluster_server, lambda app: app["replicas"] == {"RUNNING": 2})
-        assert app["replicas"] == {"RUNNING": 2} and app["target_replicas"] == 2, app
+        assert app["replicas"] == {"RUNNING": 2} and app["target_replicas"] == 2 and app["autoscaling"] is None, app
         assert original in replica_ids(ray_cluster, app)  # one replica more: the first one was not replaced
         predictions = client.predict(MODEL, TEXTS * 10)["predictions"]
         assert [p["label"] for p in predictions] == ["b", "a"] * 10
@@ -67,6 +68,19 @@ def test_replicas_set_through_the_load_api_rescale_the_served_version_in_place(
         assert one["replicas"] == 1 and one["load_seconds"] == first["load_seconds"], one
         app = deployment_when(cluster_server, lambda app: app["replicas"] == {"RUNNING": 1})
         assert app["replicas"] == {"RUNNING": 1} and app["target_replicas"] == 1, app
+        assert [p["label"] for p in client.predict(MODEL, TEXTS)["predictions"]] == ["b", "a"]
+
+    with cluster_server.http() as admin:  # 16 × 0.5 CPU: more than the cluster's 3
+        started = time.monotonic()
+        refused = admin.post(f"/v1/models/{MODEL}/load", json={"replicas": 16})
+        assert refused.status_code == 503 and time.monotonic() - started < 90, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "model_not_placed" and "goes on with replicas=1" in error["message"], error
+    app = deployment_when(cluster_server, lambda app: app["replicas"] == {"RUNNING": 1})
+    assert app["replicas"] == {"RUNNING": 1} and app["target_replicas"] == 1, app
+    with cluster_server.client() as client:
+        again = client.load_model(MODEL)  # no replicas named: what it runs with
+        assert again["replicas"] == 1 and again["load_seconds"] == first["load_seconds"], again  # never dropped
         assert [p["label"] for p in client.predict(MODEL, TEXTS)["predictions"]] == ["b", "a"]
 
         bounds = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4}

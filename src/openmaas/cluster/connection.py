@@ -85,7 +85,7 @@ def _deployments() -> list[ClusterDeployment]:
         status = serve.status()
     except Exception:  # Serve not running on this cluster
         return []
-    details = _serve_details()
+    details = serve_details()
     found = []
     for app_name, app in status.applications.items():
         for name, deployment in app.deployments.items():
@@ -103,7 +103,7 @@ def _deployments() -> list[ClusterDeployment]:
     return found
 
 
-def _serve_details() -> dict[str, Any]:
+def serve_details() -> dict[str, Any]:
     """Each application's details as Serve's controller keeps them (what its dashboard reads): the replicas a
     deployment is brought to and its autoscaling_config, which serve.status() leaves out. Empty if unread."""
     from ray.serve.context import _get_global_client

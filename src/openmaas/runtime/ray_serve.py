@@ -19,9 +19,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from openmaas.cluster.connection import serve_details
 from openmaas.domain.entities import ModelVersion
 from openmaas.domain.results import GenerationDone, TextDelta
-from openmaas.domain.scaling import Scaling
+from openmaas.domain.scaling import Autoscaling, Scaling
 from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.backend import LoadedModel
 from openmaas.runtime.batching import BatchQueue, BatchQueueClosed, QueueFull
@@ -309,6 +310,20 @@ def app_name(version: ModelVersion) -> str:
     return f"om-{version.artifact_sha256[:16]}-{version.tenant_id}-{version.model}-{version.version}"[:120]
 
 
+def deployed_scaling(name: str) -> Scaling | None:
+    """The replicas an application runs with, as Serve's controller keeps its deployment's config; None when
+    that cannot be read."""
+    config = serve_details().get(name, {}).get("deployments", {}).get("model", {}).get("deployment_config", {})
+    try:
+        autoscaling = config.get("autoscaling_config")
+        if autoscaling:
+            low, high = int(autoscaling["min_replicas"]), int(autoscaling["max_replicas"])
+            return Scaling(autoscaling=Autoscaling(low, high, float(autoscaling["target_ongoing_requests"])))
+        return Scaling(int(config["num_replicas"]))
+    except (KeyError, TypeError, ValueError):  # a config of another shape (another Serve)
+        return None
+
+
 class ServeLoader:
     """The pool's loader in cluster mode: deploys a version on Ray Serve (or finds it deployed by another API
     process) and answers with a predictor that calls it. `env` reaches the replicas (the stores' settings).
@@ -345,8 +360,9 @@ class ServeLoader:
         name = app_name(version)
         asked = self.requested.get(name)
         scaling = asked or Scaling(self.replicas)
-        # Deployed by another API process (or still by this one): kept as it runs, unless this load asks.
-        if asked is not None or not self._running(name):
+        if asked is None and self._running(name):  # deployed by another API process: kept as it runs
+            scaling = deployed_scaling(name) or scaling
+        else:
             self._deploy(version, device, scaling)
             try:
                 self._wait_running(name)
@@ -471,6 +487,9 @@ class RayServeBackend(LocalBackend):
                     await asyncio.to_thread(self.loader.rescale, version, self.pool.device, scaling, remote.scaling)
                 except ReplicaNotPlaced as error:
                     raise ModelLoadError(str(error), error.retry_after) from error
+                except Exception as error:  # its deployment failed, and Serve deleted it
+                    self.pool.unload_version(version)
+                    raise ModelLoadError(f"{type(error).__name__}: {error}") from error
                 follow(remote, scaling)
                 if isinstance(served.queue, BatchQueue):
                     served.queue.set_concurrency(remote.preferred_concurrency)
