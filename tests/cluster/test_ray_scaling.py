@@ -60,12 +60,17 @@ def test_replicas_set_through_the_load_api_rescale_the_served_version_in_place(
         assert two["load_seconds"] == first["load_seconds"] and two["max_batch_size"] == 8, (first, two)
         app = deployment_when(cluster_server, lambda app: app["replicas"] == {"RUNNING": 2})
         assert app["replicas"] == {"RUNNING": 2} and app["target_replicas"] == 2 and app["autoscaling"] is None, app
-        assert original in replica_ids(ray_cluster, app)  # one replica more: the first one was not replaced
+        at_two = replica_ids(ray_cluster, app)
+        assert original in at_two  # one replica more: the first one was not replaced
+        # Other batch settings reload this process's queue, not the replicas: the reload finds them running.
+        rebatched = client.load_model(MODEL, max_batch_size=16)
+        assert rebatched["max_batch_size"] == 16 and rebatched["replicas"] == 2, rebatched
+        assert replica_ids(ray_cluster, app) == at_two
         predictions = client.predict(MODEL, TEXTS * 10)["predictions"]
         assert [p["label"] for p in predictions] == ["b", "a"] * 10
 
         one = client.load_model(MODEL, replicas=1)
-        assert one["replicas"] == 1 and one["load_seconds"] == first["load_seconds"], one
+        assert one["replicas"] == 1 and one["load_seconds"] == rebatched["load_seconds"], one
         app = deployment_when(cluster_server, lambda app: app["replicas"] == {"RUNNING": 1})
         assert app["replicas"] == {"RUNNING": 1} and app["target_replicas"] == 1, app
         assert [p["label"] for p in client.predict(MODEL, TEXTS)["predictions"]] == ["b", "a"]
@@ -80,7 +85,7 @@ def test_replicas_set_through_the_load_api_rescale_the_served_version_in_place(
     assert app["replicas"] == {"RUNNING": 1} and app["target_replicas"] == 1, app
     with cluster_server.client() as client:
         again = client.load_model(MODEL)  # no replicas named: what it runs with
-        assert again["replicas"] == 1 and again["load_seconds"] == first["load_seconds"], again  # never dropped
+        assert again["replicas"] == 1 and again["load_seconds"] == rebatched["load_seconds"], again  # never dropped
         assert [p["label"] for p in client.predict(MODEL, TEXTS)["predictions"]] == ["b", "a"]
 
         bounds = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4}

@@ -36,7 +36,7 @@ from openmaas.runtime.generation import (
     TokenStream,
 )
 from openmaas.runtime.local import LocalBackend, described
-from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool
+from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
 from openmaas.runtime.predictors import EmbeddingPredictor, GenerativePredictor, Predictor, load_predictor
 
 log = logging.getLogger(__name__)
@@ -349,6 +349,7 @@ class ServeLoader:
         self.deploy_timeout_s = deploy_timeout_s
         self.request_timeout_s = request_timeout_s
         self.requested: dict[str, Scaling] = {}  # app name -> the scaling a load in progress asked for
+        self.kept: set[str] = set()  # apps whose next unload by the pool is a reload: not deleted
         self.started = False
 
     def __call__(self, version: ModelVersion, directory: Path, device: str) -> Predictor:
@@ -443,8 +444,11 @@ class ServeLoader:
         )
 
     def unload(self, version: ModelVersion) -> None:
-        """The pool dropped the version: its Serve application goes too."""
+        """The pool dropped the version: its Serve application goes too, unless it is reloaded with other batch
+        settings (`kept`): those are this process's queue, and the replicas go on serving."""
         if not self.started:
+            return
+        if app_name(version) in self.kept:
             return
         from ray import serve
 
@@ -464,6 +468,17 @@ class RayServeBackend(LocalBackend):
         self.loader = loader
         self._scaling = asyncio.Lock()  # one scaling load at a time: each sees the replicas the last one left
         pool.hooks.on_unload.append(lambda served: loader.unload(served.version))
+
+    async def _served(self, version: ModelVersion, settings: BatchSettings | None = None) -> ServedModel:
+        if settings is not None and (served := self.pool.get(version)) and served.settings != settings:
+            # Reloaded for its batch queue, which is this process's: the replicas stay, and the reload finds
+            # them running with the scaling they have.
+            self.loader.kept.add(app_name(version))
+            try:
+                self.pool.unload_version(version)
+            finally:
+                self.loader.kept.discard(app_name(version))
+        return await self.pool.acquire(version, settings)
 
     async def load(
         self, version: ModelVersion, settings: BatchSettings | None = None, scaling: Scaling | None = None
