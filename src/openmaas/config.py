@@ -54,7 +54,8 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=64,
-        description="Ray Serve replicas of each loaded model (each asks for ray_cpus_per_replica).",
+        description="Ray Serve replicas of each loaded model when its load does not say (each asks for "
+        "ray_cpus_per_replica).",
     )
     ray_placement_timeout_s: float = Field(
         default=30.0,

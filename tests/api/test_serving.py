@@ -161,3 +161,35 @@ def test_load_and_unload_validate_their_input(server: Server) -> None:
         bad = http.post("/v1/models/spam-a/load", json={"max_batch_size": 8, "max_queue_size": 2})
         assert bad.status_code == 400 and "max_queue_size" in bad.json()["error"]["message"]
         assert http.post("/v1/models/spam-a/load", json={"max_batch_size": 0}).status_code == 400
+
+
+def test_the_embedded_server_refuses_replicas_before_loading(server: Server) -> None:
+    with server.http() as http:
+        http.post("/v1/models/spam-b/unload")
+        for body, param in (
+            ({"replicas": 2}, "replicas"),
+            ({"autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2}}, "autoscaling"),
+            ({"autoscaling": {"min_replicas": 0, "max_replicas": 1}}, "autoscaling"),  # one copy, not always one
+        ):
+            refused = http.post("/v1/models/spam-b/load", json=body)
+            assert refused.status_code == 422, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "replicas_need_a_cluster" and error["param"] == param, error
+            assert "OPENMAAS_CLUSTER" in error["message"], error
+            # Refused before the reference is even looked up: a missing model answers the same.
+            assert http.post("/v1/models/nope/load", json=body).status_code == 422
+        assert not any(dict(k)["model"] == "spam-b" for k in samples(server, "openmaas_loaded_model_bytes"))
+        for bad in (
+            {"replicas": 0},
+            {"replicas": 65},
+            {"replicas": 2, "autoscaling": {"max_replicas": 2}},
+            {"autoscaling": {"min_replicas": 3, "max_replicas": 2}},
+            {"autoscaling": {"target_ongoing_requests": 0}},
+        ):
+            assert http.post("/v1/models/spam-b/load", json=bad).status_code == 400, bad
+        first = http.post("/v1/models/spam-b/load", json={"max_batch_size": 16})
+        assert first.status_code == 200 and first.json()["replicas"] == 1, first.text
+        # One replica is what it has: the batch settings stay, nothing is loaded again.
+        again = http.post("/v1/models/spam-b/load", json={"replicas": 1}).json()
+        assert again["replicas"] == 1 and again["autoscaling"] is None and again["max_batch_size"] == 16, again
+        assert again["load_seconds"] == first.json()["load_seconds"]

@@ -154,7 +154,12 @@ def test_models_aliases_loading_deletion_audit_and_usage(
     assert "cli-doomed:production → 1" in ok(server, "models", "alias", "cli-doomed", "production", "1")
     assert "removed" in ok(server, "models", "unalias", "cli-doomed", "production")
     assert client.get_model("cli-doomed")["aliases"] == {}
-    assert "loaded cli-doomed:2" in ok(server, "models", "load", "cli-doomed", "--max-batch-size", "4")
+    loaded = ok(server, "models", "load", "cli-doomed", "--max-batch-size", "4")
+    assert "loaded cli-doomed:2" in loaded and "1 replica)" in " ".join(loaded.split()), loaded
+    refused = one_line(cli(server, "models", "load", "cli-doomed", "--replicas", "2"), 1)
+    assert "replicas=2 needs a cluster" in refused and "OPENMAAS_CLUSTER" in refused, refused
+    refused = one_line(cli(server, "models", "load", "cli-doomed", "--max-replicas", "2"), 1)
+    assert "autoscaling 1..2 replicas (target_ongoing_requests=2) needs a cluster" in refused, refused
     assert "unloaded cli-doomed:2" in ok(server, "models", "unload", "cli-doomed")
     assert "cli-doomed:1 deleted" in ok(server, "models", "delete", "cli-doomed", "--version", "1")
     assert [v["version"] for v in client.get_model("cli-doomed")["versions"]] == [2]

@@ -320,3 +320,40 @@ async def test_a_batch_run_in_parts_reruns_only_the_positions_left_without_resul
     assert [r for i, r in enumerate(results) if i != 3] == [[1], [2], [3], [5], [6]]
     assert ran.count("a") == 1 and ran.count("bb") == 1  # answered by the first run, never run again
     await queue.close()
+
+
+async def test_a_rescaled_queue_runs_as_many_batches_at_once_as_it_is_told() -> None:
+    running, most = 0, 0
+    gate = threading.Event()
+    lock = threading.Lock()
+
+    def run(items: list[int]) -> list[int]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        gate.wait(5)
+        with lock:
+            running -= 1
+        return [item * 10 for item in items]
+
+    queue = BatchQueue(run, max_batch_size=1, max_wait_ms=0, max_queue_size=64, concurrency=1)
+    first = [asyncio.ensure_future(queue.submit([i])) for i in range(4)]
+    await asyncio.sleep(0.05)
+    assert most == 1
+    queue.set_concurrency(3)  # two more lanes take waiting batches at once
+    await asyncio.sleep(0.05)
+    assert most == 3
+    gate.set()
+    assert await asyncio.gather(*first) == [[0], [10], [20], [30]]
+    gate.clear()
+    queue.set_concurrency(1)  # the idle lanes retire
+    most = 0
+    second = [asyncio.ensure_future(queue.submit([i])) for i in range(3)]
+    await asyncio.sleep(0.05)
+    assert most == 1 and len(queue._lanes) == 1
+    gate.set()
+    assert await asyncio.gather(*second) == [[0], [10], [20]]
+    with pytest.raises(ValueError):
+        queue.set_concurrency(0)
+    await queue.close()

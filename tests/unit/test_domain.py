@@ -1,5 +1,8 @@
+import pytest
+
 from openmaas.domain.jobs import JobStatus, can_transition, sources_of
 from openmaas.domain.refs import ROUTE_WORDS, ModelRef, is_valid_name, parse_ref
+from openmaas.domain.scaling import Autoscaling, Scaling
 
 
 def test_job_state_machine() -> None:
@@ -27,3 +30,18 @@ def test_a_route_word_is_no_model_or_tenant_name() -> None:
         assert not is_valid_name(word)
         assert parse_ref(word) is None and parse_ref(f"{word}/spam") is None
     assert is_valid_name("predictor") and is_valid_name("imports")
+
+
+def test_scaling_says_the_most_replicas_and_refuses_bounds_out_of_order() -> None:
+    assert Scaling().single and Scaling().most == 1
+    assert not Scaling(3).single and Scaling(3).most == 3
+    autoscaled = Scaling(autoscaling=Autoscaling(0, 4, 2.0))
+    assert not autoscaled.single and autoscaled.most == 4
+    assert autoscaled.describe() == "autoscaling 0..4 replicas (target_ongoing_requests=2)"
+    assert not Scaling(autoscaling=Autoscaling(1, 1, 2.0)).single  # autoscaled, even to one
+    for bad in ((2, 1, 2.0), (0, 0, 2.0), (0, 65, 2.0), (1, 2, 0.0)):
+        with pytest.raises(ValueError):
+            Autoscaling(*bad)
+    for replicas in (0, 65):
+        with pytest.raises(ValueError):
+            Scaling(replicas)

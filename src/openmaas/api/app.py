@@ -47,7 +47,7 @@ from openmaas.services.fine_tuning import FineTuningService
 from openmaas.services.foundation import FoundationModels
 from openmaas.services.generation import GenerationService
 from openmaas.services.idempotency import Idempotency
-from openmaas.services.inference import InferenceService
+from openmaas.services.inference import SCALING_EMBEDDED, InferenceService
 from openmaas.services.jobs import JobService
 from openmaas.services.limits import RateLimiter
 from openmaas.services.preload import Preloader
@@ -216,6 +216,7 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
             usage=recorder,
             request_timeout_s=settings.request_timeout_s,
             max_image_pixels=settings.image_max_pixels,
+            scaling_refused=None if serve_loader is not None else SCALING_EMBEDDED,  # Ray Serve runs replicas
         )
         inference.on_resolve.append(series.resolved)
         datasets = DatasetService(store, artifacts, settings.max_upload_bytes, idempotency, image_limits(settings))

@@ -152,23 +152,54 @@ def load(
     max_batch_size: Annotated[int | None, typer.Option(help="Inputs run together (default: the server's).")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="How long a batch waits to fill.")] = None,
     max_queue_size: Annotated[int | None, typer.Option(help="Inputs waiting before 429.")] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="Ray Serve replicas (cluster mode); a served model is re-scaled in place.")
+    ] = None,
+    min_replicas: Annotated[int | None, typer.Option(help="Autoscaling: the fewest replicas (0: to zero).")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="Autoscaling: the most replicas.")] = None,
+    target_ongoing_requests: Annotated[
+        float | None, typer.Option(help="Autoscaling: requests in flight per replica it aims at.")
+    ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Load a model version for serving now, with its batch settings (admin key)."""
+    """Load a model version for serving now, with its batch settings and, on a cluster, its replicas (a fixed
+    --replicas, or autoscaling between --min-replicas and --max-replicas) (admin key)."""
+    autoscaling = autoscaling_of(min_replicas, max_replicas, target_ongoing_requests)
     loaded = client(url, api_key).load_model(
-        ref, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue_size=max_queue_size
+        ref,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queue_size=max_queue_size,
+        replicas=replicas,
+        autoscaling=autoscaling,
     )
     if as_json:
         print_json(loaded)
         return
+    scaling = loaded.get("autoscaling")
+    copies = (
+        f"{scaling['min_replicas']}..{scaling['max_replicas']} replicas"
+        if scaling
+        else f"{loaded.get('replicas', 1)} replica{'s' * (loaded.get('replicas') != 1)}"
+    )
     console.print(
         f"loaded {loaded['model']}:{loaded['version']} in {loaded['load_seconds']:.2f} s "
         f"({loaded['memory_bytes'] / 2**20:,.1f} MiB; batches of up to {loaded['max_batch_size']}, "
-        f"waiting {loaded['max_wait_ms']:g} ms, queue {loaded['max_queue_size']})",
+        f"waiting {loaded['max_wait_ms']:g} ms, queue {loaded['max_queue_size']}; {copies})",
         markup=False,
     )
+
+
+def autoscaling_of(
+    min_replicas: int | None, max_replicas: int | None, target_ongoing_requests: float | None
+) -> dict[str, float] | None:
+    """The autoscaling object of the options, if any is given (the server's defaults are Ray Serve's)."""
+    given: dict[str, float | None] = {"min_replicas": min_replicas, "max_replicas": max_replicas}
+    given["target_ongoing_requests"] = target_ongoing_requests
+    found = {name: value for name, value in given.items() if value is not None}
+    return found or None
 
 
 @app.command("unload")

@@ -85,17 +85,37 @@ def _deployments() -> list[ClusterDeployment]:
         status = serve.status()
     except Exception:  # Serve not running on this cluster
         return []
+    details = serve_details()
     found = []
     for app_name, app in status.applications.items():
         for name, deployment in app.deployments.items():
+            detail = details.get(app_name, {}).get("deployments", {}).get(name, {})
+            autoscaling = (detail.get("deployment_config") or {}).get("autoscaling_config")
             found.append(
                 ClusterDeployment(
                     name=f"{app_name}/{name}",
                     status=_name(deployment.status),
                     replicas={_name(state): int(count) for state, count in deployment.replica_states.items()},
+                    target_replicas=detail.get("target_num_replicas"),
+                    autoscaling=dict(autoscaling) if autoscaling else None,
                 )
             )
     return found
+
+
+def serve_details() -> dict[str, Any]:
+    """Each application's details as Serve's controller keeps them (what its dashboard reads): the replicas a
+    deployment is brought to and its autoscaling_config, which serve.status() leaves out. Empty if unread."""
+    from ray.serve.context import _get_global_client
+
+    try:
+        client = _get_global_client()
+        assert client is not None  # serve.status() found it
+        applications = client.get_serve_details().get("applications") or {}
+    except Exception:  # an older or newer Serve: the states above are still worth answering
+        log.warning("could not read Ray Serve's application details", exc_info=True)
+        return {}
+    return dict(applications)
 
 
 def _name(state: Any) -> str:

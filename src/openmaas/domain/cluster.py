@@ -4,6 +4,7 @@ serving models with their replicas."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class ClusterDeployment:
     name: str
     status: str
     replicas: dict[str, int]  # replica state -> how many (RUNNING, STARTING, ...)
+    target_replicas: int | None = None  # how many Serve is bringing it to (None: not known)
+    autoscaling: dict[str, Any] | None = None  # its autoscaling_config as Serve runs it, if it autoscales
 
 
 @dataclass(frozen=True)

@@ -148,19 +148,46 @@ class ModelImport(BaseModel):
     )
 
 
+class AutoscalingConfig(BaseModel):
+    """Ray Serve's autoscaling of a model's replicas, as its `autoscaling_config` names the fields (and with its
+    defaults)."""
+
+    model_config = REQUEST
+
+    min_replicas: JSONInt = Field(1, ge=0, le=64, description="Replicas kept when idle (0: scale to zero)")
+    max_replicas: JSONInt = Field(1, ge=1, le=64)
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, le=1_000_000, description="Requests each replica should have in flight; more add replicas"
+    )
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be at most max_replicas")
+        return self
+
+
 class LoadRequest(BaseModel):
-    """Batch settings for this model while it stays loaded (defaults: the server's, or the model's own)."""
+    """Batch settings for this model while it stays loaded (defaults: the server's, or the model's own), and on a
+    cluster its Ray Serve replicas: `replicas` or `autoscaling` (defaults: OPENMAAS_RAY_REPLICAS, or what a
+    loaded version runs with). A body that names only replicas keeps the batch settings a loaded version has."""
 
     model_config = REQUEST
 
     max_batch_size: JSONInt | None = Field(None, ge=1, le=4096)
     max_wait_ms: float = Field(0.0, ge=0, le=1000)
     max_queue_size: JSONInt = Field(4096, ge=1, le=1_000_000)
+    replicas: JSONInt | None = Field(
+        None, ge=1, le=64, description="Ray Serve replicas (cluster mode; the embedded server runs one)"
+    )
+    autoscaling: AutoscalingConfig | None = Field(None, description="Instead of `replicas` (cluster mode)")
 
     @model_validator(mode="after")
     def _room_for_a_batch(self) -> LoadRequest:
         if self.max_batch_size is not None and self.max_queue_size < self.max_batch_size:
             raise ValueError("max_queue_size must be at least max_batch_size")
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("replicas and autoscaling exclude each other: a fixed count, or bounds")
         return self
 
 
@@ -173,6 +200,10 @@ class LoadedOut(BaseModel):
     max_batch_size: int
     max_wait_ms: float
     max_queue_size: int
+    replicas: int | None = Field(
+        description="The replicas serving it (1 on the embedded server); null under autoscaling"
+    )
+    autoscaling: AutoscalingConfig | None = None
 
 
 class ModelUpdate(BaseModel):
@@ -210,9 +241,7 @@ class PredictRequest(BaseModel):
     """Documents the predict route's body, which the route reads itself (api/direct.py); the service checks it.
     A multipart body instead carries the images as files (any field name) and `top_k` as a form field."""
 
-    inputs: Inputs[str] | Inputs[ImageInput] = Field(
-        description="Texts, or images for an image-classification model."
-    )
+    inputs: Inputs[str] | Inputs[ImageInput] = Field(description="Texts, or images for an image-classification model.")
     top_k: int | None = Field(
         None,
         ge=1,
@@ -351,6 +380,10 @@ class ClusterDeploymentInfo(BaseModel):
     name: str = Field(description="Ray Serve's application/deployment")
     status: str
     replicas: dict[str, int] = Field(description="Replicas by state (RUNNING, STARTING, ...)")
+    target_replicas: int | None = Field(None, description="The replicas Serve is bringing it to")
+    autoscaling: dict[str, JsonValue] | None = Field(
+        None, description="Its autoscaling_config (min_replicas, max_replicas, target_ongoing_requests, ...)"
+    )
 
 
 class ClusterInfo(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from openmaas.domain.entities import ModelVersion
 from openmaas.domain.results import Classification, Embeddings
+from openmaas.domain.scaling import Autoscaling, Scaling
 from openmaas.recipes.base import InputTooLong
 from openmaas.runtime.batching import BatchQueueClosed, QueueFull, RequestTimedOut, RequestTooLarge
 from openmaas.runtime.constraints import OutputFormat, UnsupportedFormat, grammar_for
@@ -39,12 +40,16 @@ class LoadedModel:
     max_context: int | None = None  # a causal LM's context, prompt and completion together, in tokens
     onnx_path: Path | None = None  # the ONNX graph it runs in this process, if it runs one here
     embeds_images: bool = False  # an image classifier that also answers its pooled features (`embed_images`)
+    scaling: Scaling = Scaling()  # the replicas serving it (one, in this process, on the embedded server)
 
 
 class InferenceBackend(Protocol):
-    async def load(self, version: ModelVersion, settings: BatchSettings | None = None) -> LoadedModel:
+    async def load(
+        self, version: ModelVersion, settings: BatchSettings | None = None, scaling: Scaling | None = None
+    ) -> LoadedModel:
         """The version ready to serve (loaded now, once for concurrent callers, or already); `settings` other
-        than those it runs with reload it with them."""
+        than those it runs with reload it with them; `scaling` other than its replicas re-scales it in place
+        (a backend with one copy per version takes only `Scaling()`)."""
         ...
 
     def loaded(self, version: ModelVersion) -> LoadedModel | None: ...
@@ -91,6 +96,7 @@ class InferenceBackend(Protocol):
 
 
 __all__ = [
+    "Autoscaling",
     "BatchQueueClosed",
     "BatchSettings",
     "GenerationFailed",
@@ -104,6 +110,7 @@ __all__ = [
     "RequestTimedOut",
     "RequestTooLarge",
     "SamplingParams",
+    "Scaling",
     "TokenStream",
     "UnsupportedFormat",
     "grammar_for",

@@ -335,8 +335,32 @@ class BatchQueue(Generic[In, Out]):
         else:
             self._complete(running, None, started)
 
+    def set_concurrency(self, concurrency: int) -> None:
+        """Run up to `concurrency` batches at once from now on (the replicas behind a remote model were scaled):
+        new lanes take waiting batches at once; lanes over the count retire, idle ones now, busy ones when their
+        batch ends. On the event loop, like `submit`."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        if self._closed:
+            return
+        while len(self._lanes) < concurrency:
+            lane = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{self.name}")
+            self._lanes.append(lane)
+            self._idle.insert(0, lane)  # under the warm lanes: a lone request keeps meeting the same one
+        while len(self._lanes) > concurrency and self._idle:
+            self._retire(self._idle.pop(0))  # the coldest idle lane
+        self._start_batches()
+
+    def _retire(self, lane: ThreadPoolExecutor) -> None:
+        self._lanes.remove(lane)
+        lane.shutdown(wait=False)
+
     def _finish(self, lane: ThreadPoolExecutor, running: _Running[In, Out], done: Future[None], started: float) -> None:
-        self._idle.append(lane)
+        if len(self._lanes) > self.concurrency:  # scaled down while it ran
+            self._retire(lane)
+        else:
+            self._idle.append(lane)
         failure = RuntimeError("the batch was cancelled") if done.cancelled() else done.exception()
         self._complete(running, failure, started)
         self._start_batches()

@@ -11,6 +11,7 @@ import numpy as np
 
 from openmaas.domain.entities import ModelVersion
 from openmaas.domain.results import Classification, Embeddings
+from openmaas.domain.scaling import Scaling
 from openmaas.runtime.adapters import AdapterPredictor
 from openmaas.runtime.backend import LoadedModel
 from openmaas.runtime.batching import BatchQueue, BatchQueueClosed
@@ -33,6 +34,7 @@ def described(served: ServedModel) -> LoadedModel:
         max_context=getattr(predictor, "max_context", None),
         onnx_path=getattr(getattr(predictor, "model", None), "onnx_path", None),
         embeds_images=bool(getattr(predictor, "embeds_images", False)),
+        scaling=getattr(predictor, "scaling", Scaling()),  # a Serve deployment's replicas; here, this process
     )
 
 
@@ -42,7 +44,11 @@ class LocalBackend:
     def __init__(self, pool: ModelPool) -> None:
         self.pool = pool
 
-    async def load(self, version: ModelVersion, settings: BatchSettings | None = None) -> LoadedModel:
+    async def load(
+        self, version: ModelVersion, settings: BatchSettings | None = None, scaling: Scaling | None = None
+    ) -> LoadedModel:
+        if scaling is not None and not scaling.single:  # the service refuses it first: reaching here is a bug
+            raise ValueError(f"{scaling.describe()}: this backend serves each version once, in this process")
         return described(await self._served(version, settings))
 
     async def _served(self, version: ModelVersion, settings: BatchSettings | None = None) -> ServedModel:

@@ -1,39 +1,40 @@
 """The cluster inference backend, on Ray Serve: each loaded version is a Serve application of one `ModelReplica`
-deployment, and the API process's pool holds a remote predictor in its place. A classifier's or an embedding
-model's batches (from the pool's own batch queue) go to its replicas through a deployment handle, no HTTP hop; a
-causal LM's generations stream token by token through a streaming handle (`handle.options(stream=True)`) from a
-generation queue inside the replica, and a cancelled stream cancels the replica's generation.
+deployment, and the API process's pool holds a remote predictor in its place (runtime/ray_replicas.py). A
+classifier's or an embedding model's batches (from the pool's own batch queue) go to its replicas through a
+deployment handle, no HTTP hop; a causal LM's generations stream token by token through a streaming handle
+(`handle.options(stream=True)`) from a generation queue inside the replica, and a cancelled stream cancels the
+replica's generation.
 
 A deployment is made asynchronously and watched against a deadline: a replica the cluster cannot place ends the
-load with `ReplicaNotPlaced` (its reason and when to retry), never a hung request.
+load with `ReplicaNotPlaced` (its reason and when to retry), never a hung request. A load may set a version's
+replicas (a count, or Serve's autoscaling); a served version is re-scaled in place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import time
-from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from openmaas.cluster.connection import serve_details
 from openmaas.domain.entities import ModelVersion
-from openmaas.domain.results import GenerationDone, TextDelta
-from openmaas.recipes.base import InputTooLong
-from openmaas.runtime.batching import BatchQueueClosed, QueueFull
-from openmaas.runtime.constraints import row_constraint
-from openmaas.runtime.generation import (
-    GenerationFailed,
-    GenerationQueue,
-    Generations,
-    PromptRefused,
-    SamplingParams,
-    TokenStream,
+from openmaas.domain.scaling import Autoscaling, Scaling
+from openmaas.runtime.backend import LoadedModel
+from openmaas.runtime.batching import BatchQueue
+from openmaas.runtime.local import LocalBackend, described
+from openmaas.runtime.pool import BatchSettings, ModelLoadError, ModelPool, ServedModel
+from openmaas.runtime.predictors import Predictor
+from openmaas.runtime.ray_replicas import (
+    ModelReplica,
+    Remote,
+    RemoteEmbeddings,
+    RemoteGenerator,
+    RemotePredictor,
+    follow,
 )
-from openmaas.runtime.local import LocalBackend
-from openmaas.runtime.pool import ModelPool
-from openmaas.runtime.predictors import EmbeddingPredictor, GenerativePredictor, Predictor, load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -48,253 +49,31 @@ class ReplicaNotPlaced(Exception):
         self.retry_after = retry_after
 
 
-class ModelReplica:
-    """A Serve replica of one version: loads it from the artifact store (the settings its API process forwarded)
-    and runs the batches it is handed, or, for a causal LM, decodes the generations it is handed in its own
-    generation queue and streams their text back."""
-
-    def __init__(self, version: ModelVersion, device: str) -> None:
-        from openmaas.config import Settings
-        from openmaas.storage.artifacts import open_artifact_store
-
-        settings = Settings()
-        artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir, settings.artifacts_cache_dir)
-        self.scratch = tempfile.TemporaryDirectory(prefix="openmaas-replica-")
-        directory = artifacts.materialize(version.files, Path(self.scratch.name) / "model")
-        self.predictor = load_predictor(version, directory, device)
-        self.predictor.run_batch([getattr(self.predictor, "warm_up_input", "warm-up")])  # an image for image models
-        self.generations: Generations | None = None
-        if isinstance(self.predictor, GenerativePredictor):  # decoded here, continuous batching across callers
-            self.generations = self.predictor.start_engine(
-                max_queue_size=settings.max_queued_generations,
-                max_batch_size=settings.generation_batch_size,
-                name=f"{version.model}:{version.version}",
-                stats=None,
-                on_stopped=None,
-            )
-
-    def describe(self) -> dict[str, Any]:
-        found: dict[str, Any] = {"memory_bytes": self.predictor.memory_bytes, "labels": self.predictor.labels}
-        found["embeds_images"] = getattr(self.predictor, "embeds_images", False)
-        if isinstance(self.predictor, EmbeddingPredictor):
-            found.update(dimensions=self.predictor.dimensions, max_length=self.predictor.max_length)
-        if isinstance(self.predictor, GenerativePredictor):
-            found.update(max_context=self.predictor.max_context)
-        if self.generations is not None:
-            generations = self.generations
-            found.update(
-                generating=getattr(generations, "running", 0),
-                waiting=generations.depth,
-                cancelled=getattr(generations, "cancelled", 0),
-            )
-        return found
-
-    def encode_prompt(self, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int] | str:
-        """The prompt's token ids, or (a string) why the chat template refused the messages."""
-        assert isinstance(self.predictor, GenerativePredictor)
-        try:
-            return self.predictor.encode_prompt(chat, prompt)
-        except PromptRefused as error:  # as a value: Ray wraps exceptions of its tasks in its own
-            return str(error)
-
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[tuple[Any, int]]:
-        """The generation's events, each with the tokens produced so far; failures as values ("full", "closed",
-        "failed"). Serve cancels this generator when its caller cancels the stream: the generation stops."""
-        assert self.generations is not None and isinstance(self.predictor, GenerativePredictor)
-        generation: TokenStream
-        try:
-            if isinstance(self.generations, GenerationQueue):  # the torch engine: the grammar over its tokenizer
-                constraint, table = None, None
-                if params.output is not None or params.logprobs is not None:
-                    constraint, table = await asyncio.to_thread(row_constraint, self.predictor.causal_lm, params.output)
-                generation = self.generations.submit(prompt_ids, params, constraint, table)
-            else:
-                generation = self.generations.submit(prompt_ids, params)
-        except QueueFull as error:
-            yield ("full", error.queued, error.capacity, error.retry_after), 0
-            return
-        except BatchQueueClosed:
-            yield ("closed",), 0
-            return
-        try:
-            while True:
-                try:
-                    event = await generation.next(None)
-                except GenerationFailed as error:
-                    yield ("failed", str(error)), generation.completion_tokens
-                    return
-                except BatchQueueClosed:
-                    yield ("closed",), generation.completion_tokens
-                    return
-                yield event, generation.completion_tokens
-                if isinstance(event, GenerationDone):
-                    return
-        finally:
-            generation.cancel()
-
-    async def run(self, items: list[Any]) -> list[Any]:
-        return await asyncio.to_thread(self.predictor.run_batch, items)
-
-    def too_long(self, texts: list[str]) -> tuple[int, int, int] | None:
-        assert isinstance(self.predictor, EmbeddingPredictor)
-        try:
-            self.predictor.check_lengths(texts)
-        except InputTooLong as error:  # as values: Ray wraps exceptions of its tasks in its own
-            return error.index, error.tokens, error.max_length
-        return None
-
-    def count_tokens(self, texts: list[str]) -> int:
-        assert isinstance(self.predictor, EmbeddingPredictor)
-        return self.predictor.count_tokens(texts)
-
-
-class RemotePredictor:
-    """A classifier version served by its replicas, as the pool and the batch queue see a predictor."""
-
-    run_parts = None
-    inline_seconds = 0.0  # a remote call never runs on the event loop (a handle's `result()` must not)
-    preferred_concurrency = 1
-
-    def __init__(self, version: ModelVersion, handle: Any, described: dict[str, Any], timeout_s: float) -> None:
-        self.version = version
-        self.handle = handle
-        self.timeout_s = timeout_s
-        self.memory_bytes: int = int(described["memory_bytes"])
-        self.labels: tuple[str, ...] = tuple(described["labels"])
-        self.embeds_images = bool(described.get("embeds_images"))  # its replicas answer ImageToEmbed items
-
-    def run_batch(self, items: list[Any]) -> list[Any]:
-        return list(self.handle.run.remote(items).result(timeout_s=self.timeout_s))
-
-
-class RemoteEmbeddings(EmbeddingPredictor):
-    """An embedding version served by its replicas: the embedding predictor's calls, each one a handle call."""
-
-    run_parts = None  # type: ignore[assignment]
-    inline_seconds = 0.0
-    preferred_concurrency = 1
-
-    def __init__(self, version: ModelVersion, handle: Any, described: dict[str, Any], timeout_s: float) -> None:
-        self.version = version
-        self.handle = handle
-        self.timeout_s = timeout_s
-        self.labels = ()
-        self.memory_bytes = int(described["memory_bytes"])
-        self.dimensions = int(described["dimensions"])
-        self.max_length = int(described["max_length"])
-
-    def run_batch(self, items: list[Any]) -> list[Any]:
-        return list(self.handle.run.remote(items).result(timeout_s=self.timeout_s))
-
-    def check_lengths(self, texts: list[str]) -> None:
-        found = self.handle.too_long.remote(texts).result(timeout_s=self.timeout_s)
-        if found is not None:
-            raise InputTooLong(*found)
-
-    def count_tokens(self, texts: list[str]) -> int:
-        return int(self.handle.count_tokens.remote(texts).result(timeout_s=self.timeout_s))
-
-
-class RemoteGeneration:
-    """One generation streamed from a replica, as the generation service reads a token stream."""
-
-    def __init__(self, response: Any, version: ModelVersion) -> None:
-        self.response = response  # a DeploymentResponseGenerator
-        self.version = version
-        self.completion_tokens = 0
-        self._next: asyncio.Future[Any] | None = None
-        self._ended = False
-
-    async def next(self, timeout: float | None = None) -> TextDelta | GenerationDone | None:
-        if self._ended:
-            raise GenerationFailed("the stream has ended")
-        if self._next is None:  # one read in flight across keep-alive timeouts: a timeout must not cancel it
-            self._next = asyncio.ensure_future(self.response.__anext__())
-        done, _ = await asyncio.wait({self._next}, timeout=timeout)
-        if not done:
-            return None
-        pending, self._next = self._next, None
-        try:
-            event, self.completion_tokens = pending.result()
-        except StopAsyncIteration:
-            self._ended = True
-            raise GenerationFailed("the replica ended the stream without a last event") from None
-        except Exception as error:  # the replica died, or Ray could not reach it
-            self._ended = True
-            raise GenerationFailed(f"the replica failed: {type(error).__name__}: {error}") from None
-        if isinstance(event, TextDelta):
-            return event
-        self._ended = True
-        if isinstance(event, GenerationDone):
-            return event
-        name = f"{self.version.model}:{self.version.version}"
-        if event[0] == "full":
-            raise QueueFull(event[1], event[2], event[3])
-        if event[0] == "closed":
-            raise BatchQueueClosed(name)
-        raise GenerationFailed(str(event[1]))
-
-    def cancel(self) -> None:
-        """Stop the replica's generation (Serve cancels its generator), off the event loop: cancelling may wait
-        for the request's assignment to a replica."""
-        if self._next is not None:
-            self._next.cancel()
-        if not self._ended:
-            self._ended = True
-            asyncio.get_running_loop().run_in_executor(None, self.response.cancel)
-
-
-class RemoteGenerations:
-    """A causal LM's replicas, as the pool holds the queue of its generations: each submit is a streaming call.
-    The replicas queue and batch the generations; a full replica queue answers with the stream's first event."""
-
-    depth = 0  # what waits is in the replicas' queues
-    alive = True
-
-    def __init__(self, version: ModelVersion, handle: Any) -> None:
-        self.version = version
-        self.stream = handle.options(stream=True)
-
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> RemoteGeneration:
-        return RemoteGeneration(self.stream.generate.remote(prompt_ids, params), self.version)
-
-    async def close(self) -> None:
-        """Nothing held here: the pool's unload hook deletes the Serve application."""
-
-
-class RemoteGenerator:
-    """A causal LM served by its replicas, as the pool sees a predictor: the prompt is encoded by a replica (its
-    tokenizer and chat template), and the generations stream from them (`generations`)."""
-
-    run_parts = None
-    inline_seconds = 0.0
-
-    def __init__(self, version: ModelVersion, handle: Any, described: dict[str, Any], timeout_s: float) -> None:
-        self.version = version
-        self.handle = handle
-        self.timeout_s = timeout_s
-        self.labels: tuple[str, ...] = ()
-        self.memory_bytes = int(described["memory_bytes"])
-        self.max_context = int(described["max_context"])
-        self.generations = RemoteGenerations(version, handle)
-
-    def run_batch(self, items: list[Any]) -> list[Any]:
-        return list(items)  # the pool's warm-up: the replica warmed itself up
-
-    def encode_prompt(self, chat: list[dict[str, str]] | None, prompt: str | None) -> list[int]:
-        found = self.handle.encode_prompt.remote(chat, prompt).result(timeout_s=self.timeout_s)
-        if isinstance(found, str):
-            raise PromptRefused(found)
-        return list(found)
-
-
 def app_name(version: ModelVersion) -> str:
     return f"om-{version.artifact_sha256[:16]}-{version.tenant_id}-{version.model}-{version.version}"[:120]
 
 
+def deployed_scaling(name: str) -> Scaling | None:
+    """The replicas an application runs with, as Serve's controller keeps its deployment's config; None when
+    that cannot be read."""
+    config = serve_details().get(name, {}).get("deployments", {}).get("model", {}).get("deployment_config", {})
+    try:
+        autoscaling = config.get("autoscaling_config")
+        if autoscaling:
+            low, high = int(autoscaling["min_replicas"]), int(autoscaling["max_replicas"])
+            return Scaling(autoscaling=Autoscaling(low, high, float(autoscaling["target_ongoing_requests"])))
+        return Scaling(int(config["num_replicas"]))
+    except (KeyError, TypeError, ValueError):  # a config of another shape (another Serve)
+        return None
+
+
 class ServeLoader:
     """The pool's loader in cluster mode: deploys a version on Ray Serve (or finds it deployed by another API
-    process) and answers with a predictor that calls it. `env` reaches the replicas (the stores' settings)."""
+    process) and answers with a predictor that calls it. `env` reaches the replicas (the stores' settings).
+
+    A version deploys with the scaling its load asked for (`requested`, set by the backend for that load) or
+    `replicas`; `rescale` deploys a served version again with another: the deployment keeps its version, so
+    Serve adds or stops replicas and leaves the running ones serving."""
 
     def __init__(
         self,
@@ -312,6 +91,8 @@ class ServeLoader:
         self.cpus_per_replica = cpus_per_replica
         self.deploy_timeout_s = deploy_timeout_s
         self.request_timeout_s = request_timeout_s
+        self.requested: dict[str, Scaling] = {}  # app name -> the scaling a load in progress asked for
+        self.kept: set[str] = set()  # apps whose next unload by the pool is a reload: not deleted
         self.started = False
 
     def __call__(self, version: ModelVersion, directory: Path, device: str) -> Predictor:
@@ -321,28 +102,58 @@ class ServeLoader:
             serve.start(proxy_location="Disabled")  # handles only: the API process is the HTTP front
             self.started = True
         name = app_name(version)
-        if not self._running(name):
-            deployment: Any = serve.deployment(
-                ModelReplica,
-                name="model",
-                num_replicas=self.replicas,
-                # A causal LM's replica queues its generations itself (429 when full): Serve lets them all in.
-                max_ongoing_requests=self.max_streams if version.task == "text-generation" else 5,
-                ray_actor_options={"num_cpus": self.cpus_per_replica, "runtime_env": {"env_vars": self.env}},
-            )
-            serve._run(deployment.bind(version, device), name=name, route_prefix=None, _blocking=False)
-            self._wait_running(name)
+        asked = self.requested.get(name)
+        scaling = asked or Scaling(self.replicas)
+        if asked is None and self._running(name):  # deployed by another API process: kept as it runs
+            scaling = deployed_scaling(name) or scaling
+        else:
+            self._deploy(version, device, scaling)
+            try:
+                self._wait_running(name)
+            except ReplicaNotPlaced:
+                serve.delete(name, _blocking=False)  # not left waiting for room: the next request tries again
+                raise
         handle = serve.get_app_handle(name)
         described = handle.describe.remote().result(timeout_s=self.request_timeout_s)
+        remote: Remote
         if version.task == "text-generation":
-            return RemoteGenerator(version, handle, described, self.request_timeout_s)
-        remote: RemotePredictor | RemoteEmbeddings
-        if version.task == "embeddings":
+            remote = RemoteGenerator(version, handle, described, self.request_timeout_s)
+        elif version.task == "embeddings":
             remote = RemoteEmbeddings(version, handle, described, self.request_timeout_s)
         else:
             remote = RemotePredictor(version, handle, described, self.request_timeout_s)
-        remote.preferred_concurrency = self.replicas  # a batch in flight per replica
+        follow(remote, scaling)
         return remote
+
+    def rescale(self, version: ModelVersion, device: str, scaling: Scaling, previous: Scaling) -> None:
+        """Deploy the served version again with `scaling`; replicas the cluster cannot place in time leave it
+        running as `previous` (ReplicaNotPlaced)."""
+        self._deploy(version, device, scaling)
+        try:
+            self._wait_running(app_name(version))
+        except ReplicaNotPlaced as error:
+            self._deploy(version, device, previous)  # the replicas it has go on serving
+            raise ReplicaNotPlaced(f"{error} (it goes on with {previous.describe()})", error.retry_after) from None
+
+    def _deploy(self, version: ModelVersion, device: str, scaling: Scaling) -> None:
+        from ray import serve
+
+        deployment: Any = serve.deployment(
+            ModelReplica,
+            name="model",
+            # A causal LM's replica queues its generations itself (429 when full): Serve lets them all in.
+            max_ongoing_requests=self.max_streams if version.task == "text-generation" else 5,
+            ray_actor_options={"num_cpus": self.cpus_per_replica, "runtime_env": {"env_vars": self.env}},
+        )
+        if scaling.autoscaling is None:
+            deployment = deployment.options(num_replicas=scaling.replicas)
+        else:
+            deployment = deployment.options(autoscaling_config=asdict(scaling.autoscaling))
+        # A version Serve keeps across deployments of the same model version (the artifact's digest is in the
+        # name): one of another scaling is a configuration change, not new code, and does not restart replicas.
+        # Serve's public API no longer takes one (it would pick a random one: every replica restarted).
+        deployment = deployment.options(version=f"{app_name(version)}-{device}", _internal=True)
+        serve._run(deployment.bind(version, device), name=app_name(version), route_prefix=None, _blocking=False)
 
     def _running(self, name: str) -> bool:
         from ray import serve
@@ -368,7 +179,6 @@ class ServeLoader:
         app = serve.status().applications.get(name)
         # Serve's own word, once it has one (after 30 s): waiting to be scheduled, or slow to initialise.
         said = next((d.message for d in app.deployments.values() if d.message), "") if app is not None else ""
-        serve.delete(name, _blocking=False)  # not left waiting for room: the next request tries again
         free = ray.available_resources().get("CPU", 0.0)
         raise ReplicaNotPlaced(
             f"its replica ({self.cpus_per_replica:g} CPU) was not placed and started on the cluster within "
@@ -377,8 +187,11 @@ class ServeLoader:
         )
 
     def unload(self, version: ModelVersion) -> None:
-        """The pool dropped the version: its Serve application goes too."""
+        """The pool dropped the version: its Serve application goes too, unless it is reloaded with other batch
+        settings (`kept`): those are this process's queue, and the replicas go on serving."""
         if not self.started:
+            return
+        if app_name(version) in self.kept:
             return
         from ray import serve
 
@@ -390,9 +203,52 @@ class ServeLoader:
 
 class RayServeBackend(LocalBackend):
     """The cluster backend: the local backend's pool and queues, whose versions run on Ray Serve replicas
-    (`pool` loads through `loader`); an unloaded version's Serve application is deleted."""
+    (`pool` loads through `loader`); an unloaded version's Serve application is deleted. A load that asks for
+    other replicas than a served version has re-scales its deployment in place."""
 
     def __init__(self, pool: ModelPool, loader: ServeLoader) -> None:
         super().__init__(pool)
         self.loader = loader
+        self._scaling = asyncio.Lock()  # one scaling load at a time: each sees the replicas the last one left
         pool.hooks.on_unload.append(lambda served: loader.unload(served.version))
+
+    async def _served(self, version: ModelVersion, settings: BatchSettings | None = None) -> ServedModel:
+        if settings is not None and (served := self.pool.get(version)) and served.settings != settings:
+            # Reloaded for its batch queue, which is this process's: the replicas stay, and the reload finds
+            # them running with the scaling they have.
+            self.loader.kept.add(app_name(version))
+            try:
+                self.pool.unload_version(version)
+            finally:
+                self.loader.kept.discard(app_name(version))
+        return await self.pool.acquire(version, settings)
+
+    async def load(
+        self, version: ModelVersion, settings: BatchSettings | None = None, scaling: Scaling | None = None
+    ) -> LoadedModel:
+        if scaling is None:
+            return await super().load(version, settings)
+        name = app_name(version)
+        async with self._scaling:
+            self.loader.requested[name] = scaling  # deployed so, if the pool loads it now
+            try:
+                await super().load(version, settings)
+            finally:
+                self.loader.requested.pop(name, None)
+            served = self.pool.get(version)
+            if served is None:  # evicted at once (a budget smaller than the version)
+                raise ModelLoadError("it was unloaded as soon as it was loaded")
+            remote = served.predictor
+            assert isinstance(remote, RemotePredictor | RemoteEmbeddings | RemoteGenerator)
+            if remote.scaling != scaling:  # served already, with other replicas
+                try:
+                    await asyncio.to_thread(self.loader.rescale, version, self.pool.device, scaling, remote.scaling)
+                except ReplicaNotPlaced as error:
+                    raise ModelLoadError(str(error), error.retry_after) from error
+                except Exception as error:  # its deployment failed, and Serve deleted it
+                    self.pool.unload_version(version)
+                    raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+                follow(remote, scaling)
+                if isinstance(served.queue, BatchQueue):
+                    served.queue.set_concurrency(remote.preferred_concurrency)
+            return described(served)

@@ -210,10 +210,20 @@ class Routes(ABC, Generic[Obj, Objs]):
         max_batch_size: int | None = None,
         max_wait_ms: float | None = None,
         max_queue_size: int | None = None,
+        replicas: int | None = None,
+        autoscaling: dict[str, float] | None = None,
     ) -> Obj:
-        """Load a version now (admin key), with batch settings for as long as it stays loaded."""
+        """Load a version now (admin key), with batch settings for as long as it stays loaded. On a cluster,
+        `replicas` (or `autoscaling`: `min_replicas`, `max_replicas`, `target_ongoing_requests`) sets its Ray Serve
+        replicas, re-scaling a served version in place; the embedded server refuses more than one (422)."""
         body = without_none(
-            {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms, "max_queue_size": max_queue_size}
+            {
+                "max_batch_size": max_batch_size,
+                "max_wait_ms": max_wait_ms,
+                "max_queue_size": max_queue_size,
+                "replicas": replicas,
+                "autoscaling": autoscaling,
+            }
         )
         return self._call("POST", f"/v1/models/{ref}/load", json=body or None)
 

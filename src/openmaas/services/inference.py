@@ -15,7 +15,8 @@ import numpy as np
 from openmaas.data.images import ImageError, decode_image
 from openmaas.domain.entities import ModelVersion, Principal
 from openmaas.domain.results import Classification, Embeddings
-from openmaas.errors import InvalidRequest, OpenMaaSError, PayloadTooLarge, RateLimited, Unavailable
+from openmaas.domain.scaling import Scaling
+from openmaas.errors import InvalidRequest, OpenMaaSError, PayloadTooLarge, RateLimited, Unavailable, Unprocessable
 from openmaas.runtime.backend import (
     BatchQueueClosed,
     BatchSettings,
@@ -33,6 +34,10 @@ from openmaas.services.tasks import wrong_task
 from openmaas.services.usage import UsageRecorder
 
 RESOLVE_SECONDS = 1.0
+SCALING_EMBEDDED = (
+    "the embedded server runs each model once, in its own process; set OPENMAAS_CLUSTER to serve it on Ray Serve "
+    "replicas"
+)
 
 
 R = TypeVar("R", Classification, Embeddings)
@@ -136,7 +141,9 @@ class InferenceService:
         usage: UsageRecorder,
         request_timeout_s: float = 60.0,
         max_image_pixels: int = 25_000_000,
+        scaling_refused: str | None = SCALING_EMBEDDED,
     ) -> None:
+        self.scaling_refused = scaling_refused  # why a version cannot have more than one copy here (None: it can)
         self.max_image_pixels = max_image_pixels
         self.limiter = limiter
         self.usage = usage
@@ -195,9 +202,22 @@ class InferenceService:
         except ModelLoadError as error:
             raise load_failed(version, error) from None
 
-    async def load(self, principal: Principal, ref: str, settings: BatchSettings | None) -> LoadedModel:
+    async def load(
+        self, principal: Principal, ref: str, settings: BatchSettings | None, scaling: Scaling | None = None
+    ) -> LoadedModel:
+        """Load the version now, with batch settings and (on a cluster) its replicas: a version served with
+        others is re-scaled in place. `None` keeps what a loaded version has."""
+        if scaling is not None and not scaling.single and self.scaling_refused is not None:
+            raise Unprocessable(
+                f"{scaling.describe()} needs a cluster: {self.scaling_refused}",
+                param="replicas" if scaling.autoscaling is None else "autoscaling",
+                code="replicas_need_a_cluster",
+            )
         version = await asyncio.to_thread(self.registry.resolve, principal, ref)  # the database: off the loop
-        return await self.acquire(version, settings)
+        try:
+            return await self.backend.load(version, settings, scaling)
+        except ModelLoadError as error:
+            raise load_failed(version, error) from None
 
     def unload(self, principal: Principal, ref: str) -> ModelVersion:
         version = self.registry.resolve(principal, ref)

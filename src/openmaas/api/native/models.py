@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -39,6 +40,7 @@ from openmaas.protocol.native import (
     MAX_TOP_K,
     REF_PATTERN,
     AliasSet,
+    AutoscalingConfig,
     Deleted,
     ImageEmbeddingsResponse,
     ImageEmbedRequest,
@@ -52,7 +54,7 @@ from openmaas.protocol.native import (
     VersionOut,
 )
 from openmaas.protocol.openai import ListOf
-from openmaas.runtime.backend import BatchSettings, LoadedModel
+from openmaas.runtime.backend import Autoscaling, BatchSettings, LoadedModel, Scaling
 from openmaas.services.registry import reference_for
 
 
@@ -71,9 +73,7 @@ Alias = Annotated[str, Path(json_schema_extra={"pattern": ALIAS_PATTERN})]
 router = APIRouter(route_class=JSONRoute, tags=["models"], responses=error_responses(*AUTHENTICATED))
 # Included before `router`: routes are tried in order, and predictions are the hot path. Their key and body
 # are read by plain calls, not as dependencies, which FastAPI would solve anew on every request.
-predictions = APIRouter(
-    tags=["models"], route_class=DirectRoute, responses=error_responses(*AUTHENTICATED, 404, 503)
-)
+predictions = APIRouter(tags=["models"], route_class=DirectRoute, responses=error_responses(*AUTHENTICATED, 404, 503))
 
 VersionNumber = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 
@@ -315,14 +315,30 @@ async def download_artifact(
     )
 
 
-@router.post("/v1/models/{ref:model_ref}/load", response_model=LoadedOut, responses=error_responses(404, 503))
+@router.post("/v1/models/{ref:model_ref}/load", response_model=LoadedOut, responses=error_responses(404, 422, 503))
 async def load_model(ref: Ref, caller: Admin, svc: Svc, body: LoadRequest | None = None) -> LoadedOut:
-    settings = None
+    """On a cluster, `replicas` or `autoscaling` deploy the version so, or re-scale it in place when it is served
+    already; the embedded server answers 422 to more than one replica."""
+    settings, scaling = None, None
     if body is not None:
-        batch_size = body.max_batch_size or svc.settings.max_batch_size
-        settings = BatchSettings(batch_size, body.max_wait_ms, max(body.max_queue_size, batch_size))
-    served = await svc.inference.load(caller, ref, settings)
+        scaling = scaling_of(body)
+        if scaling is None or body.model_fields_set & BATCH_FIELDS:  # replicas alone keep the batch settings
+            batch_size = body.max_batch_size or svc.settings.max_batch_size
+            settings = BatchSettings(batch_size, body.max_wait_ms, max(body.max_queue_size, batch_size))
+    served = await svc.inference.load(caller, ref, settings, scaling)
     return loaded_out(served)
+
+
+BATCH_FIELDS = {"max_batch_size", "max_wait_ms", "max_queue_size"}
+
+
+def scaling_of(body: LoadRequest) -> Scaling | None:
+    if body.autoscaling is not None:
+        config = body.autoscaling
+        return Scaling(
+            autoscaling=Autoscaling(config.min_replicas, config.max_replicas, config.target_ongoing_requests)
+        )
+    return Scaling(body.replicas) if body.replicas is not None else None
 
 
 @router.post("/v1/models/{ref:model_ref}/unload", response_model=Deleted, responses=error_responses(404))
@@ -332,6 +348,7 @@ def unload_model(ref: Ref, caller: Admin, svc: Svc) -> Deleted:
 
 
 def loaded_out(loaded: LoadedModel) -> LoadedOut:
+    autoscaling = loaded.scaling.autoscaling
     return LoadedOut(
         model=loaded.version.model,
         version=loaded.version.version,
@@ -340,6 +357,8 @@ def loaded_out(loaded: LoadedModel) -> LoadedOut:
         max_batch_size=loaded.settings.max_batch_size,
         max_wait_ms=loaded.settings.max_wait_ms,
         max_queue_size=loaded.settings.max_queue_size,
+        replicas=loaded.scaling.replicas if autoscaling is None else None,
+        autoscaling=AutoscalingConfig(**asdict(autoscaling)) if autoscaling is not None else None,
     )
 
 
@@ -354,23 +373,17 @@ def update_model(name: Ref, body: ModelUpdate, caller: Trainer, svc: Svc) -> Mod
     return model_out(svc.registry.set_public(caller, name, body.public), caller, with_versions=True)
 
 
-@router.put(
-    "/v1/models/{name:model_ref}/aliases/{alias}", response_model=ModelOut, responses=error_responses(404)
-)
+@router.put("/v1/models/{name:model_ref}/aliases/{alias}", response_model=ModelOut, responses=error_responses(404))
 def set_alias(name: Ref, alias: Alias, body: AliasSet, caller: Trainer, svc: Svc) -> ModelOut:
     return model_out(svc.registry.set_alias(caller, name, alias, body.version), caller, with_versions=True)
 
 
-@router.delete(
-    "/v1/models/{name:model_ref}/aliases/{alias}", response_model=ModelOut, responses=error_responses(404)
-)
+@router.delete("/v1/models/{name:model_ref}/aliases/{alias}", response_model=ModelOut, responses=error_responses(404))
 def delete_alias(name: Ref, alias: str, caller: Trainer, svc: Svc) -> ModelOut:
     return model_out(svc.registry.delete_alias(caller, name, alias), caller, with_versions=True)
 
 
-@router.delete(
-    "/v1/models/{name:model_ref}/versions/{version}", response_model=Deleted, responses=error_responses(404)
-)
+@router.delete("/v1/models/{name:model_ref}/versions/{version}", response_model=Deleted, responses=error_responses(404))
 def delete_version(name: Ref, version: VersionNumber, caller: Trainer, svc: Svc) -> Deleted:
     svc.registry.delete_version(caller, name, version)
     return Deleted(id=f"{name}:{version}", object="model.version")
