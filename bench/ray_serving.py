@@ -1,21 +1,26 @@
 """Serving on Ray Serve vs. the embedded server vs. plain Ray Serve, in one run: requests/s and p50.
 
     .venv/bin/python bench/ray_serving.py [--duration 4] [--concurrency 1,32] [--models bow,minilm] [--rows 1000]
+                                          [--rounds 3]
 
-1. Starts a Ray cluster of its own on loopback (`ray start --head`, 2 CPUs, its own temp dir and ports; its
-   processes are ended by pid at the end) and a Postgres schema of its own (cluster mode refuses SQLite).
+1. Starts a Ray cluster of its own on loopback (`ray start --head`, 3 logical CPUs on the machine's cores: room
+   for the peer's replica beside two of ours; its own temp dir and ports; its processes are ended by pid at the
+   end) and a Postgres schema of its own (cluster mode refuses SQLite).
 2. An embedded OpenMaaS server (no OPENMAAS_CLUSTER) on that database trains, through the API, `bow-mlp`
    (3 epochs) and the MiniLM `transformer-classifier` (1 epoch, head only) on the first `--rows` SMS texts, then
    is measured: the native predict route, one text a request, closed loop at each concurrency (bench/serve.py's
    load generator).
 3. Plain Ray Serve serves the same files (the embedded server's model cache, ONNX export included) as the peer:
    one deployment of one replica (1 CPU) with `@serve.batch` (32, 5 ms), behind Serve's own HTTP proxy.
-4. The same OpenMaaS data (database and data directory) under a cluster-mode server: each model deployed on Ray
-   Serve with 1 replica, then with 2 (OPENMAAS_RAY_REPLICAS; 1 CPU each); the API process batches and calls the
-   replicas through deployment handles. A model is unloaded (its Serve application deleted) after its rows.
+4. At the same time, the same OpenMaaS data (database and data directory) under a cluster-mode server: each model
+   deployed on Ray Serve with 1 replica, then with 2 (OPENMAAS_RAY_REPLICAS; 1 CPU each); the API process
+   batches and calls the replicas through deployment handles. The peer's rows and the Ray path's are measured
+   in turn, `--rounds` times: on a shared machine whose load moves over minutes, a ratio is only worth its
+   salt between rows seconds apart. A model is unloaded (its Serve application deleted) after its rows.
 
-Prints requests/s and p50 per row, and the ratios: the Ray path over the embedded path, over plain Ray Serve,
-and 2 replicas over 1. Every process shares the machine's cores with the load generator.
+Prints requests/s and p50 per row, and the ratios: the Ray path over the embedded path, over plain Ray Serve
+(each Ray row over the peer's row just before it, the median over rounds), and 2 replicas over 1. Every process
+shares the machine's cores with the load generator.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import csv
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,7 +106,8 @@ class RayCluster:
 def start_ray(env: dict[str, str]) -> RayCluster:
     temp_dir = Path(tempfile.mkdtemp(prefix="raybench-", dir="/tmp"))
     port = free_port()
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--port", str(port), "--num-cpus", "2"]
+    # 3 logical CPUs on the 2 cores: room for the peer's replica (1 CPU) beside the Ray path's two (1 CPU each).
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--port", str(port), "--num-cpus", "3"]
     command += ["--node-ip-address", HOST, "--temp-dir", str(temp_dir), "--include-dashboard", "false"]
     command += ["--disable-usage-stats", "--object-store-memory", str(200 * 1024 * 1024)]
     for flag in (
@@ -142,6 +149,17 @@ def start_openmaas(data_dir: Path, env: dict[str, str], name: str) -> tuple[Serv
     return service.wait_ready(f"http://{HOST}:{port}/healthz"), port
 
 
+def deploy_peer(key: str, version: dict[str, Any], data_dir: Path) -> None:
+    """The peer of `key`'s version on Serve's proxy at /peer-<key>: the embedded server's model cache (ONNX export
+    included), one replica of 1 CPU. max_ongoing_requests at least the batch size, as Serve's batching guide asks
+    (its default, 5, caps a batch at 5 and makes the proxy back off: 7 requests/s at 32 clients in a first run)."""
+    directory = data_dir / "cache" / "models" / version["artifact_sha256"]
+    app = PlainServeClassifier.options(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1}).bind(
+        str(directory), version["recipe"], version["runtime"]
+    )
+    serve.run(app, name=f"peer-{key}", route_prefix=f"/peer-{key}")
+
+
 def subset(rows: int, directory: Path) -> Path:
     path = directory / "sms-subset.csv"
     with DATA.open(encoding="utf-8", newline="") as source, path.open("w", encoding="utf-8", newline="") as target:
@@ -169,6 +187,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--models", default="bow,minilm")
     parser.add_argument("--rows", type=int, default=1000, help="SMS texts the models train on")
+    parser.add_argument("--rounds", type=int, default=3, help="plain Ray Serve and Ray path rows in turn, per level")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     keys = args.models.split(",")
@@ -181,9 +200,10 @@ def main() -> None:
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_raylet_start_wait_time_s": "120",
     }
-    results: dict[tuple[str, str, int], LoadResult] = {}
+    results: dict[tuple[str, str, int], list[LoadResult]] = {}
+    peers: dict[tuple[str, str, int], list[LoadResult]] = {}  # the peer's row before each Ray row, by the Ray row
     cluster = start_ray(env)
-    print(f"Ray cluster at {cluster.address} (2 CPUs); data in {work} (removed at the end)", flush=True)
+    print(f"Ray cluster at {cluster.address} (3 logical CPUs); data in {work} (removed at the end)", flush=True)
     try:
         with postgres_schema() as database:
             base = {**env, "OPENMAAS_ADMIN_KEY": KEY, "OPENMAAS_DATABASE_URL": database}
@@ -207,49 +227,41 @@ def main() -> None:
                     for level in levels:
                         path = f"/v1/models/bench-{key}/predict"
                         result = measure(port, path, texts, level, args.duration, server.pid)
-                        results[(key, "embedded", level)] = result
+                        results[(key, "embedded", level)] = [result]
                         print(row(f"{MODELS[key][0]}: embedded", result), flush=True)
             finally:
                 server.stop()
-            # 2. plain Ray Serve, the same files
+            # 2. plain Ray Serve and the Ray path at once, their rows in turn: each ratio from adjacent rows
             import ray
 
             ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(SRC)}})
             peer_port = free_port()
             serve.start(http_options={"host": HOST, "port": peer_port})
-            for key in keys:
-                version = versions[key]
-                directory = data_dir / "cache" / "models" / version["artifact_sha256"]
-                # max_ongoing_requests at least the batch size, as Serve's batching guide asks (its default, 5, caps
-                # a batch at 5 and makes the proxy back off: 7 requests/s at 32 clients in a first run).
-                app = PlainServeClassifier.options(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1}).bind(
-                    str(directory), version["recipe"], version["runtime"]
-                )
-                serve.run(app, name=f"peer-{key}", route_prefix=f"/peer-{key}")
-                for level in levels:
-                    result = measure(peer_port, f"/peer-{key}", texts, level, args.duration, os.getpgid(0))
-                    results[(key, "plain Ray Serve", level)] = result
-                    print(row(f"{MODELS[key][0]}: plain Ray Serve", result), flush=True)
-                serve.delete(f"peer-{key}")
-            serve.shutdown()
-            ray.shutdown()
-            # 3. OpenMaaS on Ray Serve, 1 and 2 replicas
             for replicas in (1, 2):
                 ray_env = {**base, "OPENMAAS_CLUSTER": cluster.address, "OPENMAAS_RAY_REPLICAS": str(replicas)}
                 ray_env["OPENMAAS_RAY_CPUS_PER_REPLICA"] = "1"
                 # The deadline covers the replica's start too: MiniLM's took over 30 s on the loaded machine.
                 ray_env["OPENMAAS_RAY_PLACEMENT_TIMEOUT_S"] = "300"
                 server, port = start_openmaas(data_dir, ray_env, f"ray-{replicas}")
+                label = f"ray path, {replicas} replica{'s' if replicas > 1 else ''}"
                 try:
                     with Client(f"http://{HOST}:{port}", KEY) as client:
                         for key in keys:
+                            deploy_peer(key, versions[key], data_dir)
                             client.predict(f"bench-{key}", ["warm-up"])  # deployed now
-                            label = f"ray path, {replicas} replica{'s' if replicas > 1 else ''}"
-                            for level in levels:
-                                path = f"/v1/models/bench-{key}/predict"
-                                result = measure(port, path, texts, level, args.duration, server.pid)
-                                results[(key, label, level)] = result
-                                print(row(f"{MODELS[key][0]}: {label}", result), flush=True)
+                            for _ in range(args.rounds):
+                                for level in levels:
+                                    for name, at, path in (
+                                        ("plain Ray Serve", peer_port, f"/peer-{key}"),
+                                        (label, port, f"/v1/models/bench-{key}/predict"),
+                                    ):
+                                        pgid = os.getpgid(0) if at == peer_port else server.pid
+                                        result = measure(at, path, texts, level, args.duration, pgid)
+                                        results.setdefault((key, name, level), []).append(result)
+                                        if name != label:
+                                            peers.setdefault((key, label, level), []).append(result)
+                                        print(row(f"{MODELS[key][0]}: {name}", result), flush=True)
+                            serve.delete(f"peer-{key}")
                             client.unload_model(f"bench-{key}")  # its Serve application goes: wait for it
                             deadline = time.monotonic() + 120
                             while any(d["name"].startswith("om-") for d in client.cluster()["deployments"]):
@@ -258,22 +270,31 @@ def main() -> None:
                                 time.sleep(0.5)
                 finally:
                     server.stop()
+            serve.shutdown()
+            ray.shutdown()
     finally:
         cluster.stop()
         shutil.rmtree(cluster.temp_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    print("\nRatios (requests/s):")
+    print("\nRatios (requests/s; ray/plain Ray Serve: the median over rounds of each Ray row over the peer's row just")
+    print("before it; the others: medians of the rows' figures):")
     for key in keys:
         for level in levels:
 
             def rate(label: str, key: str = key, level: int = level) -> float:
                 found = results.get((key, label, level))
-                return found.throughput if found else float("nan")
+                return statistics.median(r.throughput for r in found) if found else float("nan")
+
+            def over_peer(label: str, key: str = key, level: int = level) -> float:
+                ours, theirs = results.get((key, label, level), []), peers.get((key, label, level), [])
+                pairs = [a.throughput / b.throughput for a, b in zip(ours, theirs, strict=False) if b.throughput]
+                return statistics.median(pairs) if pairs else float("nan")
 
             one, two = rate("ray path, 1 replica"), rate("ray path, 2 replicas")
             print(
                 f"  {MODELS[key][0]:<18} c={level:<3} ray/embedded {one / rate('embedded'):5.2f}   "
-                f"ray/plain Ray Serve {one / rate('plain Ray Serve'):5.2f}   2 replicas/1 {two / one:5.2f}"
+                f"ray/plain Ray Serve {over_peer('ray path, 1 replica'):5.2f} (2 replicas "
+                f"{over_peer('ray path, 2 replicas'):5.2f})   2 replicas/1 {two / one:5.2f}"
             )
 
 
