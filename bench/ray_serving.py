@@ -13,13 +13,14 @@
 3. Plain Ray Serve serves the same files (the embedded server's model cache, ONNX export included) as the peer:
    one deployment of one replica (1 CPU) with `@serve.batch` (32, 5 ms), behind Serve's own HTTP proxy.
 4. At the same time, the same OpenMaaS data (database and data directory) under a cluster-mode server: each model
-   deployed on Ray Serve with 1 replica, then with 2 (OPENMAAS_RAY_REPLICAS; 1 CPU each); the API process
-   batches and calls the replicas through deployment handles. The peer's rows and the Ray path's are measured
-   in turn, `--rounds` times: on a shared machine whose load moves over minutes, a ratio is only worth its
-   salt between rows seconds apart. A model is unloaded (its Serve application deleted) after its rows.
+   deployed on Ray Serve (1 CPU a replica); the API process batches and calls the replicas through deployment
+   handles. Per round and concurrency: the peer's row, ours at 1 replica, then ours re-scaled in place to 2
+   replicas through the load API (`POST /v1/models/{ref}/load {"replicas": 2}`), `--rounds` times: on a shared
+   machine whose load moves over minutes, a ratio is only worth its salt between rows seconds apart. A model is
+   unloaded (its Serve application deleted) after its rows.
 
 Prints requests/s and p50 per row, and the ratios: the Ray path over the embedded path, over plain Ray Serve
-(each Ray row over the peer's row just before it, the median over rounds), and 2 replicas over 1. Every process
+and 2 replicas over 1 (each row over the row just before it, the median over rounds). Every process
 shares the machine's cores with the load generator.
 """
 
@@ -201,7 +202,6 @@ def main() -> None:
         "RAY_raylet_start_wait_time_s": "120",
     }
     results: dict[tuple[str, str, int], list[LoadResult]] = {}
-    peers: dict[tuple[str, str, int], list[LoadResult]] = {}  # the peer's row before each Ray row, by the Ray row
     cluster = start_ray(env)
     print(f"Ray cluster at {cluster.address} (3 logical CPUs); data in {work} (removed at the end)", flush=True)
     try:
@@ -237,64 +237,61 @@ def main() -> None:
             ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(SRC)}})
             peer_port = free_port()
             serve.start(http_options={"host": HOST, "port": peer_port})
-            for replicas in (1, 2):
-                ray_env = {**base, "OPENMAAS_CLUSTER": cluster.address, "OPENMAAS_RAY_REPLICAS": str(replicas)}
-                ray_env["OPENMAAS_RAY_CPUS_PER_REPLICA"] = "1"
-                # The deadline covers the replica's start too: MiniLM's took over 30 s on the loaded machine.
-                ray_env["OPENMAAS_RAY_PLACEMENT_TIMEOUT_S"] = "300"
-                server, port = start_openmaas(data_dir, ray_env, f"ray-{replicas}")
-                label = f"ray path, {replicas} replica{'s' if replicas > 1 else ''}"
-                try:
-                    with Client(f"http://{HOST}:{port}", KEY) as client:
-                        for key in keys:
-                            deploy_peer(key, versions[key], data_dir)
-                            client.predict(f"bench-{key}", ["warm-up"])  # deployed now
-                            for _ in range(args.rounds):
-                                for level in levels:
-                                    for name, at, path in (
-                                        ("plain Ray Serve", peer_port, f"/peer-{key}"),
-                                        (label, port, f"/v1/models/bench-{key}/predict"),
-                                    ):
-                                        pgid = os.getpgid(0) if at == peer_port else server.pid
-                                        result = measure(at, path, texts, level, args.duration, pgid)
-                                        results.setdefault((key, name, level), []).append(result)
-                                        if name != label:
-                                            peers.setdefault((key, label, level), []).append(result)
-                                        print(row(f"{MODELS[key][0]}: {name}", result), flush=True)
-                            serve.delete(f"peer-{key}")
-                            client.unload_model(f"bench-{key}")  # its Serve application goes: wait for it
-                            deadline = time.monotonic() + 120
-                            while any(d["name"].startswith("om-") for d in client.cluster()["deployments"]):
-                                if time.monotonic() > deadline:
-                                    raise RuntimeError(f"bench-{key}'s Serve application is still there")
-                                time.sleep(0.5)
-                finally:
-                    server.stop()
+            ray_env = {**base, "OPENMAAS_CLUSTER": cluster.address, "OPENMAAS_RAY_CPUS_PER_REPLICA": "1"}
+            # The deadline covers the replica's start too: MiniLM's took over 30 s on the loaded machine.
+            ray_env["OPENMAAS_RAY_PLACEMENT_TIMEOUT_S"] = "300"
+            server, port = start_openmaas(data_dir, ray_env, "ray")
+            one, two = "ray path, 1 replica", "ray path, 2 replicas"
+            try:
+                with Client(f"http://{HOST}:{port}", KEY, timeout=600) as client:
+                    for key in keys:
+                        deploy_peer(key, versions[key], data_dir)
+                        for _ in range(args.rounds):
+                            for level in levels:
+                                # The peer, then ours at 1 replica, then re-scaled in place to 2 (the load API):
+                                # each ratio is between rows seconds apart.
+                                for name, replicas in (("plain Ray Serve", 0), (one, 1), (two, 2)):
+                                    if replicas:
+                                        client.load_model(f"bench-{key}", replicas=replicas)
+                                        client.predict(f"bench-{key}", ["warm-up"])
+                                    at = port if replicas else peer_port
+                                    path = f"/v1/models/bench-{key}/predict" if replicas else f"/peer-{key}"
+                                    pgid = server.pid if replicas else os.getpgid(0)
+                                    result = measure(at, path, texts, level, args.duration, pgid)
+                                    results.setdefault((key, name, level), []).append(result)
+                                    print(row(f"{MODELS[key][0]}: {name}", result), flush=True)
+                        serve.delete(f"peer-{key}")
+                        client.unload_model(f"bench-{key}")  # its Serve application goes: wait for it
+                        deadline = time.monotonic() + 120
+                        while any(d["name"].startswith("om-") for d in client.cluster()["deployments"]):
+                            if time.monotonic() > deadline:
+                                raise RuntimeError(f"bench-{key}'s Serve application is still there")
+                            time.sleep(0.5)
+            finally:
+                server.stop()
             serve.shutdown()
             ray.shutdown()
     finally:
         cluster.stop()
         shutil.rmtree(cluster.temp_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    print("\nRatios (requests/s; ray/plain Ray Serve: the median over rounds of each Ray row over the peer's row just")
-    print("before it; the others: medians of the rows' figures):")
+    print("\nRatios (requests/s; ray/plain Ray Serve and 2 replicas/1: the median over rounds of each row over the")
+    print("row just before it, seconds apart; ray/embedded: medians of the rows' figures, minutes apart):")
     for key in keys:
         for level in levels:
 
-            def rate(label: str, key: str = key, level: int = level) -> float:
-                found = results.get((key, label, level))
-                return statistics.median(r.throughput for r in found) if found else float("nan")
+            def rows(label: str, key: str = key, level: int = level) -> list[float]:
+                return [r.throughput for r in results.get((key, label, level), [])]
 
-            def over_peer(label: str, key: str = key, level: int = level) -> float:
-                ours, theirs = results.get((key, label, level), []), peers.get((key, label, level), [])
-                pairs = [a.throughput / b.throughput for a, b in zip(ours, theirs, strict=False) if b.throughput]
+            def over(label: str, base: str) -> float:
+                pairs = [a / b for a, b in zip(rows(label), rows(base), strict=False) if b]
                 return statistics.median(pairs) if pairs else float("nan")
 
-            one, two = rate("ray path, 1 replica"), rate("ray path, 2 replicas")
+            embedded = statistics.median(rows("embedded")) if rows("embedded") else float("nan")
             print(
-                f"  {MODELS[key][0]:<18} c={level:<3} ray/embedded {one / rate('embedded'):5.2f}   "
-                f"ray/plain Ray Serve {over_peer('ray path, 1 replica'):5.2f} (2 replicas "
-                f"{over_peer('ray path, 2 replicas'):5.2f})   2 replicas/1 {two / one:5.2f}"
+                f"  {MODELS[key][0]:<18} c={level:<3} ray/embedded {statistics.median(rows(one)) / embedded:5.2f}   "
+                f"ray/plain Ray Serve {over(one, 'plain Ray Serve'):5.2f} (2 replicas "
+                f"{over(two, 'plain Ray Serve'):5.2f})   2 replicas/1 {over(two, one):5.2f}"
             )
 
 
