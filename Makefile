@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench clean
+.PHONY: bench-ray run test lint bench clean
 
 # Two stamps: what serving needs (`make run`), and the dev extras on top of it (`make test`, `make bench`).
 # A change to pyproject.toml redoes both.
@@ -34,6 +34,12 @@ test: $(BIN)/.installed-dev
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/train_bow.py
+
+# On a loopback Ray cluster of its own: serving (embedded, plain Ray Serve, 1 and 2 replicas) and training
+# (1 and 2 data-parallel workers). Needs Postgres at 127.0.0.1:5432 and Redis at 127.0.0.1:6379.
+bench-ray: $(BIN)/.installed-dev
+	$(BIN)/python bench/ray_serving.py
+	$(BIN)/python bench/ray_training.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
