@@ -3,6 +3,8 @@
     .venv/bin/python bench/ray_multiplex.py [--models bow,minilm] [--versions bow=6,minilm=3] [--duration 4]
                                             [--multiplexed-replicas 1,2] [--rounds 2]
 
+About 6 minutes on the shared 2-core machine (bow-mlp about 3, MiniLM about 3).
+
 OpenMaaS deploys each loaded version as a Serve application of its own (runtime/ray_serve.py); Serve's
 alternative is one deployment whose replicas load versions by model id (`@serve.multiplexed`, the id from
 `serve.get_multiplexed_model_id()`, the caller's `handle.options(multiplexed_model_id=...)`). This measures both:
@@ -18,14 +20,16 @@ alternative is one deployment whose replicas load versions by model id (`@serve.
    `_blocking=False`, as `ServeLoader` does); **multiplexed**: one application whose replicas (0.25 CPU each)
    load versions on demand, `max_num_models_per_replica` K+1 (every version fits: nothing is evicted). Both
    answer one text a call (a batch of 1, the forward pass on the replica's event loop; no `@serve.batch` on
-   either side, as a Serve batch would mix model ids), `max_ongoing_requests` 32.
+   either side: the same work per call on both), `max_ongoing_requests` 32.
    For each: **cold**, seconds from submitting the application(s) until all K versions have answered once;
    **new version**, seconds until the (K+1)-th version answers once with the K warm (per version: a new
    application, i.e. a new replica process; multiplexed: a load inside a running replica); the **memory** of
-   the replica processes (found with `ray.util.state.list_actors`) with the K loaded, RSS (shared library pages
-   counted in every process) and PSS (shared pages split between the processes that map them: the machine's
-   real cost); **requests/s** through deployment handles (no HTTP) from 32 concurrent callers in this process,
-   round-robin over the K versions and all on one version, the two designs' rows in turn (`--rounds`).
+   the replica processes (the raylet's children titled `ray::ServeReplica:<app>:...`) with the K loaded,
+   RSS (shared library pages counted in every process) and PSS (shared pages split between the processes
+   that map them: the machine's real cost); **requests/s** through deployment handles (no HTTP) from 32
+   concurrent callers in this process, round-robin over the K versions and all on one version, the two
+   designs' rows in turn (`--rounds`), with the CPU time a request of this process (callers and handles)
+   and of the replica processes.
    Also Ray's own per-actor cost: a bare Ray actor (no imports) and an idle replica (torch and the recipe
    imported, no version loaded), RSS and PSS.
 
@@ -235,8 +239,8 @@ async def answer_all(call: Caller, versions: range) -> None:
     await asyncio.gather(*(call(v) for v in versions))
 
 
-async def throughput(call: Caller, texts: list[str], versions: list[int], seconds: float) -> float:
-    """Answers a second from CALLERS closed-loop callers; caller i sends to versions[i % len(versions)]."""
+async def throughput(call: Caller, texts: list[str], versions: list[int], seconds: float) -> tuple[int, float]:
+    """(answers, seconds) of CALLERS closed-loop callers for `seconds`; caller i calls versions[i % len]."""
     done = 0
     stop = time.monotonic() + seconds
 
@@ -251,7 +255,7 @@ async def throughput(call: Caller, texts: list[str], versions: list[int], second
 
     warm = time.monotonic()
     await asyncio.gather(*(caller(i) for i in range(CALLERS)))
-    return done / (time.monotonic() - warm)
+    return done, time.monotonic() - warm
 
 
 @dataclass
@@ -351,15 +355,42 @@ def measure_multiplexed(side: MultiplexedSide, count: int, design: Design) -> Me
     return idle
 
 
-def rate(call: Callable[..., Any], texts: list[str], versions: list[int], seconds: float) -> float:
-    async def run() -> float:
+@dataclass
+class Rate:
+    per_second: float
+    caller_ms: float  # CPU time of this process (the 32 callers and the handles' routing) per answer
+    replicas_ms: float  # CPU time of the replica processes per answer
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def rate(call: Callable[..., Any], pids: list[int], texts: list[str], versions: list[int], seconds: float) -> Rate:
+    async def run() -> Rate:
         await throughput(call, texts, versions, 0.5)  # warm-up: every caller's handle and route in place
-        return await throughput(call, texts, versions, seconds)
+        caller, replicas = cpu_seconds([os.getpid()]), cpu_seconds(pids)
+        answers, elapsed = await throughput(call, texts, versions, seconds)
+        per_second = answers / elapsed
+        caller_ms = (cpu_seconds([os.getpid()]) - caller) / answers * 1000
+        return Rate(per_second, caller_ms, (cpu_seconds(pids) - replicas) / answers * 1000)
 
     return asyncio.run(run())
 
 
 # ---------------------------------------------------------------- report
+
+
+def describe(found: Rate) -> str:
+    return (
+        f"{found.per_second:5.0f} req/s (CPU a request: callers {found.caller_ms:4.2f} ms,"
+        f" replicas {found.replicas_ms:4.2f} ms)"
+    )
 
 
 def print_table(title: str, count: int, designs: list[Design], bare: Memory, idle: Memory) -> None:
@@ -423,12 +454,12 @@ def run_model(key: str, count: int, rows: list[tuple[str, str]], work: Path, arg
         for _ in range(args.rounds):
             for label, versions in (("round-robin", list(range(count))), ("one version", [0])):
                 # The per-version row, then the multiplexed one right after it: a ratio between adjacent rows.
-                ours = rate(per_version.call, texts, versions, args.duration)
-                theirs = rate(side.call, texts, versions, args.duration)
-                base.rates.setdefault(label, []).append(ours)
-                design.rates.setdefault(label, []).append(theirs)
-                design.rates.setdefault(f"{label} base {design.name}", []).append(ours)
-                print(f"    {label:<12} per version {ours:7.0f} req/s   {design.name} {theirs:7.0f} req/s", flush=True)
+                ours = rate(per_version.call, per_version.pids(count + 1), texts, versions, args.duration)
+                theirs = rate(side.call, replica_pids(side.name), texts, versions, args.duration)
+                base.rates.setdefault(label, []).append(ours.per_second)
+                design.rates.setdefault(label, []).append(theirs.per_second)
+                design.rates.setdefault(f"{label} base {design.name}", []).append(ours.per_second)
+                print(f"    {label:<12} per version {describe(ours)}   {design.name} {describe(theirs)}", flush=True)
         side.delete()
         designs.append(design)
     per_version.delete()
@@ -437,7 +468,7 @@ def run_model(key: str, count: int, rows: list[tuple[str, str]], work: Path, arg
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="bow", help="bow, minilm or both (bow,minilm)")
+    parser.add_argument("--models", default="bow,minilm", help="bow, minilm or both")
     parser.add_argument("--versions", default="bow=6,minilm=3", help="K per model")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per throughput row")
     parser.add_argument("--multiplexed-replicas", default="1,2", type=lambda s: [int(n) for n in s.split(",")])
