@@ -130,7 +130,8 @@ def main() -> None:
             rates = [best[(load, config)][key] for config in CONFIGS]
             ratios = [rate / rates[0] for rate in rates[1:]]
             cells = [f"{rate:.1f}" for rate in rates] + [f"{ratio:.2f}" for ratio in ratios]
-            print(f"| {load}, {key} | " + " | ".join(cells) + " |")
+            label = load if load == "as is" else f"+{args.load} busy loops"
+            print(f"| {label}, {key} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
