@@ -156,6 +156,14 @@ class Settings(BaseSettings):
     )
     model_memory_mb: int = 4096
     device: str = "auto"
+    torch_threads: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="Intra-op threads of the PyTorch models this process serves (0: PyTorch's default, one per "
+        "core). One by default: threads that wait for each other at every operator run several times slower "
+        "than one while other processes hold a core (bench/torch_threads.py).",
+    )
     max_queued_generations: int = Field(default=64, ge=1, description="Generations waiting per model.")
     generation_batch_size: int = Field(default=8, ge=1, description="Generations decoded together per model.")
     foundation_models: list[str] = Field(

@@ -198,6 +198,8 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
             hooks=metrics.pool_hooks(),
             generation_queue_size=settings.max_queued_generations,
             generation_batch_size=settings.generation_batch_size,
+            # Models loaded here run their operators here; Ray Serve replicas are processes of their own.
+            torch_threads=settings.torch_threads if serve_loader is None else 0,
             **({"loader": serve_loader} if serve_loader is not None else {}),
         )
         backend: InferenceBackend = LocalBackend(pool)

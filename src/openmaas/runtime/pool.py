@@ -21,6 +21,7 @@ from openmaas.runtime.adapters import AdapterPredictor, SharedBases, is_adapter_
 from openmaas.runtime.batching import BatchQueue, BatchStats
 from openmaas.runtime.generation import GenerationQueue, Generations
 from openmaas.runtime.predictors import GenerativePredictor, Predictor, load_predictor
+from openmaas.runtime.torch_threads import apply_torch_threads
 from openmaas.storage.artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class ModelPool:
         hooks: PoolHooks | None = None,
         generation_queue_size: int = 64,
         generation_batch_size: int = 8,
+        torch_threads: int = 0,
     ) -> None:
         self.artifacts = artifacts
         self.cache_dir = cache_dir
@@ -104,6 +106,7 @@ class ModelPool:
         self.hooks = hooks or PoolHooks()
         self.generation_queue_size = generation_queue_size
         self.generation_batch_size = generation_batch_size
+        self.torch_threads = torch_threads  # applied before the first load (runtime/torch_threads.py)
         self.loaded: OrderedDict[PoolKey, ServedModel] = OrderedDict()
         # LoRA versions share their base where this process loads the models itself (not behind Ray Serve).
         self.shared_bases = SharedBases()
@@ -240,6 +243,7 @@ class ModelPool:
     def _load(self, version: ModelVersion) -> tuple[Predictor, float]:
         directory = self.cache_dir / version.artifact_sha256
         started = time.perf_counter()
+        apply_torch_threads(self.torch_threads)
         try:
             # Re-linked from verified blobs on every load; files derived from them (an ONNX export) stay.
             self.artifacts.materialize(version.files, directory)
