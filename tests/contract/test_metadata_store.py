@@ -89,7 +89,7 @@ def test_migrations_are_idempotent(store: MetadataStore) -> None:
     again = open_store(str(store.engine.url.render_as_string(hide_password=False)))
     again.close()
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0010"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0011"
 
 
 def test_a_key_is_found_by_its_hash_alone(store: MetadataStore) -> None:

@@ -1,0 +1,84 @@
+"""A server killed (SIGKILL) while it validates fine-tunes' files validates them again after a restart: the
+usable file's fine-tune gets its one training job and succeeds, the unusable one's fails with the file's line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+import time
+
+import httpx
+import openai
+
+from tests.conftest import ADMIN_KEY, DATASETS, Server
+
+ROWS = 60_000  # validation reads and cleans every row: long enough (seconds) to kill the server in the middle
+
+
+def big_file(*, bad_last_line: bool) -> bytes:
+    """SMS messages, each made unique by its number (the cleaner drops duplicates), as {"text", "label"} lines."""
+    with (DATASETS / "sms_spam" / "sms_spam.csv").open(encoding="utf-8") as f:
+        sms = [(row["text"], row["label"]) for row in csv.DictReader(f)]
+    lines = [json.dumps({"text": f"{sms[i % len(sms)][0]} #{i}", "label": sms[i % len(sms)][1]}) for i in range(ROWS)]
+    if bad_last_line:
+        lines.append('{"text": "cut off')
+    return "\n".join(lines).encode() + b"\n"
+
+
+def test_a_killed_server_validates_its_fine_tunes_again_and_creates_one_job_each(start_server: type[Server]) -> None:
+    server = start_server()
+    oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_KEY, max_retries=0, timeout=600)
+    good = oai.files.create(file=("good.jsonl", big_file(bad_last_line=False)), purpose="fine-tune").id
+    bad = oai.files.create(file=("bad.jsonl", big_file(bad_last_line=True)), purpose="fine-tune").id
+    answered: dict[str, object] = {}
+
+    def create(file_id: str) -> None:
+        try:
+            answered[file_id] = oai.fine_tuning.jobs.create(
+                model="bow-mlp", training_file=file_id, hyperparameters={"n_epochs": 1}
+            )
+        except openai.APIConnectionError as error:  # the server died under the request
+            answered[file_id] = error
+
+    creating = [threading.Thread(target=create, args=(file_id,)) for file_id in (good, bad)]
+    for thread in creating:
+        thread.start()
+    deadline = time.monotonic() + 60
+    validating: list[str] = []
+    while len(validating) < 2 and time.monotonic() < deadline:
+        validating = [j.id for j in oai.fine_tuning.jobs.list() if j.status == "validating_files"]
+        time.sleep(0.05)
+    assert len(validating) == 2, "both fine-tunes should be validating their files"
+    server.kill()
+    for thread in creating:
+        thread.join(30)
+    # Killed in the middle: neither request was answered (an answer would mean validation had already ended).
+    assert all(isinstance(answered[f], openai.APIConnectionError) for f in (good, bad)), answered
+
+    server.start()
+    oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_KEY, max_retries=0)
+    by_file = {j.training_file: j.id for j in oai.fine_tuning.jobs.list()}
+    assert set(by_file) == {good, bad}
+    deadline = time.monotonic() + 300
+    ended = {}
+    while len(ended) < 2 and time.monotonic() < deadline:
+        for file_id, job_id in by_file.items():
+            job = oai.fine_tuning.jobs.retrieve(job_id)
+            if job.status in ("succeeded", "failed", "cancelled"):
+                ended[file_id] = job
+        time.sleep(0.5)
+    assert set(ended) == {good, bad}, "a fine-tune stayed unfinished after the restart"
+    assert ended[good].status == "succeeded", ended[good]
+    assert ended[good].fine_tuned_model == f"ft:bow-mlp:default::{by_file[good]}"
+    assert ended[bad].status == "failed" and ended[bad].error is not None
+    assert ended[bad].error.param == "training_file" and f"line {ROWS + 1}" in ended[bad].error.message
+
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        jobs = http.get("/v1/jobs", params={"limit": 100}).json()["data"]
+        datasets = http.get("/v1/datasets", params={"limit": 100}).json()["data"]
+    assert [j["id"] for j in jobs] == [by_file[good]], "one training job, the usable file's"
+    # The validation run again reused the dataset the killed run may have stored: one per fine-tune at most.
+    assert len([d for d in datasets if d["name"] == f"fine-tune {good}"]) == 1
+    events = list(oai.fine_tuning.jobs.list_events(by_file[good], limit=100))
+    assert len([e for e in events if e.message.startswith("Data report")]) == 1
