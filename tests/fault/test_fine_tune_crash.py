@@ -1,5 +1,7 @@
 """A server killed (SIGKILL) while it validates fine-tunes' files validates them again after a restart: the
-usable file's fine-tune gets its one training job and succeeds, the unusable one's fails with the file's line."""
+usable file's fine-tune gets its one training job and succeeds, the unusable one's fails with the file's line.
+With two servers over one database, the restarted one and the other (once the lease expired) race for it: one
+of them validates it again, once."""
 
 from __future__ import annotations
 
@@ -7,11 +9,15 @@ import csv
 import json
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from tests.conftest import ADMIN_KEY, DATASETS, Server
+from tests.contract.test_metadata_store import _postgres_url
 
 ROWS = 60_000  # validation reads and cleans every row: long enough (seconds) to kill the server in the middle
 
@@ -82,3 +88,60 @@ def test_a_killed_server_validates_its_fine_tunes_again_and_creates_one_job_each
     assert len([d for d in datasets if d["name"] == f"fine-tune {good}"]) == 1
     events = list(oai.fine_tuning.jobs.list_events(by_file[good], limit=100))
     assert len([e for e in events if e.message.startswith("Data report")]) == 1
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A Postgres schema of its own, dropped after the test."""
+    urls = _postgres_url()
+    yield next(urls)
+    next(urls, None)
+
+
+def test_of_two_servers_over_one_database_one_validates_again_once(
+    start_server: type[Server], tmp_path: Path, database: str
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    settings = {"OPENMAAS_DATABASE_URL": database, "OPENMAAS_JOB_LEASE_S": "5"}
+    # Two node names, as on two hosts: b cannot tell that a died, so it waits for a's lease to expire, while a
+    # restarted on its own node takes its dead predecessor's fine-tune at once.
+    a = start_server(shared, OPENMAAS_NODE_NAME="node-a", **settings)
+    b = start_server(shared, OPENMAAS_NODE_NAME="node-b", **settings)
+    through_a = openai.OpenAI(base_url=f"{a.url}/v1", api_key=ADMIN_KEY, max_retries=0, timeout=600)
+    good = through_a.files.create(file=("good.jsonl", big_file(bad_last_line=False)), purpose="fine-tune").id
+    answered: list[object] = []
+
+    def create() -> None:
+        try:
+            answered.append(
+                through_a.fine_tuning.jobs.create(model="bow-mlp", training_file=good, hyperparameters={"n_epochs": 1})
+            )
+        except openai.APIConnectionError as error:
+            answered.append(error)
+
+    creating = threading.Thread(target=create)
+    creating.start()
+    through_b = openai.OpenAI(base_url=f"{b.url}/v1", api_key=ADMIN_KEY, max_retries=0)
+    deadline = time.monotonic() + 60
+    while not (jobs := list(through_b.fine_tuning.jobs.list())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [j.status for j in jobs] == ["validating_files"]
+    a.kill()
+    creating.join(30)
+    assert isinstance(answered[0], openai.APIConnectionError), answered
+    a.start()
+    job_id = jobs[0].id
+    deadline = time.monotonic() + 300
+    while (job := through_b.fine_tuning.jobs.retrieve(job_id)).status not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, job.status
+        time.sleep(0.5)
+    assert job.status == "succeeded", job
+    with httpx.Client(base_url=b.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        assert [j["id"] for j in http.get("/v1/jobs", params={"limit": 100}).json()["data"]] == [job_id]
+        datasets = http.get("/v1/datasets", params={"limit": 100}).json()["data"]
+    assert [d["name"] for d in datasets] == [f"fine-tune {good}"]
+    events = list(through_b.fine_tuning.jobs.list_events(job_id, limit=100))
+    assert len([e for e in events if e.message.startswith("Data report")]) == 1
+    # Both servers write the shared data directory's log: one of them validated it again, once.
+    assert (shared / "server.log").read_text(errors="replace").count(f"fine-tune {job_id} again") == 1
