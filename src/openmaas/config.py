@@ -113,8 +113,8 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(
         default=30.0,
         gt=0,
-        description="A running job's lease: its process renews it every third of this; another process sharing "
-        "the database takes the job over once it expired.",
+        description="A running job's lease (and a fine-tune's while its files are validated): its process renews "
+        "it every third of this; another process sharing the database takes the work over once it expired.",
     )
     node_name: str | None = Field(
         default=None,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from openmaas.domain.entities import ApiKey, Batch, BatchLine, Dataset, File, Job, UsageRecord
+from openmaas.domain.entities import ApiKey, Batch, BatchLine, Dataset, File, FineTune, Job, UsageRecord
 from openmaas.domain.ids import new_id, now
 from openmaas.domain.jobs import JobStatus
 from openmaas.domain.refs import ModelRef
@@ -89,7 +89,7 @@ def test_migrations_are_idempotent(store: MetadataStore) -> None:
     again = open_store(str(store.engine.url.render_as_string(hide_password=False)))
     again.close()
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0010"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0011"
 
 
 def test_a_key_is_found_by_its_hash_alone(store: MetadataStore) -> None:
@@ -279,3 +279,28 @@ def test_one_process_at_a_time_holds_a_batch_until_its_lease_expires(store: Meta
     store.batches.set_status(batch.id, "finalizing", only_from=("in_progress",), at=now())
     store.batches.set_status(batch.id, "completed", only_from=("finalizing",), at=now())
     assert store.batches.owner_of(batch.id) is None and not store.batches.claim(batch.id, "node/3/3", 60)
+
+
+def test_one_process_at_a_time_validates_a_fine_tune_and_only_its_holder_ends_it(store: MetadataStore) -> None:
+    fine_tune = FineTune(
+        job_id=new_id("job"),
+        tenant_id="t1",
+        base_model="bow-mlp",
+        training_file="file_x",
+        suffix=None,
+        seed=0,
+        metadata=None,
+        hyperparameters={"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 1.0},
+        created_at=now(),
+        status="validating_files",
+    )
+    store.fine_tunes.add(fine_tune, owner="node/1/1", lease_s=60)
+    assert [(f.job_id, holder) for f, holder in store.fine_tunes.validating()] == [(fine_tune.job_id, "node/1/1")]
+    assert store.fine_tunes.claim(fine_tune.job_id, "node/1/1", 60)  # its holder renews it
+    assert not store.fine_tunes.claim(fine_tune.job_id, "node/2/2", 60)  # another process waits
+    assert store.fine_tunes.claim(fine_tune.job_id, "node/2/2", 0.05, take_from="node/1/1")  # its holder died
+    assert not store.fine_tunes.validated(fine_tune.job_id, report=None, error=None, owner="node/1/1")
+    time.sleep(0.2)
+    assert store.fine_tunes.claim(fine_tune.job_id, "node/3/3", 60)  # an expired lease is taken over
+    assert store.fine_tunes.validated(fine_tune.job_id, report={"rows": 1}, error=None, owner="node/3/3")
+    assert store.fine_tunes.validating() == [] and not store.fine_tunes.claim(fine_tune.job_id, "node/3/3", 60)

@@ -236,7 +236,15 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
             auth=auth,
             datasets=datasets,
             files=files,
-            fine_tuning=FineTuningService(store, jobs, datasets, files, registry),
+            fine_tuning=FineTuningService(
+                store,
+                jobs,
+                datasets,
+                files,
+                registry,
+                node=settings.node_name or default_node(),
+                lease_s=settings.job_lease_s,
+            ),
             batches=BatchService(store, files, window_s=settings.batch_completion_window_s),
             jobs=jobs,
             registry=registry,
@@ -263,6 +271,8 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
         )
         app.state.services.batches.on_created.append(batch_runner.wake)
         batching = asyncio.create_task(batch_runner.run(), name="batches")
+        # Fine-tunes a stopped process left validating their files are validated again (services/fine_tuning.py).
+        revalidating = asyncio.create_task(app.state.services.fine_tuning.run(), name="fine-tune validations")
         grpc = None
         if settings.grpc_port is not None:
             grpc = await kserve_v2.start_grpc(app.state.services, series, settings.host, settings.grpc_port)
@@ -276,6 +286,7 @@ def create_app(settings: Settings, *, prepared: bool = False) -> FastAPI:
         finally:
             preloading.cancel()
             batching.cancel()
+            revalidating.cancel()
             if grpc is not None:
                 await grpc.stop(grace=5)
             await executor.stop()

@@ -4,15 +4,28 @@ dataset, OpenAI's hyperparameters become the recipe's; the job itself is JobServ
 Model → recipe: `bow-mlp` → bow-mlp; the shipped encoder (a foundation model for embeddings) → transformer-
 classifier on {"text", "label"} rows; a text-generation model of the registry → lora on {"messages"} rows;
 `efficientnet-lite0` → image-classifier and `image-cnn` → image-cnn, on a zip of labelled images (IMAGE_MODELS).
+
+The process validating a fine-tune's files holds its lease (storage/metadata/fine_tunes.py) and renews it while
+it reads them. A crash leaves the fine-tune `validating_files`: `resume_validations` (run at start-up and every
+third of the lease) validates it again from the start, in the restarted process at once (its holder is known
+dead) or in another server sharing the database once the lease expired. Validation only reads the files; what
+it writes is keyed by the fine-tune (its dataset's idempotency key, its job's id), so running it again stores
+no second dataset, creates no second job and reports its data once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import csv
+import functools
 import io
 import json
+import logging
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +52,9 @@ from openmaas.services.files import FileService
 from openmaas.services.jobs import JobService
 from openmaas.services.registry import RegistryService
 from openmaas.storage.metadata import MetadataStore
+from openmaas.training.executors.owners import is_gone, this_process
+
+log = logging.getLogger(__name__)
 
 AUTO = "auto"
 # Image models a fine-tune names → (recipe, the recipe's base hyperparameters); the file is an image zip.
@@ -94,12 +110,18 @@ class FineTuningService:
         datasets: DatasetService,
         files: FileService,
         registry: RegistryService,
+        *,
+        node: str = "localhost",
+        lease_s: float = 30.0,
     ) -> None:
         self.store = store
         self.jobs = jobs
         self.datasets = datasets
         self.files = files
         self.registry = registry
+        self.node = node
+        self.owner = this_process(node)
+        self.lease_s = lease_s
 
     def recipe_for(self, principal: Principal, model: str) -> tuple[str, str, dict[str, Any]]:
         """(recipe, dataset kind, the recipe's base hyperparameters) for the model a client names."""
@@ -146,22 +168,10 @@ class FineTuningService:
         """Check the request (a 4xx when it is wrong), then validate the files while the fine-tune is
         `validating_files`: an unusable file fails it there, with the line and the reason, before any compute;
         a usable one gets its data report and queues the training job."""
-        recipe, kind, hyperparameters = self.recipe_for(principal, model)
-        defaults = get_recipe(recipe).hyperparameters(**hyperparameters)
-        if n_epochs != AUTO:
-            hyperparameters["epochs"] = n_epochs
-        if batch_size != AUTO:
-            hyperparameters["batch_size"] = batch_size
+        recipe, kind, hyperparameters, resolved = self._plan(
+            principal, model, n_epochs, batch_size, learning_rate_multiplier, seed
+        )
         multiplier = 1.0 if learning_rate_multiplier == AUTO else float(learning_rate_multiplier)
-        hyperparameters["learning_rate"] = defaults.learning_rate * multiplier
-        hyperparameters["seed"] = seed if seed is not None else defaults.seed
-        try:
-            resolved = get_recipe(recipe).hyperparameters(**hyperparameters)
-        except ValidationError as error:
-            first = error.errors()[0]
-            raise Unprocessable(
-                f"hyperparameters: {first['msg']}", param="hyperparameters", code="invalid_hyperparameter"
-            ) from None
         files = {"training_file": self._fine_tune_file(principal, training_file, "training_file")}
         if validation_file is not None:
             files["validation_file"] = self._fine_tune_file(principal, validation_file, "validation_file")
@@ -182,14 +192,124 @@ class FineTuningService:
             status="validating_files",
             validation_file=validation_file,
         )
-        self.store.fine_tunes.add(fine_tune)
-        try:
-            self._validate(principal, fine_tune, recipe, kind, hyperparameters, files)
-        except OpenMaaSError as error:
-            param = error.param if error.param in files else "training_file"
-            failure = {"code": error.code or "invalid_file", "message": error.message, "param": param}
-            self.store.fine_tunes.validated(fine_tune.job_id, report=None, error=failure)
+        self.store.fine_tunes.add(fine_tune, owner=self.owner, lease_s=self.lease_s)
+        self._validating(fine_tune, lambda: self._validate(principal, fine_tune, recipe, kind, hyperparameters, files))
         return self.get(principal, fine_tune.job_id)
+
+    def _plan(
+        self,
+        principal: Principal,
+        model: str,
+        n_epochs: int | str,
+        batch_size: int | str,
+        learning_rate_multiplier: float | str,
+        seed: int | None,
+    ) -> tuple[str, str, dict[str, Any], Any]:
+        """(recipe, dataset kind, the job's hyperparameters, the recipe's resolution of them)."""
+        recipe, kind, hyperparameters = self.recipe_for(principal, model)
+        defaults = get_recipe(recipe).hyperparameters(**hyperparameters)
+        if n_epochs != AUTO:
+            hyperparameters["epochs"] = n_epochs
+        if batch_size != AUTO:
+            hyperparameters["batch_size"] = batch_size
+        multiplier = 1.0 if learning_rate_multiplier == AUTO else float(learning_rate_multiplier)
+        hyperparameters["learning_rate"] = defaults.learning_rate * multiplier
+        hyperparameters["seed"] = seed if seed is not None else defaults.seed
+        try:
+            resolved = get_recipe(recipe).hyperparameters(**hyperparameters)
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise Unprocessable(
+                f"hyperparameters: {first['msg']}", param="hyperparameters", code="invalid_hyperparameter"
+            ) from None
+        return recipe, kind, hyperparameters, resolved
+
+    def _validating(self, fine_tune: FineTune, validate: Callable[[], None]) -> None:
+        """Run `validate` holding the fine-tune's lease; an unusable file (or model) fails the fine-tune, with
+        the file's line and reason, unless an earlier run had already created its job (it follows its job)."""
+        job_id = fine_tune.job_id
+        with self._renewing(job_id):
+            try:
+                validate()
+            except OpenMaaSError as error:
+                if self.store.jobs.get(fine_tune.tenant_id, job_id) is not None:
+                    self.store.fine_tunes.validated(job_id, report=None, error=None, owner=self.owner)
+                    return
+                named = ("training_file", "validation_file") if fine_tune.validation_file else ("training_file",)
+                param = error.param if error.param in named else "training_file"
+                failure = {"code": error.code or "invalid_file", "message": error.message, "param": param}
+                self.store.fine_tunes.validated(job_id, report=None, error=failure, owner=self.owner)
+
+    @contextmanager
+    def _renewing(self, job_id: str) -> Iterator[None]:
+        """Renew the fine-tune's lease every third of it while validation runs (a large file takes a while)."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.lease_s / 3):
+                try:
+                    self.store.fine_tunes.claim(job_id, self.owner, self.lease_s)
+                except Exception:  # the database away for a moment: tried again at the next third
+                    log.exception("renewing the lease of fine-tune %s failed", job_id)
+
+        renewing = threading.Thread(target=renew, name=f"lease-{job_id}", daemon=True)
+        renewing.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewing.join()
+
+    def resume_validations(self) -> int:
+        """Validate again every fine-tune left `validating_files` by a process that died (or whose lease
+        expired), each in the process that wins its lease; the number this process took."""
+        taken = 0
+        for fine_tune, holder in self.store.fine_tunes.validating():
+            if holder == self.owner:
+                continue  # this process's own request validates it now
+            job_id = fine_tune.job_id
+            if not self.store.fine_tunes.claim(job_id, self.owner, self.lease_s) and not (
+                is_gone(holder, self.node)
+                and self.store.fine_tunes.claim(job_id, self.owner, self.lease_s, take_from=holder)
+            ):
+                continue  # its holder still validates it, or another process took it first
+            log.warning("validating the files of fine-tune %s again (its process %s stopped)", job_id, holder)
+            taken += 1
+            try:
+                self._validating(fine_tune, functools.partial(self._validate_again, fine_tune))
+            except Exception:  # our bug (or the database gone): logged; its lease expires and it is tried again
+                log.exception("validating the files of fine-tune %s again failed", job_id)
+        return taken
+
+    async def run(self) -> None:
+        """Validate again what a stopped process left `validating_files`: at start-up, then every third of the
+        lease (another server's lease may expire while this one runs)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.resume_validations)
+            except Exception:  # the database away for a moment: logged, tried again
+                log.exception("resuming fine-tunes' validations failed")
+            await asyncio.sleep(self.lease_s / 3)
+
+    def _validate_again(self, fine_tune: FineTune) -> None:
+        """The validation of `create`, from the fine-tune's record: the hyperparameters it recorded as resolved
+        resolve to the same, and a file or model deleted meanwhile fails it as a request would have been."""
+        tenant = self.store.tenants.get(fine_tune.tenant_id)
+        limits = tenant.limits if tenant is not None else {}
+        principal = Principal(tenant_id=fine_tune.tenant_id, key_id="fine-tune", tenant_limits=limits)
+        hp = fine_tune.hyperparameters
+        recipe, kind, hyperparameters, _ = self._plan(
+            principal,
+            fine_tune.base_model,
+            hp["n_epochs"],
+            hp["batch_size"],
+            hp["learning_rate_multiplier"],
+            fine_tune.seed,
+        )
+        files = {"training_file": self._fine_tune_file(principal, fine_tune.training_file, "training_file")}
+        if fine_tune.validation_file is not None:
+            files["validation_file"] = self._fine_tune_file(principal, fine_tune.validation_file, "validation_file")
+        self._validate(principal, fine_tune, recipe, kind, hyperparameters, files)
 
     def _fine_tune_file(self, principal: Principal, file_id: str, param: str) -> File:
         try:
@@ -204,14 +324,22 @@ class FineTuningService:
             )
         return file
 
-    def _dataset_of(self, principal: Principal, file: File, kind: str, param: str) -> Dataset:
+    def _dataset_of(self, principal: Principal, fine_tune: FineTune, file: File, kind: str, param: str) -> Dataset:
         _, data = self.files.content(principal, file.id)
         if kind == "image":  # a zip keeps its name: the dataset reader knows it by its suffix
             filename = file.filename
         else:
             filename = file.filename if file.filename.endswith(".jsonl") else f"{file.id}.jsonl"
         try:
-            return self.datasets.upload(principal, name=f"fine-tune {file.id}", filename=filename, data=data, kind=kind)
+            # Keyed by the fine-tune: validating it again after a crash finds the dataset the first run stored.
+            return self.datasets.upload(
+                principal,
+                name=f"fine-tune {file.id}",
+                filename=filename,
+                data=data,
+                kind=kind,
+                idempotency_key=f"fine-tune {fine_tune.job_id} {param}",
+            )
         except OpenMaaSError as error:  # the file's line and reason, named as the client knows the file
             code = error.code if error.code and error.code != "invalid_request" else f"invalid_{param}"
             raise type(error)(f"{param} {file.id!r}: {error.message}", param=param, code=code) from None
@@ -228,10 +356,10 @@ class FineTuningService:
         hyperparameters: dict[str, Any],
         files: dict[str, File],
     ) -> None:
-        dataset = self._dataset_of(principal, files["training_file"], kind, "training_file")
+        dataset = self._dataset_of(principal, fine_tune, files["training_file"], kind, "training_file")
         validation_rows = None
         if "validation_file" in files:
-            validation = self._dataset_of(principal, files["validation_file"], kind, "validation_file")
+            validation = self._dataset_of(principal, fine_tune, files["validation_file"], kind, "validation_file")
             hyperparameters["validation_dataset_id"] = validation.id
             validation_rows = validation.rows
         resolved = get_recipe(recipe).hyperparameters(**hyperparameters)
@@ -249,16 +377,24 @@ class FineTuningService:
             )
         report = estimate(report, measured_speed(self.store.fine_tunes.measured(recipe)))
         report["validated_at"] = now()
-        self.jobs.create(
-            principal,
-            dataset_id=dataset.id,
-            model=new_id("ft"),
-            recipe=recipe,
-            hyperparameters=hyperparameters,
-            job_id=fine_tune.job_id,
-        )
-        self.store.jobs.add_event(fine_tune.job_id, "data_report", report)
-        self.store.fine_tunes.validated(fine_tune.job_id, report=report, error=None)
+        job_id = fine_tune.job_id
+        if not self.store.fine_tunes.claim(job_id, self.owner, self.lease_s):
+            return  # another process took it over (this one stalled past its lease): that one finishes it
+        # A run before a crash may have created the job (and reported) already; the job's id is the fine-tune's,
+        # so of two runs at once only one creates it (the other gets the job).
+        if self.store.jobs.get(fine_tune.tenant_id, job_id) is None:
+            self.jobs.create(
+                principal,
+                dataset_id=dataset.id,
+                model=new_id("ft"),
+                recipe=recipe,
+                hyperparameters=hyperparameters,
+                job_id=job_id,
+            )
+        events, _ = self.store.jobs.events(job_id)
+        if not any(event.type == "data_report" for event in events):
+            self.store.jobs.add_event(job_id, "data_report", report)
+        self.store.fine_tunes.validated(job_id, report=report, error=None, owner=self.owner)
 
     def _token_counter(self, principal: Principal, recipe: str, hp: Any) -> TokenCounter:
         if recipe == "bow-mlp":

@@ -180,6 +180,8 @@ class JobService:
         try:
             self.store.jobs.add(job, (idempotency_key, request) if idempotency_key else None)
         except AlreadyExists:  # the same key arrived twice at once: the other request won
+            if idempotency_key is None and job_id is not None:  # its face created the job it named meanwhile
+                return self.get(principal, job_id)
             first = self.idempotency.first_result(principal, "jobs", idempotency_key, request)
             assert first is not None
             return self.get(principal, first)

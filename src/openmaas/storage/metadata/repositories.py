@@ -64,7 +64,7 @@ def _insert_owned(
 ) -> None:
     """Insert a tenant's resource; with (key, fingerprint), its Idempotency-Key in the same transaction.
 
-    Raises AlreadyExists when the key was taken meanwhile."""
+    Raises AlreadyExists when the key was taken meanwhile, or (without a key) when the id was."""
     try:
         with engine.begin() as conn:
             if idempotency is not None:
@@ -72,7 +72,7 @@ def _insert_owned(
             conn.execute(insert(table).values(**values))
     except IntegrityError:
         if idempotency is None:
-            raise
+            raise AlreadyExists(f"{scope} {values['id']!r} already exists") from None
         raise AlreadyExists(f"idempotency key {idempotency[0]!r} is already used") from None
 
 

@@ -94,6 +94,9 @@ fine_tunes = Table(
     Column("error", JSON, nullable=True),
     Column("report", JSON, nullable=True),
     Column("validation_file", String(64), nullable=True),
+    # While `validating_files`: the process validating the files, and until when (the database's clock).
+    Column("owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
     Index("ix_fine_tunes_tenant_id_job_id", "tenant_id", "job_id"),
 )
 
