@@ -42,7 +42,7 @@ def test_a_killed_server_validates_its_fine_tunes_again_and_creates_one_job_each
     def create(file_id: str) -> None:
         try:
             answered[file_id] = oai.fine_tuning.jobs.create(
-                model="bow-mlp", training_file=file_id, hyperparameters={"n_epochs": 1}
+                model="bow-mlp", training_file=file_id, hyperparameters={"n_epochs": 1, "batch_size": 1024}
             )
         except openai.APIConnectionError as error:  # the server died under the request
             answered[file_id] = error
@@ -115,7 +115,9 @@ def test_of_two_servers_over_one_database_one_validates_again_once(
     def create() -> None:
         try:
             answered.append(
-                through_a.fine_tuning.jobs.create(model="bow-mlp", training_file=good, hyperparameters={"n_epochs": 1})
+                through_a.fine_tuning.jobs.create(
+                    model="bow-mlp", training_file=good, hyperparameters={"n_epochs": 1, "batch_size": 1024}
+                )
             )
         except openai.APIConnectionError as error:
             answered.append(error)
