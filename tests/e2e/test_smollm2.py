@@ -73,8 +73,10 @@ def test_smollm2_is_served_from_its_gguf_and_chats(llm_server: Server) -> None:
         streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert streamed == answer.choices[0].message.content
     assert llm_server.process is not None
-    # The torch path held ~870 MB while converting, and the float32 model (~540 MB of weights) once loaded.
-    assert resident_mb(llm_server.process.pid) < 700
+    # The torch engine's server held 1,093 MB with the float32 copy loaded (bench/generate.py, 2026-12-06), ~870 MB
+    # while converting. This one measured 603-683 MB: the float32 KV cache and scratch of the batch-invariant
+    # precision, and what else runs in the API process, vary by some tens of MB from run to run.
+    assert resident_mb(llm_server.process.pid) < 800
 
     llm_server.stop()  # registered once: after a restart it answers at once
     llm_server.start()
